@@ -1,0 +1,86 @@
+"""The AppView's HTTP app (Starlette): ``/xrpc/{nsid}``, ``/audio/{did}/{cid}``,
+``/image/{did}/{cid}``, ``/health`` and a small HTML index at ``/``."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from appview.blobs import BlobError
+from appview.page import render_index
+from appview.queries import QUERIES
+from appview.xrpc import XrpcError, parse_params
+
+if TYPE_CHECKING:
+    from openmusic.runtime import Runtime
+
+log = logging.getLogger("openmusic.appview")
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def create_app(rt: Runtime) -> Starlette:
+    """Build the Starlette app over a started ``Runtime``."""
+
+    async def xrpc(request: Request) -> Response:
+        nsid = request.path_params["nsid"]
+        handler = QUERIES.get(nsid)
+        if handler is None:
+            return XrpcError(501, "MethodNotImplemented", f"{nsid} is not served here").response()
+        if request.method != "GET":
+            return XrpcError(405, "InvalidRequest", f"{nsid} is a query: use GET").response()
+        try:
+            params = parse_params(nsid, request)
+            return JSONResponse(await handler(rt.views, params))
+        except XrpcError as exc:
+            return exc.response()
+        except Exception:
+            log.exception("%s failed", nsid)
+            return XrpcError(500, "InternalServerError", "internal error").response()
+
+    async def blob(request: Request, kind: str) -> Response:
+        did, cid = request.path_params["did"], request.path_params["cid"]
+        found = await rt.blob_source(did, cid, kind)
+        if found is None:
+            return XrpcError(404, "NotFound", f"no {kind} {cid} of an active account {did} is indexed").response()
+        mime, pds = found
+        if not pds:
+            return XrpcError(502, "UpstreamFailure", f"the PDS of {did} is not known").response()
+        try:
+            path = await rt.blobs.get(did, cid, pds)
+        except BlobError as exc:
+            return XrpcError(exc.status, exc.error, str(exc)).response()
+        return FileResponse(path, media_type=mime, headers={
+            "Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff", "Accept-Ranges": "bytes"})
+
+    async def audio(request: Request) -> Response:
+        return await blob(request, "audio")
+
+    async def image(request: Request) -> Response:
+        return await blob(request, "image")
+
+    async def health(request: Request) -> Response:
+        st = rt.consumer.status if rt.consumer else None
+        body = {"status": "ok", "firehose": None}
+        if st:
+            body["firehose"] = {"url": rt.settings.subscribe_url, "connected": st.connected, "lastSeq": st.last_seq,
+                                "frames": st.frames, "badFrames": st.bad_frames, "lastError": st.last_error}
+        if rt.indexer:
+            body["indexer"] = dict(rt.indexer.counters) | {"rejected": dict(rt.indexer.rejections)}
+        return JSONResponse(body)
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse(await render_index(rt.views))
+
+    return Starlette(routes=[
+        Route("/", index),
+        Route("/health", health),
+        Route("/xrpc/_health", health),
+        Route("/xrpc/{nsid}", xrpc, methods=["GET", "POST"]),
+        Route("/audio/{did}/{cid}", audio, methods=["GET", "HEAD"]),
+        Route("/image/{did}/{cid}", image, methods=["GET", "HEAD"]),
+    ])

@@ -1,0 +1,204 @@
+"""The ``fm.openmusic.*`` query handlers. Each takes the ``ViewContext`` and validated params and
+returns the output object of its lexicon, or raises ``XrpcError``."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from appview.views import ACTIVE, ViewContext, artist_views, ordered_track_views, track_views
+from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
+from openmusic.lexicons import TRACK
+
+Handler = Callable[[ViewContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _check_track_uri(uri: str) -> None:
+    if f"/{TRACK}/" not in uri:
+        raise invalid(f"{uri} is not a {TRACK} AT-URI")
+
+
+async def resolve_actor(ctx: ViewContext, actor: str, require_active: bool = True) -> str:
+    """DID or handle -> DID of a known account. Raises ``ActorNotFound``."""
+    did = actor if actor.startswith("did:") else await ctx.identity.did_for_handle(actor)
+    if did:
+        cur = await ctx.db.execute("SELECT active FROM actor WHERE did = ?", (did,))
+        row = await cur.fetchone()
+        if row and (row[0] or not require_active):
+            return did
+    raise not_found("ActorNotFound", f"no active account {actor} is known here")
+
+
+async def get_track(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.catalog.getTrack"""
+    _check_track_uri(p["uri"])
+    views = await track_views(ctx, [p["uri"]])
+    if p["uri"] not in views:
+        raise not_found("NotFound", f"track {p['uri']} is not indexed")
+    return {"track": views[p["uri"]]}
+
+
+async def get_tracks(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.catalog.getTracks"""
+    return {"tracks": await ordered_track_views(ctx, list(dict.fromkeys(p["uris"])))}
+
+
+async def search_tracks(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.catalog.searchTracks: FTS5 prefix match on every word of ``q`` (AND), filters,
+    sort by newest (``sort_at``) or by plays; keyset pagination."""
+    sort = p["sort"]
+    if sort not in ("recent", "plays"):
+        raise invalid("sort must be recent or plays")
+    where, args = [ACTIVE], []
+    words = _WORD.findall(p.get("q") or "")[:16]
+    if words:
+        where.append("t.uri IN (SELECT uri FROM track_fts WHERE track_fts MATCH ?)")
+        args.append(" ".join('"' + w.replace('"', "") + '"*' for w in words))
+    if p.get("genre"):
+        where.append("t.genre_norm = ?")
+        args.append(p["genre"].strip().lower())
+    if p.get("aiLevel"):
+        where.append("t.ai_level = ?")
+        args.append(p["aiLevel"])
+    key = "t.sort_at" if sort == "recent" else "COALESCE(s.plays, 0)"
+    after = decode_cursor(p.get("cursor"), 2)
+    if after:
+        where.append(f"({key} < ? OR ({key} = ? AND t.uri < ?))")
+        args += [after[0], after[0], after[1]]
+    sql = (f"SELECT t.uri, {key} FROM track t LEFT JOIN track_stats s ON s.track_uri = t.uri "
+           f"LEFT JOIN actor a ON a.did = t.did WHERE {' AND '.join(where)} "
+           f"ORDER BY {key} DESC, t.uri DESC LIMIT ?")
+    cur = await ctx.db.execute(sql, [*args, p["limit"] + 1])
+    rows = await cur.fetchall()
+    out: dict[str, Any] = {"tracks": await ordered_track_views(ctx, [r[0] for r in rows[:p["limit"]]])}
+    if len(rows) > p["limit"]:
+        last = rows[p["limit"] - 1]
+        out["cursor"] = encode_cursor(last[1], last[0])
+    return out
+
+
+async def get_artist_tracks(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.catalog.getArtistTracks: newest first."""
+    did = await resolve_actor(ctx, p["actor"])
+    args: list[Any] = [did]
+    cond = ""
+    if after := decode_cursor(p.get("cursor"), 2):
+        cond = "AND (sort_at < ? OR (sort_at = ? AND uri < ?))"
+        args += [after[0], after[0], after[1]]
+    cur = await ctx.db.execute(
+        f"SELECT uri, sort_at FROM track WHERE did = ? {cond} ORDER BY sort_at DESC, uri DESC LIMIT ?",
+        [*args, p["limit"] + 1])
+    rows = await cur.fetchall()
+    out: dict[str, Any] = {"artist": (await artist_views(ctx, [did]))[did],
+                           "tracks": await ordered_track_views(ctx, [r[0] for r in rows[:p["limit"]]])}
+    if len(rows) > p["limit"]:
+        last = rows[p["limit"] - 1]
+        out["cursor"] = encode_cursor(last[1], last[0])
+    return out
+
+
+async def get_album(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.catalog.getAlbum: the album with its indexed tracks, in the album's order."""
+    cur = await ctx.db.execute(
+        f"SELECT al.uri, al.did, al.cid, al.title, al.artwork_cid, r.json, r.indexed_at FROM album al "
+        f"JOIN record r ON r.uri = al.uri LEFT JOIN actor a ON a.did = al.did WHERE al.uri = ? AND {ACTIVE}",
+        (p["uri"],))
+    row = await cur.fetchone()
+    if not row:
+        raise not_found("NotFound", f"album {p['uri']} is not indexed")
+    uri, did, cid, title, artwork, raw, indexed_at = row
+    cur = await ctx.db.execute("SELECT track_uri FROM album_track WHERE album_uri = ? ORDER BY position", (uri,))
+    track_uris = [r[0] for r in await cur.fetchall()]
+    album: dict[str, Any] = {
+        "uri": uri, "cid": cid, "artist": (await artist_views(ctx, [did]))[did], "title": title,
+        "tracks": await ordered_track_views(ctx, track_uris), "record": json.loads(raw), "indexedAt": indexed_at}
+    if artwork:
+        album["artworkUrl"] = ctx.image_url(did, artwork)
+    return {"album": album}
+
+
+async def get_profile(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.actor.getProfile: profile fields plus counts."""
+    did = await resolve_actor(ctx, p["actor"])
+    base = (await artist_views(ctx, [did]))[did]
+    cur = await ctx.db.execute(
+        "SELECT (SELECT COUNT(*) FROM track WHERE did = :d), (SELECT COUNT(*) FROM album WHERE did = :d), "
+        "(SELECT COUNT(*) FROM play WHERE did = :d), (SELECT COUNT(*) FROM like_record WHERE did = :d), "
+        "(SELECT COUNT(*) FROM play WHERE track_did = :d)", {"d": did})
+    tracks, albums, plays, likes, received = await cur.fetchone()
+    view: dict[str, Any] = {"did": did, "handle": base["handle"], "tracksCount": tracks, "albumsCount": albums,
+                            "playsCount": plays, "likesCount": likes, "playsReceivedCount": received}
+    cur = await ctx.db.execute(
+        "SELECT p.display_name, p.description, p.location, p.avatar_cid, p.banner_cid, p.roles, p.links, r.json "
+        "FROM profile p JOIN record r ON r.uri = p.uri WHERE p.did = ?", (did,))
+    if row := await cur.fetchone():
+        name, description, location, avatar, banner, roles, links, raw = row
+        for k, v in (("displayName", name), ("description", description), ("location", location),
+                     ("avatarUrl", ctx.image_url(did, avatar)), ("bannerUrl", ctx.image_url(did, banner))):
+            if v:
+                view[k] = v
+        view["roles"] = json.loads(roles or "[]")
+        view["links"] = json.loads(links or "[]")
+        view["record"] = json.loads(raw)
+    return view
+
+
+async def get_plays(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.listen.getPlays: stream history, newest first by when listening began."""
+    did = await resolve_actor(ctx, p["actor"])
+    args: list[Any] = [did]
+    cond = ""
+    if after := decode_cursor(p.get("cursor"), 2):
+        cond = "AND (pl.sort_at < ? OR (pl.sort_at = ? AND pl.uri < ?))"
+        args += [after[0], after[0], after[1]]
+    cur = await ctx.db.execute(
+        f"SELECT pl.uri, pl.cid, pl.track_uri, pl.created_at, pl.listened_ms, pl.completed, r.json, pl.sort_at "
+        f"FROM play pl JOIN record r ON r.uri = pl.uri WHERE pl.did = ? {cond} "
+        f"ORDER BY pl.sort_at DESC, pl.uri DESC LIMIT ?", [*args, p["limit"] + 1])
+    rows = await cur.fetchall()
+    page = rows[:p["limit"]]
+    listener = (await artist_views(ctx, [did]))[did]
+    tracks = await track_views(ctx, [r[2] for r in page])
+    plays = []
+    for uri, cid, track_uri, created_at, listened, completed, raw, _ in page:
+        view: dict[str, Any] = {"uri": uri, "cid": cid, "listener": listener, "trackUri": track_uri,
+                                "createdAt": created_at, "listenedMs": listened, "completed": bool(completed),
+                                "record": json.loads(raw)}
+        if track_uri in tracks:
+            view["track"] = tracks[track_uri]
+        plays.append(view)
+    out: dict[str, Any] = {"plays": plays}
+    if len(rows) > p["limit"]:
+        last = page[-1]
+        out["cursor"] = encode_cursor(last[7], last[0])
+    return out
+
+
+async def get_track_stats(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.listen.getTrackStats"""
+    _check_track_uri(p["uri"])
+    cur = await ctx.db.execute(
+        f"SELECT COALESCE(s.plays,0), COALESCE(s.listeners,0), COALESCE(s.listened_ms,0), "
+        f"COALESCE(s.completions,0), COALESCE(s.likes,0) FROM track t LEFT JOIN track_stats s "
+        f"ON s.track_uri = t.uri LEFT JOIN actor a ON a.did = t.did WHERE t.uri = ? AND {ACTIVE}", (p["uri"],))
+    row = await cur.fetchone()
+    if not row:
+        raise not_found("NotFound", f"track {p['uri']} is not indexed")
+    plays, listeners, listened, completions, likes = row
+    return {"uri": p["uri"], "plays": plays, "uniqueListeners": listeners, "listenedMs": listened,
+            "completions": completions, "likes": likes}
+
+
+QUERIES: dict[str, Handler] = {
+    "fm.openmusic.catalog.getTrack": get_track,
+    "fm.openmusic.catalog.getTracks": get_tracks,
+    "fm.openmusic.catalog.searchTracks": search_tracks,
+    "fm.openmusic.catalog.getArtistTracks": get_artist_tracks,
+    "fm.openmusic.catalog.getAlbum": get_album,
+    "fm.openmusic.actor.getProfile": get_profile,
+    "fm.openmusic.listen.getPlays": get_plays,
+    "fm.openmusic.listen.getTrackStats": get_track_stats,
+}

@@ -1,0 +1,95 @@
+"""Hydration: database rows -> lexicon views (``fm.openmusic.catalog.defs``, ``actor.defs``,
+``listen.defs``). Rules applied here: accounts that are not active are never shown."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from openmusic.identity import INVALID_HANDLE, IdentityService
+
+ACTIVE = "COALESCE(a.active, 1) = 1"
+
+
+@dataclass
+class ViewContext:
+    """What hydration needs: a reader connection, the identity service and the public base URL."""
+
+    db: aiosqlite.Connection
+    identity: IdentityService
+    base_url: str
+
+    def audio_url(self, did: str, cid: str) -> str:
+        return f"{self.base_url}/audio/{did}/{cid}"
+
+    def image_url(self, did: str, cid: str | None) -> str | None:
+        return f"{self.base_url}/image/{did}/{cid}" if cid else None
+
+
+async def artist_views(ctx: ViewContext, dids: list[str]) -> dict[str, dict[str, Any]]:
+    """``#artistView`` per DID. DIDs never resolved are resolved now (once), so handles are current."""
+    unique = list(dict.fromkeys(dids))
+    if not unique:
+        return {}
+    marks = ",".join("?" * len(unique))
+    cur = await ctx.db.execute(f"SELECT did FROM actor WHERE did IN ({marks}) AND resolved_at IS NULL", unique)
+    for (did,) in await cur.fetchall():
+        await ctx.identity.refresh(did)
+    cur = await ctx.db.execute(
+        f"SELECT a.did, a.handle, p.display_name, p.avatar_cid FROM actor a LEFT JOIN profile p ON p.did = a.did "
+        f"WHERE a.did IN ({marks})", unique)
+    out: dict[str, dict[str, Any]] = {}
+    for did, handle, name, avatar in await cur.fetchall():
+        view: dict[str, Any] = {"did": did, "handle": handle or INVALID_HANDLE}
+        if name:
+            view["displayName"] = name
+        if avatar:
+            view["avatarUrl"] = ctx.image_url(did, avatar)
+        out[did] = view
+    for did in unique:
+        out.setdefault(did, {"did": did, "handle": INVALID_HANDLE})
+    return out
+
+
+TRACK_SELECT = (
+    "SELECT t.uri, t.did, t.cid, t.title, t.duration_ms, t.genre, t.ai_level, t.audio_cid, t.audio_mime, "
+    "t.artwork_cid, t.album_uri, t.album_cid, r.json, r.indexed_at, COALESCE(s.plays, 0), COALESCE(s.likes, 0) "
+    "FROM track t JOIN record r ON r.uri = t.uri LEFT JOIN track_stats s ON s.track_uri = t.uri "
+    "LEFT JOIN actor a ON a.did = t.did ")
+
+
+async def track_views(ctx: ViewContext, uris: list[str]) -> dict[str, dict[str, Any]]:
+    """``#trackView`` per URI, for tracks that are indexed and whose artist is active."""
+    if not uris:
+        return {}
+    marks = ",".join("?" * len(uris))
+    cur = await ctx.db.execute(f"{TRACK_SELECT} WHERE t.uri IN ({marks}) AND {ACTIVE}", uris)
+    rows = await cur.fetchall()
+    artists = await artist_views(ctx, [r[1] for r in rows])
+    out = {}
+    for (uri, did, cid, title, duration, genre, ai_level, audio_cid, audio_mime, artwork_cid, album_uri,
+         album_cid, raw, indexed_at, plays, likes) in rows:
+        view: dict[str, Any] = {
+            "uri": uri, "cid": cid, "artist": artists[did], "title": title, "durationMs": duration,
+            "audioUrl": ctx.audio_url(did, audio_cid), "audioMimeType": audio_mime,
+            "plays": plays, "likes": likes, "record": json.loads(raw), "indexedAt": indexed_at,
+        }
+        if genre:
+            view["genre"] = genre
+        if ai_level:
+            view["aiLevel"] = ai_level
+        if artwork_cid:
+            view["artworkUrl"] = ctx.image_url(did, artwork_cid)
+        if album_uri:
+            view["album"] = {"uri": album_uri, "cid": album_cid}
+        out[uri] = view
+    return out
+
+
+async def ordered_track_views(ctx: ViewContext, uris: list[str]) -> list[dict[str, Any]]:
+    """``track_views`` as a list in the order of ``uris``, leaving out missing ones."""
+    views = await track_views(ctx, uris)
+    return [views[u] for u in uris if u in views]

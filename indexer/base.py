@@ -1,0 +1,52 @@
+"""What every collection module gets: the write context and the AT-URI helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiosqlite
+
+from openmusic.lexicons import RecordInvalid
+
+
+@dataclass(slots=True)
+class WriteContext:
+    """One record write inside the indexer's open transaction.
+
+    ``uri`` is ``at://{did}/{collection}/{rkey}``; ``cid`` is None for deletes; ``now`` is the
+    indexing time (atproto datetime string).
+    """
+
+    tx: aiosqlite.Connection
+    did: str
+    collection: str
+    rkey: str
+    cid: str | None
+    rev: str | None
+    now: str
+
+    @property
+    def uri(self) -> str:
+        return f"at://{self.did}/{self.collection}/{self.rkey}"
+
+
+def split_uri(uri: str) -> tuple[str, str, str]:
+    """``at://did/collection/rkey`` -> ``(did, collection, rkey)``. Raises ``RecordInvalid``."""
+    if not uri.startswith("at://"):
+        raise RecordInvalid("bad_reference", f"{uri!r} is not an AT-URI")
+    parts = uri[len("at://"):].split("/")
+    if len(parts) != 3 or not all(parts) or not parts[0].startswith("did:"):
+        raise RecordInvalid("bad_reference", f"{uri!r} is not an at://did/collection/rkey URI")
+    return parts[0], parts[1], parts[2]
+
+
+def blob_cid(blob: object) -> str | None:
+    """The CID string of a blob value (data model form), or None."""
+    if isinstance(blob, dict) and blob.get("ref") is not None:
+        return str(blob["ref"])
+    return None
+
+
+def blob_mime(blob: object) -> str | None:
+    """The declared mime type of a blob value, or None."""
+    return blob.get("mimeType") if isinstance(blob, dict) else None

@@ -1,0 +1,37 @@
+"""``fm.openmusic.social.like`` -> table ``like_record`` and the subject's like count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from indexer import stats
+from indexer.base import WriteContext, split_uri
+from openmusic.db import normalize_datetime
+from openmusic.lexicons import ALBUM, LIKE, TRACK, RecordInvalid
+
+COLLECTION = LIKE
+
+
+def check(record: dict[str, Any]) -> None:
+    """The subject must be a track or an album. Raises ``RecordInvalid``."""
+    if split_uri(record["subject"]["uri"])[1] not in (TRACK, ALBUM):
+        raise RecordInvalid("bad_reference", f"like of {record['subject']['uri']}, which is not a track or album")
+
+
+async def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
+    """Index one like and count it."""
+    subject = record["subject"]
+    await ctx.tx.execute(
+        "INSERT INTO like_record (uri, did, rkey, cid, subject_uri, subject_cid, created_at, indexed_at) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        (ctx.uri, ctx.did, ctx.rkey, ctx.cid, subject["uri"], subject["cid"],
+         normalize_datetime(record["createdAt"]) or ctx.now, ctx.now))
+    await stats.add_like(ctx.tx, subject["uri"])
+
+
+async def delete(ctx: WriteContext) -> None:
+    """Remove a like and uncount it."""
+    cur = await ctx.tx.execute("DELETE FROM like_record WHERE uri = ? RETURNING subject_uri", (ctx.uri,))
+    row = await cur.fetchone()
+    if row:
+        await stats.add_like(ctx.tx, row[0], sign=-1)

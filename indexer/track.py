@@ -1,0 +1,50 @@
+"""``fm.openmusic.catalog.track`` -> tables ``track`` and ``track_fts``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from indexer import search
+from indexer.base import WriteContext, blob_cid, blob_mime, split_uri
+from openmusic.db import normalize_datetime, sort_at
+from openmusic.lexicons import ALBUM, TRACK, RecordInvalid
+
+COLLECTION = TRACK
+
+
+def check(record: dict[str, Any]) -> None:
+    """Rules the lexicon cannot state: ``splits`` name distinct DIDs and sum to 10000 bps;
+    ``album`` points at an album record. Raises ``RecordInvalid``."""
+    splits = record.get("splits")
+    if splits is not None:
+        total = sum(s["shareBps"] for s in splits)
+        if total != 10000:
+            raise RecordInvalid("bad_splits", f"splits sum to {total} bps, not 10000")
+        if len({s["did"] for s in splits}) != len(splits):
+            raise RecordInvalid("bad_splits", "splits name the same DID twice")
+    if album := record.get("album"):
+        if split_uri(album["uri"])[1] != ALBUM:
+            raise RecordInvalid("bad_reference", f"album {album['uri']} is not an {ALBUM} record")
+
+
+async def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
+    """Index one track record (create, or the insert half of an update)."""
+    album = record.get("album") or {}
+    audio = record["audio"]
+    created = normalize_datetime(record["createdAt"]) or ctx.now
+    await ctx.tx.execute(
+        "INSERT OR REPLACE INTO track (uri, did, rkey, cid, title, duration_ms, genre, genre_norm, ai_level, "
+        "album_uri, album_cid, track_number, audio_cid, audio_mime, audio_size, artwork_cid, artwork_mime, explicit, "
+        "created_at, sort_at, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (ctx.uri, ctx.did, ctx.rkey, ctx.cid, record["title"], record["duration"], record.get("genre"),
+         (record.get("genre") or "").strip().lower() or None, (record.get("aiDisclosure") or {}).get("level"),
+         album.get("uri"), album.get("cid"), record.get("trackNumber"), blob_cid(audio), audio["mimeType"],
+         audio.get("size"), blob_cid(record.get("artwork")), blob_mime(record.get("artwork")), 1 if record.get("explicit") else 0,
+         created, sort_at(record["createdAt"], ctx.now), ctx.now))
+    await search.index_track(ctx.tx, ctx.uri, ctx.did, record)
+
+
+async def delete(ctx: WriteContext) -> None:
+    """Remove a track from the catalog. Its plays and stats stay: they belong to the listeners."""
+    await ctx.tx.execute("DELETE FROM track WHERE uri = ?", (ctx.uri,))
+    await search.unindex_track(ctx.tx, ctx.uri)

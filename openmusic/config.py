@@ -1,0 +1,114 @@
+"""Configuration: one ``Settings`` object, filled from ``OPENMUSIC_*`` environment variables and
+command-line flags (flags win). Production defaults point at the public ATProto network."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+#: The public relay's firehose and the public PLC directory.
+DEFAULT_FIREHOSE = "wss://bsky.network"
+DEFAULT_PLC = "https://plc.directory"
+
+
+def _env_bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class Settings:
+    """Runtime settings of the AppView, firehose consumer and indexer.
+
+    Every field can be set by the environment variable ``OPENMUSIC_<FIELD_NAME_UPPER>``;
+    booleans accept 1/true/yes/on.
+    """
+
+    #: Relay or PDS to subscribe to: ``wss://host`` (the ``/xrpc/com.atproto.sync.subscribeRepos``
+    #: path is added when absent); ``http(s)://`` is turned into ``ws(s)://``.
+    firehose_url: str = DEFAULT_FIREHOSE
+    #: did:plc directory used to resolve DIDs.
+    plc_url: str = DEFAULT_PLC
+    #: SQLite database file.
+    db_path: str = "data/openmusic.sqlite"
+    #: Where verified blobs (audio, images) fetched from creators' PDSes are cached.
+    blob_cache_dir: str = "data/blobs"
+    #: Address and port the AppView's HTTP server binds to.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Base URL that clients reach the AppView at; audio and artwork URLs in views are built on it.
+    #: Empty: ``http://{host}:{port}``.
+    public_url: str = ""
+    #: Optional XRPC service (a PDS or AppView) used to resolve handles with
+    #: ``com.atproto.identity.resolveHandle``; empty: DNS TXT ``_atproto`` then HTTPS well-known.
+    handle_resolver_url: str = ""
+    #: Let outbound fetches (DID documents, blobs) reach loopback and private addresses.
+    #: Only for a local development network; off in production (SSRF guard).
+    allow_private_hosts: bool = False
+    #: Seconds a resolved DID document / handle stays fresh.
+    identity_ttl_s: int = 86400
+    #: Largest blob (bytes) the AppView fetches and caches from a PDS.
+    max_blob_bytes: int = 100 * 1024 * 1024
+    #: Log level for the ``openmusic`` loggers.
+    log_level: str = "INFO"
+    #: Extra, unparsed values (for tests and extensions).
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``), then apply non-None ``overrides``.
+
+        Raises ``ValueError`` when an integer variable does not parse.
+        """
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = environ.get(f"OPENMUSIC_{f.name.upper()}")
+            if raw is None:
+                continue
+            if f.type in ("int", int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError as exc:
+                    raise ValueError(f"OPENMUSIC_{f.name.upper()} must be an integer, got {raw!r}") from exc
+            elif f.type in ("bool", bool):
+                values[f.name] = _env_bool(raw)
+            else:
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def base_url(self) -> str:
+        """Public base URL without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def subscribe_url(self) -> str:
+        """Full ``subscribeRepos`` WebSocket URL (without cursor)."""
+        url = self.firehose_url.rstrip("/")
+        if url.startswith("http://"):
+            url = "ws://" + url[len("http://"):]
+        elif url.startswith("https://"):
+            url = "wss://" + url[len("https://"):]
+        if not url.endswith("/xrpc/com.atproto.sync.subscribeRepos"):
+            if url.endswith("/xrpc"):
+                url += "/com.atproto.sync.subscribeRepos"
+            else:
+                url += "/xrpc/com.atproto.sync.subscribeRepos"
+        return url
+
+    @property
+    def cursor_source(self) -> str:
+        """Key under which this firehose's cursor is stored: seqs are host-scoped."""
+        return self.subscribe_url.split("?")[0]
+
+    def ensure_dirs(self) -> None:
+        """Create the folders of the database and blob cache."""
+        Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.blob_cache_dir).mkdir(parents=True, exist_ok=True)

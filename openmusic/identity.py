@@ -1,0 +1,194 @@
+"""Identity: DIDs (did:plc through the configured PLC directory, did:web) and handles, cached in
+the ``actor`` table and refreshed in the background (on ``#identity`` events, for new DIDs, and
+when older than ``Settings.identity_ttl_s``).
+
+A handle is shown only when it resolves back to the same DID (atproto handle spec, bidirectional
+verification); otherwise views show ``handle.invalid``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import aiosqlite
+import httpx
+from atproto_core.did_doc import DidDocument
+from atproto_identity.handle.resolver import AsyncHandleResolver
+
+from indexer import search
+from openmusic.config import Settings
+from openmusic.netguard import BlockedURL, check_url
+
+log = logging.getLogger("openmusic.identity")
+INVALID_HANDLE = "handle.invalid"
+
+
+class IdentityError(Exception):
+    """A DID document or handle could not be resolved."""
+
+
+@dataclass
+class DidInfo:
+    """What we use from a DID document: claimed handle, PDS endpoint, ``#atproto`` signing key (did:key)."""
+
+    did: str
+    handle: str | None
+    pds: str | None
+    signing_key: str | None
+
+
+class IdentityResolver:
+    """Resolves DIDs and handles over HTTP(S)/DNS. ``http`` is shared; SSRF-guarded per ``settings``."""
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.http = http
+        self._dns = AsyncHandleResolver(timeout=5)
+
+    async def resolve_did(self, did: str) -> DidInfo:
+        """Fetch and parse ``did``'s document. Raises ``IdentityError``."""
+        if did.startswith("did:plc:"):
+            url = f"{self.settings.plc_url.rstrip('/')}/{quote(did)}"
+        elif did.startswith("did:web:"):
+            host = did[len("did:web:"):]
+            if ":" in host:
+                raise IdentityError(f"did:web with a path is not supported by atproto: {did}")
+            host = host.replace("%3A", ":")
+            scheme = "http" if host.split(":")[0] in ("localhost", "127.0.0.1") else "https"
+            url = f"{scheme}://{host}/.well-known/did.json"
+            try:
+                await check_url(url, self.settings.allow_private_hosts)
+            except BlockedURL as exc:
+                raise IdentityError(str(exc)) from exc
+        else:
+            raise IdentityError(f"unsupported DID method: {did}")
+        try:
+            resp = await self.http.get(url, timeout=10)
+        except httpx.HTTPError as exc:
+            raise IdentityError(f"fetching {url}: {exc}") from exc
+        if resp.status_code != 200:
+            raise IdentityError(f"{url} answered {resp.status_code}")
+        try:
+            doc = DidDocument.from_dict(resp.json())
+        except Exception as exc:  # pydantic validation or bad JSON
+            raise IdentityError(f"{url}: not a DID document ({exc})") from exc
+        if doc.id != did:
+            raise IdentityError(f"{url} describes {doc.id}, not {did}")
+        return DidInfo(did=did, handle=doc.get_handle(), pds=doc.get_pds_endpoint(), signing_key=doc.get_did_key())
+
+    async def resolve_handle(self, handle: str) -> str | None:
+        """Handle -> DID, or None. Uses ``Settings.handle_resolver_url`` (XRPC
+        ``com.atproto.identity.resolveHandle``) when set, else DNS TXT then HTTPS well-known."""
+        handle = handle.lower().lstrip("@")
+        if self.settings.handle_resolver_url:
+            try:
+                resp = await self.http.get(
+                    f"{self.settings.handle_resolver_url.rstrip('/')}/xrpc/com.atproto.identity.resolveHandle",
+                    params={"handle": handle}, timeout=10)
+            except httpx.HTTPError:
+                return None
+            return resp.json().get("did") if resp.status_code == 200 else None
+        try:
+            await check_url(f"https://{handle}/", self.settings.allow_private_hosts)
+        except BlockedURL:
+            return None
+        try:
+            return await self._dns.resolve(handle)
+        except Exception:  # dns / http failures: unresolvable
+            return None
+
+
+class IdentityService:
+    """Keeps the ``actor`` table's handles, PDS endpoints and signing keys current.
+
+    ``conn`` is a writer connection of its own (not the indexer's). ``schedule(did)`` queues a
+    refresh; ``run()`` works the queue (up to 4 at once). ``lookup_handle`` serves queries.
+    """
+
+    def __init__(self, settings: Settings, conn: aiosqlite.Connection, resolver: IdentityResolver) -> None:
+        self.settings = settings
+        self.conn = conn
+        self.resolver = resolver
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self._pending: set[str] = set()
+        self._write_lock = asyncio.Lock()
+        self.failures = 0
+
+    def schedule(self, did: str) -> None:
+        """Queue ``did`` for a refresh (deduplicated)."""
+        if did not in self._pending:
+            self._pending.add(did)
+            self.queue.put_nowait(did)
+
+    async def run(self, concurrency: int = 4) -> None:
+        """Refresh queued DIDs until cancelled."""
+        async def worker() -> None:
+            while True:
+                did = await self.queue.get()
+                try:
+                    await self.refresh(did)
+                except Exception:  # never let one identity stop the worker
+                    log.exception("identity refresh of %s failed", did)
+                finally:
+                    self._pending.discard(did)
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    async def refresh(self, did: str) -> str | None:
+        """Resolve ``did`` now, verify its handle both ways, store it. Returns the verified handle or None."""
+        try:
+            info = await self.resolver.resolve_did(did)
+        except IdentityError as exc:
+            self.failures += 1
+            log.info("cannot resolve %s: %s", did, exc)
+            return None
+        verified = False
+        if info.handle:
+            verified = (await self.resolver.resolve_handle(info.handle)) == did
+        handle = info.handle.lower() if (info.handle and verified) else None
+        async with self._write_lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = await self.conn.execute("SELECT handle FROM actor WHERE did = ?", (did,))
+                row = await cur.fetchone()
+                if handle:  # handle contention: the newest verified holder keeps it
+                    await self.conn.execute("UPDATE actor SET handle = NULL, handle_verified = 0 "
+                                            "WHERE handle = ? AND did != ?", (handle, did))
+                await self.conn.execute(
+                    "INSERT INTO actor (did, handle, handle_verified, pds, signing_key, resolved_at) "
+                    "VALUES (?,?,?,?,?,?) ON CONFLICT (did) DO UPDATE SET handle = excluded.handle, "
+                    "handle_verified = excluded.handle_verified, pds = excluded.pds, "
+                    "signing_key = excluded.signing_key, resolved_at = excluded.resolved_at",
+                    (did, handle, 1 if handle else 0, info.pds, info.signing_key, time.time()))
+                if not row or row[0] != handle:
+                    await search.reindex_artist(self.conn, did)
+                await self.conn.execute("COMMIT")
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+        return handle
+
+    async def did_for_handle(self, handle: str) -> str | None:
+        """A handle -> its DID: from the cache when verified, else resolved (and verified) now."""
+        handle = handle.lower().lstrip("@")
+        cur = await self.conn.execute("SELECT did FROM actor WHERE handle = ? AND handle_verified = 1", (handle,))
+        row = await cur.fetchone()
+        if row:
+            return row[0]
+        did = await self.resolver.resolve_handle(handle)
+        if did and await self.refresh(did) == handle:
+            return did
+        return None
+
+    async def refresh_stale(self) -> int:
+        """Queue DIDs never resolved or older than the TTL. Returns how many were queued."""
+        cur = await self.conn.execute(
+            "SELECT did FROM actor WHERE resolved_at IS NULL OR resolved_at < ?",
+            (time.time() - self.settings.identity_ttl_s,))
+        rows = await cur.fetchall()
+        for (did,) in rows:
+            self.schedule(did)
+        return len(rows)

@@ -1,0 +1,120 @@
+"""Wires the parts together in one process: firehose consumer -> indexer -> SQLite <- AppView.
+
+``Runtime.start()`` migrates the database, opens connections (indexer writer, identity writer,
+AppView reader), and starts the consumer and the identity refresher as tasks; ``serve()`` runs the
+AppView under uvicorn until stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiosqlite
+import httpx
+import uvicorn
+
+from appview.blobs import BlobStore
+from appview.views import ViewContext
+from firehose.consumer import FirehoseConsumer
+from indexer.core import Indexer, wanted
+from openmusic import db
+from openmusic.config import Settings
+from openmusic.identity import IdentityResolver, IdentityService
+
+log = logging.getLogger("openmusic")
+
+
+class Runtime:
+    """All long-lived parts of a running AppView. Attributes are set by ``start``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.consumer: FirehoseConsumer | None = None
+        self.indexer: Indexer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._conns: list[aiosqlite.Connection] = []
+
+    async def start(self, firehose: bool = True) -> None:
+        """Migrate, connect, and (with ``firehose``) start consuming. Raises on a bad database."""
+        s = self.settings
+        s.ensure_dirs()
+        db.migrate(s.db_path)
+        self.http = httpx.AsyncClient(follow_redirects=False, headers={"user-agent": "openmusic-appview/0.1"})
+        self.writer = await self._connect()
+        self.identity_conn = await self._connect()
+        self.reader = await self._connect()
+        self.identity = IdentityService(s, self.identity_conn, IdentityResolver(s, self.http))
+        self.blobs = BlobStore(s.blob_cache_dir, self.http, s.allow_private_hosts, s.max_blob_bytes)
+        self.views = ViewContext(self.reader, self.identity, s.base_url)
+        self.indexer = Indexer(self.writer, s.cursor_source, on_new_did=self.identity.schedule)
+        self._tasks.append(asyncio.create_task(self.identity.run(), name="identity"))
+        await self.identity.refresh_stale()
+        if firehose:
+            self.consumer = FirehoseConsumer(s.subscribe_url, self.indexer, wanted)
+            self._tasks.append(asyncio.create_task(self._consume(), name="firehose"))
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await db.connect(self.settings.db_path)
+        self._conns.append(conn)
+        return conn
+
+    async def _consume(self) -> None:
+        assert self.consumer is not None
+        try:
+            await self.consumer.run()
+        except Exception:
+            log.exception("firehose consumer stopped on an error; the cursor holds the last applied event")
+            raise
+
+    async def blob_source(self, did: str, cid: str, kind: str) -> tuple[str, str | None] | None:
+        """(mime type, PDS URL) of a blob that an active account's indexed record references as
+        ``kind`` (``audio`` or ``image``), or None. Only referenced blobs are served: the AppView is
+        not an open proxy for arbitrary PDS blobs."""
+        if kind == "audio":
+            sql = "SELECT audio_mime FROM track WHERE did = ?1 AND audio_cid = ?2 LIMIT 1"
+        else:
+            sql = ("SELECT artwork_mime FROM track WHERE did = ?1 AND artwork_cid = ?2 "
+                   "UNION ALL SELECT artwork_mime FROM album WHERE did = ?1 AND artwork_cid = ?2 "
+                   "UNION ALL SELECT avatar_mime FROM profile WHERE did = ?1 AND avatar_cid = ?2 "
+                   "UNION ALL SELECT banner_mime FROM profile WHERE did = ?1 AND banner_cid = ?2 LIMIT 1")
+        cur = await self.reader.execute(sql, (did, cid))
+        row = await cur.fetchone()
+        if not row:
+            return None
+        cur = await self.reader.execute("SELECT active, pds FROM actor WHERE did = ?", (did,))
+        actor = await cur.fetchone()
+        if actor and not actor[0]:
+            return None
+        pds = actor[1] if actor else None
+        if not pds:
+            await self.identity.refresh(did)
+            cur = await self.reader.execute("SELECT pds FROM actor WHERE did = ?", (did,))
+            pds = (await cur.fetchone() or [None])[0]
+        return row[0], pds
+
+    async def serve(self) -> None:
+        """Run the AppView HTTP server until cancelled."""
+        from appview.app import create_app
+
+        config = uvicorn.Config(create_app(self), host=self.settings.host, port=self.settings.port,
+                                log_level=self.settings.log_level.lower(), access_log=False, lifespan="off")
+        server = uvicorn.Server(config)
+        await server.serve()
+
+    async def stop(self) -> None:
+        """Stop the consumer (flushing its batch), the tasks and the connections."""
+        if self.consumer:
+            self.consumer.stop()
+        for task in self._tasks:
+            if task.get_name() == "firehose":
+                with contextlib.suppress(asyncio.TimeoutError, Exception):
+                    await asyncio.wait_for(task, timeout=10)
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for conn in self._conns:
+            await conn.close()
+        await self.http.aclose()
