@@ -53,7 +53,7 @@ class BlobStore:
             raise BlobError(400, "InvalidRequest", f"not a CID: {cid}") from exc
         if parsed.hashfun.name != "sha2-256":
             raise BlobError(400, "InvalidRequest", f"unsupported hash in {cid}")
-        cid = str(parsed)
+        cid = parsed.encode("base32")
         path = self.path(cid)
         if path.exists():
             return path
@@ -65,6 +65,7 @@ class BlobStore:
         return path
 
     async def _fetch(self, did: str, cid: CID, pds: str, path: Path) -> None:
+        name = cid.encode("base32")
         url = f"{pds.rstrip('/')}/xrpc/com.atproto.sync.getBlob"
         try:
             await check_url(url, self.allow_private_hosts)
@@ -75,22 +76,22 @@ class BlobStore:
         digest = hashlib.sha256()
         size = 0
         try:
-            async with self.http.stream("GET", url, params={"did": did, "cid": str(cid)}, timeout=60) as resp:
+            async with self.http.stream("GET", url, params={"did": did, "cid": name}, timeout=60) as resp:
                 if resp.status_code != 200:
-                    raise BlobError(502, "UpstreamFailure", f"PDS answered {resp.status_code} for blob {cid}")
+                    raise BlobError(502, "UpstreamFailure", f"PDS answered {resp.status_code} for blob {name}")
                 with open(tmp, "wb") as out:  # noqa: ASYNC230 (64 KiB local writes; cheap)
                     async for chunk in resp.aiter_bytes(1 << 16):
                         size += len(chunk)
                         if size > self.max_bytes:
-                            raise BlobError(413, "BlobTooLarge", f"blob {cid} is over {self.max_bytes} bytes")
+                            raise BlobError(413, "BlobTooLarge", f"blob {name} is over {self.max_bytes} bytes")
                         digest.update(chunk)
                         out.write(chunk)
             if digest.digest() != cid.raw_digest:
                 self.rejected += 1
-                raise BlobError(502, "BlobMismatch", f"the PDS's bytes for {cid} do not match the CID")
+                raise BlobError(502, "BlobMismatch", f"the PDS's bytes for {name} do not match the CID")
             os.replace(tmp, path)
             self.fetched += 1
         except httpx.HTTPError as exc:
-            raise BlobError(502, "UpstreamFailure", f"fetching blob {cid}: {exc}") from exc
+            raise BlobError(502, "UpstreamFailure", f"fetching blob {name}: {exc}") from exc
         finally:
             tmp.unlink(missing_ok=True)

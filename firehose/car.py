@@ -83,6 +83,8 @@ def verify_block(cid: bytes, block: bytes) -> None:
         raise CarError(f"block does not match its CID {cid_str(cid)}")
 
 
-def cid_str(cid: bytes) -> str:
-    """Binary CID -> its base32 string form (``bafy...``)."""
-    return str(CID.decode(cid))
+def cid_str(cid: bytes | CID) -> str:
+    """A CID (binary or ``multiformats.CID``) -> the base32 string atproto uses (``bafy...``)."""
+    if not isinstance(cid, CID):
+        cid = CID.decode(cid)
+    return cid.encode("base32")

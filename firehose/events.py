@@ -14,6 +14,7 @@ from typing import Any
 
 import dag_cbor
 import libipld
+from multiformats import CID
 
 from firehose.car import CarError, cid_str, read_car
 
@@ -104,9 +105,7 @@ Event = CommitEvent | IdentityEvent | AccountEvent | SyncEvent | InfoEvent | Err
 def _cid(value: Any) -> str | None:
     if value is None:
         return None
-    if isinstance(value, bytes):
-        return cid_str(value)
-    return str(value)
+    return cid_str(value) if isinstance(value, bytes | CID) else str(value)
 
 
 def decode_frame(raw: bytes, wanted: Callable[[str], bool]) -> Event | None:
@@ -177,6 +176,4 @@ def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool]) -> Commi
 
 
 def _cid_bytes(cid: str) -> bytes:
-    from multiformats import CID
-
     return bytes(CID.decode(cid))

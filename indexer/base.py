@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from firehose.car import cid_str
 from openmusic.lexicons import RecordInvalid
 
 
@@ -43,7 +44,7 @@ def split_uri(uri: str) -> tuple[str, str, str]:
 def blob_cid(blob: object) -> str | None:
     """The CID string of a blob value (data model form), or None."""
     if isinstance(blob, dict) and blob.get("ref") is not None:
-        return str(blob["ref"])
+        return cid_str(blob["ref"])
     return None
 
 

@@ -49,6 +49,8 @@ class Settings:
     identity_ttl_s: int = 86400
     #: Largest blob (bytes) the AppView fetches and caches from a PDS.
     max_blob_bytes: int = 100 * 1024 * 1024
+    #: Firehose events applied per database transaction (and at most 100 ms apart).
+    firehose_batch_size: int = 500
     #: Log level for the ``openmusic`` loggers.
     log_level: str = "INFO"
     #: Extra, unparsed values (for tests and extensions).

@@ -106,7 +106,7 @@ def to_json(value: Any) -> Any:
     if isinstance(value, list):
         return [to_json(v) for v in value]
     if isinstance(value, CID):
-        return {"$link": str(value)}
+        return {"$link": value.encode("base32")}
     if isinstance(value, bytes):
         return {"$bytes": base64.b64encode(value).decode().rstrip("=")}
     return value

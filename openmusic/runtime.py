@@ -52,7 +52,7 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.identity.run(), name="identity"))
         await self.identity.refresh_stale()
         if firehose:
-            self.consumer = FirehoseConsumer(s.subscribe_url, self.indexer, wanted)
+            self.consumer = FirehoseConsumer(s.subscribe_url, self.indexer, wanted, batch_size=s.firehose_batch_size)
             self._tasks.append(asyncio.create_task(self._consume(), name="firehose"))
 
     async def _connect(self) -> aiosqlite.Connection:

@@ -1,0 +1,246 @@
+"""The ``openmusic`` command.
+
+  openmusic run       firehose + indexer + AppView in one process (production defaults: public network)
+  openmusic demo      local reference PDS + PLC, a seeded demo catalog, and the AppView on its firehose
+  openmusic publish   upload audio to your own PDS and write track / album records
+  openmusic migrate   apply database migrations
+  openmusic devnet    install or start the local reference PDS + PLC
+
+Every ``run`` flag also reads ``OPENMUSIC_<NAME>`` from the environment (flags win).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from openmusic.config import Settings
+
+
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--firehose-url", help="relay or PDS to subscribe to (OPENMUSIC_FIREHOSE_URL)")
+    p.add_argument("--plc-url", help="did:plc directory (OPENMUSIC_PLC_URL)")
+    p.add_argument("--db-path", help="SQLite file (OPENMUSIC_DB_PATH)")
+    p.add_argument("--blob-cache-dir", help="verified blob cache (OPENMUSIC_BLOB_CACHE_DIR)")
+    p.add_argument("--host", help="bind address (OPENMUSIC_HOST)")
+    p.add_argument("--port", type=int, help="HTTP port (OPENMUSIC_PORT)")
+    p.add_argument("--public-url", help="base URL clients use (OPENMUSIC_PUBLIC_URL)")
+    p.add_argument("--handle-resolver-url", help="XRPC service for resolveHandle (OPENMUSIC_HANDLE_RESOLVER_URL)")
+    p.add_argument("--allow-private-hosts", action="store_true", default=None,
+                   help="let outbound fetches reach loopback/private hosts (local dev only)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING (OPENMUSIC_LOG_LEVEL)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    keys = ("firehose_url", "plc_url", "db_path", "blob_cache_dir", "host", "port", "public_url",
+            "handle_resolver_url", "allow_private_hosts", "log_level")
+    return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def _run_until_signal(settings: Settings, firehose: bool = True, on_ready=None) -> None:
+    from openmusic.runtime import Runtime
+
+    rt = Runtime(settings)
+    await rt.start(firehose=firehose)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    server = asyncio.create_task(rt.serve())
+    try:
+        if on_ready:
+            await on_ready(rt)
+        await asyncio.wait({server, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError, SystemExit):
+            await server
+        await rt.stop()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _logging(settings.log_level)
+    logging.getLogger("openmusic").info("AppView on %s, firehose %s", settings.base_url, settings.subscribe_url)
+    asyncio.run(_run_until_signal(settings, firehose=not args.no_firehose))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from openmusic.db import migrate
+
+    settings = _settings(args)
+    print(f"applied {migrate(settings.db_path)} migration(s) to {settings.db_path}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from openmusic.publish import PdsClient, PublishError, image_mime, publish_album, publish_track
+
+    password = args.password or os.environ.get("OPENMUSIC_PASSWORD")
+    if not password:
+        print("error: give an app password with OPENMUSIC_PASSWORD (preferred) or --password", file=sys.stderr)
+        return 2
+    try:
+        client = PdsClient(args.pds, args.handle, password)
+        artwork = None
+        if args.artwork:
+            art = Path(args.artwork)
+            artwork = client.upload_blob(art.read_bytes(), image_mime(art))
+        extra: dict = {}
+        if args.genre:
+            extra["genre"] = args.genre
+        if args.tag:
+            extra["tags"] = args.tag
+        if args.ai_level:
+            extra["aiDisclosure"] = {"level": args.ai_level}
+        if args.description:
+            extra["description"] = args.description
+        album = publish_album(client, args.album, [], artwork=artwork) if args.album else None
+        refs = []
+        for i, path in enumerate(args.audio):
+            title = args.title if (args.title and len(args.audio) == 1) else None
+            track_extra = dict(extra, trackNumber=i + 1) if album else extra
+            ref = publish_track(client, Path(path), title=title, artwork=artwork, album=album, extra=track_extra)
+            refs.append(ref)
+            print(ref.uri)
+        if album:
+            final = publish_album(client, args.album, refs, rkey=album.uri.rsplit("/", 1)[1], artwork=artwork)
+            print(final.uri)
+    except (PublishError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_devnet(args: argparse.Namespace) -> int:
+    from openmusic import devnet
+
+    devnet.install()
+    if args.action == "install":
+        return 0
+    with devnet.Devnet(pds_port=args.pds_port, plc_port=args.plc_port) as net:
+        print(json.dumps({"pds": net.pds_url, "plc": net.plc_url, "firehose": net.firehose_url}), flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from openmusic import devnet
+    from openmusic.seed import seed
+
+    devnet.install()
+    data = Path(args.data_dir)
+    shutil.rmtree(data, ignore_errors=True)  # the devnet's PLC lives in memory: every demo starts fresh
+    print("starting the local reference PDS + PLC ...", flush=True)
+    with devnet.Devnet() as net:
+        settings = Settings.from_env(
+            firehose_url=net.firehose_url, plc_url=net.plc_url, handle_resolver_url=net.pds_url,
+            allow_private_hosts=True, db_path=str(data / "openmusic.sqlite"),
+            blob_cache_dir=str(data / "blobs"), port=args.port, host=args.host, log_level=args.log_level)
+        _logging(settings.log_level)
+
+        async def ready(rt) -> None:
+            print(f"PDS {net.pds_url}  PLC {net.plc_url}  AppView {settings.base_url}", flush=True)
+            print("seeding the demo catalog through the PDS API ...", flush=True)
+            result = await asyncio.to_thread(seed, net)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                cur = await rt.reader.execute("SELECT (SELECT COUNT(*) FROM track), (SELECT COUNT(*) FROM play)")
+                tracks, plays = await cur.fetchone()
+                if tracks >= len(result.tracks) and plays >= result.plays:
+                    break
+                await asyncio.sleep(0.2)
+            print(_demo_banner(settings.base_url, result, tracks, plays), flush=True)
+            if args.exit_after_seed:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        asyncio.run(_run_until_signal(settings, on_ready=ready))
+    return 0
+
+
+def _demo_banner(base: str, result, tracks: int, plays: int) -> str:
+    artist = "aurora-tide.test"
+    t = result.tracks[0].uri
+    album = result.albums[0].uri if result.albums else ""
+    lines = [
+        "", f"Open Music AppView is up: {tracks} tracks and {plays} plays indexed from the PDS firehose.",
+        f"  Browse and listen:  {base}/", f"  Health:             {base}/health", "", "Try:",
+        f"  curl '{base}/xrpc/fm.openmusic.catalog.searchTracks?q=neon'",
+        f"  curl '{base}/xrpc/fm.openmusic.catalog.searchTracks?sort=plays&limit=5'",
+        f"  curl '{base}/xrpc/fm.openmusic.catalog.getArtistTracks?actor={artist}'",
+        f"  curl '{base}/xrpc/fm.openmusic.catalog.getTrack?uri={t}'",
+        f"  curl '{base}/xrpc/fm.openmusic.listen.getTrackStats?uri={t}'",
+        f"  curl '{base}/xrpc/fm.openmusic.catalog.getAlbum?uri={album}'",
+        f"  curl '{base}/xrpc/fm.openmusic.actor.getProfile?actor={artist}'",
+        f"  curl '{base}/xrpc/fm.openmusic.listen.getPlays?actor=river-listens.test'",
+        "", "Press Ctrl-C to stop.",
+    ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of the ``openmusic`` command."""
+    parser = argparse.ArgumentParser(prog="openmusic", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="firehose + indexer + AppView in one process")
+    _add_settings_flags(p)
+    p.add_argument("--no-firehose", action="store_true", help="serve the database without consuming")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("migrate", help="apply database migrations")
+    _add_settings_flags(p)
+    p.set_defaults(func=cmd_migrate)
+    p = sub.add_parser("publish", help="publish audio from your own PDS")
+    p.add_argument("--pds", required=True, help="your PDS URL, e.g. https://bsky.social")
+    p.add_argument("--handle", required=True, help="your handle or DID")
+    p.add_argument("--password", help="app password (better: OPENMUSIC_PASSWORD in the environment)")
+    p.add_argument("--title", help="track title (one file only; default: the file's tag or name)")
+    p.add_argument("--album", help="also write an album with this title listing the tracks in order")
+    p.add_argument("--artwork", help="PNG/JPEG/WebP cover for the tracks (and album)")
+    p.add_argument("--genre")
+    p.add_argument("--tag", action="append", help="repeatable")
+    p.add_argument("--description")
+    p.add_argument("--ai-level", choices=["human", "assisted", "generated"], help="AI disclosure")
+    p.add_argument("audio", nargs="+", help="audio files (MP3, FLAC, Ogg, WAV, M4A...)")
+    p.set_defaults(func=cmd_publish)
+    p = sub.add_parser("devnet", help="the local reference PDS + PLC (npm @atproto/dev-env)")
+    p.add_argument("action", choices=["install", "start"])
+    p.add_argument("--pds-port", type=int, default=2583)
+    p.add_argument("--plc-port", type=int, default=2582)
+    p.set_defaults(func=cmd_devnet)
+    p = sub.add_parser("demo", help="local network + seeded catalog + AppView")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--data-dir", default="data/demo", help="wiped at start")
+    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--exit-after-seed", action="store_true", help="stop once the catalog is indexed (smoke test)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``openmusic`` console script. Returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

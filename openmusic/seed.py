@@ -1,0 +1,109 @@
+"""Seeds a demo catalog on a PDS through its own API (the same calls a creator's or listener's
+client makes): 3 artists with profiles, 2 albums, 12 tracks with generated audio and artwork,
+3 listeners with plays and likes. Needs a PDS that lets anyone create accounts (the local devnet)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openmusic.devnet import Devnet
+from openmusic.media import cover_png, tune_wav
+from openmusic.publish import (
+    PdsClient,
+    StrongRef,
+    like,
+    publish_album,
+    publish_profile,
+    publish_track,
+    record_play,
+)
+
+ARTISTS = [
+    {"handle": "aurora-tide.test", "name": "Aurora Tide", "about": "Synth tides from the north coast.",
+     "album": "Night Drive", "genre": "Synthwave", "ai": "human",
+     "tracks": ["Neon Harbor", "Midnight Overpass", "Glass Lanterns", "Coastline Loop"]},
+    {"handle": "moss-quartet.test", "name": "Moss Quartet", "about": "Four friends, one small room.",
+     "album": "Small Rooms", "genre": "Jazz", "ai": "assisted",
+     "tracks": ["Blue Kettle", "Rainy Tuesday", "Walking Bass Home", "Late Set"]},
+    {"handle": "pixel-choir.test", "name": "Pixel Choir", "about": "Chiptune singles, made with help.",
+     "album": None, "genre": "Chiptune", "ai": "generated",
+     "tracks": ["Boss Level", "Save Point", "Extra Life", "Credits Roll"]},
+]
+LISTENERS = [("river-listens.test", "River"), ("sam-hears.test", "Sam"), ("kim-plays.test", "Kim")]
+
+
+@dataclass
+class SeedResult:
+    """What was written: handles -> DIDs, track and album strongRefs, counts of plays and likes."""
+
+    dids: dict[str, str] = field(default_factory=dict)
+    tracks: list[StrongRef] = field(default_factory=list)
+    albums: list[StrongRef] = field(default_factory=list)
+    plays: int = 0
+    likes: int = 0
+
+
+def seed(net: Devnet, password: str = "demo-password-1234", log: Any = print) -> SeedResult:
+    """Create the demo accounts and records on ``net``'s PDS. Returns a ``SeedResult``."""
+    out = SeedResult()
+    work = Path(tempfile.mkdtemp(prefix="openmusic-seed-"))
+    listener_dids = []
+    for i, (handle, name) in enumerate(LISTENERS):
+        acct = net.create_account(handle, password)
+        out.dids[handle] = acct.did
+        listener_dids.append(acct.did)
+        client = PdsClient(net.pds_url, handle, password)
+        avatar = client.upload_blob(cover_png(900 + i, name, 128), "image/png")
+        publish_profile(client, name, roles=["listener"], avatar=avatar)
+        client.close()
+    n = 0
+    for a_i, art in enumerate(ARTISTS):
+        acct = net.create_account(art["handle"], password)
+        out.dids[art["handle"]] = acct.did
+        client = PdsClient(net.pds_url, art["handle"], password)
+        avatar = client.upload_blob(cover_png(100 + a_i, art["name"], 128), "image/png")
+        publish_profile(client, art["name"], description=art["about"], roles=["artist"], avatar=avatar,
+                        extra={"location": "Earth", "links": [{"uri": f"https://{art['handle']}.example", "label": "site"}]})
+        cover = client.upload_blob(cover_png(200 + a_i, art["album"] or art["name"]), "image/png")
+        album_ref = None
+        if art["album"]:
+            album_ref = publish_album(client, art["album"], [], artwork=cover, extra={"genre": art["genre"]})
+        refs = []
+        for t_i, title in enumerate(art["tracks"]):
+            n += 1
+            wav = work / f"track{n}.wav"
+            wav.write_bytes(tune_wav(n, seconds=6 + (n % 5)))
+            art_blob = cover if album_ref else client.upload_blob(cover_png(300 + n, title), "image/png")
+            splits = [{"did": acct.did, "shareBps": 10000}]
+            if a_i == 1:  # the quartet shares with its first listener, who co-wrote one tune
+                splits = [{"did": acct.did, "shareBps": 7500}, {"did": listener_dids[0], "shareBps": 2500}]
+            extra: dict[str, Any] = {
+                "genre": art["genre"], "trackNumber": t_i + 1, "moods": ["calm" if n % 2 else "upbeat"],
+                "tags": [art["genre"].lower(), "demo"], "explicit": False, "license": "cc-by-4.0",
+                "aiDisclosure": {"level": art["ai"], **({"tools": ["melody-helper"]} if art["ai"] != "human" else {})},
+                "splits": splits, "description": f"{title} by {art['name']}."}
+            ref = publish_track(client, wav, title=title, artwork=art_blob, album=album_ref, extra=extra)
+            refs.append(ref)
+            log(f"  published {title!r} by {art['name']}: {ref.uri}")
+        out.tracks += refs
+        if album_ref:
+            rkey = album_ref.uri.rsplit("/", 1)[1]
+            out.albums.append(publish_album(client, art["album"], refs, rkey=rkey, artwork=cover,
+                                            extra={"genre": art["genre"]}))
+        client.close()
+    for i, (handle, _name) in enumerate(LISTENERS):
+        client = PdsClient(net.pds_url, handle, password)
+        for j, track in enumerate(out.tracks):
+            if (i + j) % 3 == 0 or j < 2:
+                full = 6000 + ((j + 1) % 5) * 1000
+                heard = full if (i + j) % 2 == 0 else full // 2
+                record_play(client, track, heard, completed=heard == full, segments=[(0, heard)])
+                out.plays += 1
+            if (i * 5 + j) % 4 == 0:
+                like(client, track)
+                out.likes += 1
+        client.close()
+    return out
