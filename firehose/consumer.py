@@ -55,18 +55,20 @@ class FirehoseConsumer:
     """Reads a relay's or PDS's firehose into ``sink``.
 
     ``url``: full subscribeRepos WebSocket URL (``Settings.subscribe_url``). ``wanted(collection)``
-    picks the ops to decode. ``batch_size`` events or ``flush_interval_s`` seconds, whichever comes
+    picks the ops to decode. ``start_cursor`` is used only while no cursor is stored (None: live
+    head). ``batch_size`` events or ``flush_interval_s`` seconds, whichever comes
     first, make one transaction.
     """
 
     def __init__(self, url: str, sink: EventSink, wanted: Callable[[str], bool], batch_size: int = 500,
-                 flush_interval_s: float = 0.1, max_backoff_s: float = 60.0) -> None:
+                 flush_interval_s: float = 0.1, max_backoff_s: float = 60.0, start_cursor: int | None = None) -> None:
         self.url = url
         self.sink = sink
         self.wanted = wanted
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.max_backoff_s = max_backoff_s
+        self.start_cursor = start_cursor
         self.status = ConsumerStatus()
         self._stop = asyncio.Event()
 
@@ -100,6 +102,8 @@ class FirehoseConsumer:
 
     async def _session(self) -> None:
         cursor = await self.sink.load_cursor()
+        if cursor is None:
+            cursor = self.start_cursor
         url = self.url if cursor is None else f"{self.url}?cursor={cursor}"
         log.info("connecting to %s", url)
         async with websockets.connect(url, max_size=MAX_FRAME_BYTES, open_timeout=15, ping_interval=20,

@@ -37,12 +37,14 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--handle-resolver-url", help="XRPC service for resolveHandle (OPENMUSIC_HANDLE_RESOLVER_URL)")
     p.add_argument("--allow-private-hosts", action="store_true", default=None,
                    help="let outbound fetches reach loopback/private hosts (local dev only)")
+    p.add_argument("--start-cursor", type=int,
+                   help="seq to start from when no cursor is stored: -1 live head (default), 0 everything")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (OPENMUSIC_LOG_LEVEL)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     keys = ("firehose_url", "plc_url", "db_path", "blob_cache_dir", "host", "port", "public_url",
-            "handle_resolver_url", "allow_private_hosts", "log_level")
+            "handle_resolver_url", "allow_private_hosts", "start_cursor", "log_level")
     return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 
@@ -153,7 +155,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with devnet.Devnet() as net:
         settings = Settings.from_env(
             firehose_url=net.firehose_url, plc_url=net.plc_url, handle_resolver_url=net.pds_url,
-            allow_private_hosts=True, db_path=str(data / "openmusic.sqlite"),
+            allow_private_hosts=True, start_cursor=0, db_path=str(data / "openmusic.sqlite"),
             blob_cache_dir=str(data / "blobs"), port=args.port, host=args.host, log_level=args.log_level)
         _logging(settings.log_level)
 

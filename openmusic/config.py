@@ -49,6 +49,9 @@ class Settings:
     identity_ttl_s: int = 86400
     #: Largest blob (bytes) the AppView fetches and caches from a PDS.
     max_blob_bytes: int = 100 * 1024 * 1024
+    #: Where to start when no cursor is stored yet: -1 = the live head (default; backfill older
+    #: records separately), 0 = replay everything the host still holds (a local PDS).
+    start_cursor: int = -1
     #: Firehose events applied per database transaction (and at most 100 ms apart).
     firehose_batch_size: int = 500
     #: Log level for the ``openmusic`` loggers.

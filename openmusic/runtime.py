@@ -52,7 +52,8 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.identity.run(), name="identity"))
         await self.identity.refresh_stale()
         if firehose:
-            self.consumer = FirehoseConsumer(s.subscribe_url, self.indexer, wanted, batch_size=s.firehose_batch_size)
+            self.consumer = FirehoseConsumer(s.subscribe_url, self.indexer, wanted, batch_size=s.firehose_batch_size,
+                                             start_cursor=None if s.start_cursor < 0 else s.start_cursor)
             self._tasks.append(asyncio.create_task(self._consume(), name="firehose"))
 
     async def _connect(self) -> aiosqlite.Connection:

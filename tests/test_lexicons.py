@@ -6,10 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from indexer.core import check_rkey
 from indexer import track as track_module
-from openmusic.lexicons import (ALBUM, LIKE, PLAY, PROFILE, TRACK, RecordInvalid, from_json, load_documents,
-                                record_collections, to_json, validate_record)
+from indexer.core import check_rkey
+from openmusic.lexicons import (
+    ALBUM,
+    LIKE,
+    PLAY,
+    PROFILE,
+    TRACK,
+    RecordInvalid,
+    from_json,
+    load_documents,
+    record_collections,
+    to_json,
+    validate_record,
+)
 from tests.records import AUDIO, DID, IMAGE, NOW, play, track
 
 LEXICON_DIR = Path(__file__).resolve().parent.parent / "lexicons"

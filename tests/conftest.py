@@ -1,0 +1,87 @@
+"""Fixtures for the end-to-end tests: the real reference PDS + PLC (``devnet/``) on loopback, and
+the AppView (firehose consumer + indexer + HTTP server) running on it in the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from openmusic import devnet
+from openmusic.config import Settings
+from openmusic.publish import PdsClient
+from openmusic.runtime import Runtime
+
+_counter = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def net():
+    """A running reference PDS + PLC (installs it on first use)."""
+    if not devnet.NODE.exists():
+        devnet.install()
+    with devnet.Devnet() as network:
+        yield network
+
+
+@pytest.fixture(scope="session")
+def make_client(net) -> Callable[[str], PdsClient]:
+    """``make_client("name")`` -> a logged-in ``PdsClient`` for a new account ``name<N>.test``."""
+    def make(prefix: str) -> PdsClient:
+        handle = f"{prefix}{next(_counter)}.test"
+        net.create_account(handle, "test-password-1234")
+        return PdsClient(net.pds_url, handle, "test-password-1234")
+    return make
+
+
+def devnet_settings(net, tmp: Path, **extra) -> Settings:
+    """Settings that point the AppView at ``net``."""
+    return Settings(firehose_url=net.firehose_url, plc_url=net.plc_url, handle_resolver_url=net.pds_url,
+                    allow_private_hosts=True, start_cursor=0, db_path=str(tmp / "openmusic.sqlite"), blob_cache_dir=str(tmp / "blobs"),
+                    host="127.0.0.1", port=free_port(), log_level="WARNING", **extra)
+
+
+@pytest.fixture(scope="session")
+async def appview(net, tmp_path_factory):
+    """The AppView in-process on ``net``'s firehose, serving HTTP on a free port."""
+    rt = Runtime(devnet_settings(net, tmp_path_factory.mktemp("appview")))
+    await rt.start()
+    server = asyncio.create_task(rt.serve())
+    async with httpx.AsyncClient(base_url=rt.settings.base_url, timeout=30) as http:
+        for _ in range(100):
+            try:
+                await http.get("/health")
+                break
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+        rt.http_client = http
+        yield rt
+    server.cancel()
+    await rt.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 15.0, interval: float = 0.1):
+    """Await ``check()`` until it returns a truthy value (returned) or raises nothing; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = await check()
+            if last:
+                return last
+        except AssertionError as exc:
+            last = exc
+        await asyncio.sleep(interval)
+    raise AssertionError(f"not true within {timeout}s: {last!r}")
