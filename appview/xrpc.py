@@ -54,8 +54,8 @@ def parse_params(nsid: str, request: Request) -> dict[str, Any]:
                 params[name] = prop["default"]
         lex.validate(nsid, "parameters", params)
     except (ValueError, ValidationError) as exc:
-        msg = str(exc)
-        raise invalid(msg.replace(f"{nsid} parameters with value", "parameters")) from exc
+        msg = str(exc).replace(f"in {nsid}, ", "").replace(f"{nsid} parameters with value", "parameters")
+        raise invalid(msg) from exc
     return params
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,13 +78,15 @@ class FirehoseConsumer:
         self._stop.set()
 
     async def run(self) -> None:
-        """Consume until ``stop()``; reconnects forever on network errors. Database errors propagate."""
+        """Consume until ``stop()``. Reconnects forever on network errors and transient SQLite errors
+        (resuming from the durable cursor); other errors propagate."""
         backoff = 0.5
         while not self._stop.is_set():
             started = time.monotonic()
             try:
                 await self._session()
-            except (TimeoutError, OSError, ConnectionClosed, InvalidHandshake, InvalidURI) as exc:
+            except (TimeoutError, OSError, ConnectionClosed, InvalidHandshake, InvalidURI,
+                    sqlite3.OperationalError) as exc:  # e.g. "database is locked": resume from the cursor
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("firehose connection lost: %s", self.status.last_error)
             finally:

@@ -25,6 +25,10 @@ from openmusic.netguard import BlockedURL, check_url
 
 log = logging.getLogger("openmusic.identity")
 INVALID_HANDLE = "handle.invalid"
+#: Seconds before a DID whose resolution failed is tried again.
+RETRY_FAILED_S = 300
+#: Seconds between sweeps for identities older than the TTL.
+SWEEP_S = 600
 
 
 class IdentityError(Exception):
@@ -135,7 +139,11 @@ class IdentityService:
                     log.exception("identity refresh of %s failed", did)
                 finally:
                     self._pending.discard(did)
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        async def sweeper() -> None:
+            while True:
+                await asyncio.sleep(SWEEP_S)
+                await self.refresh_stale()
+        await asyncio.gather(sweeper(), *(worker() for _ in range(concurrency)))
 
     async def refresh(self, did: str) -> str | None:
         """Resolve ``did`` now, verify its handle both ways, store it. Returns the verified handle or None."""
@@ -144,6 +152,12 @@ class IdentityService:
         except IdentityError as exc:
             self.failures += 1
             log.info("cannot resolve %s: %s", did, exc)
+            # keep what we knew, and try again in RETRY_FAILED_S rather than on every request
+            async with self._write_lock:
+                await self.conn.execute(
+                    "INSERT INTO actor (did, resolved_at) VALUES (?, ?) ON CONFLICT (did) DO UPDATE "
+                    "SET resolved_at = excluded.resolved_at",
+                    (did, time.time() - self.settings.identity_ttl_s + RETRY_FAILED_S))
             return None
         verified = False
         if info.handle:

@@ -1,0 +1,33 @@
+# Set-up and everyday commands. `make demo` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: setup demo test lint run clean
+
+setup: $(VENV)/.installed devnet/node_modules/.openmusic-installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+devnet/node_modules/.openmusic-installed: devnet/package.json devnet/install.sh
+	bash devnet/install.sh
+
+demo: setup            ## local reference PDS + PLC, seeded catalog, AppView on http://127.0.0.1:8080
+	$(BIN)/openmusic demo
+
+test: setup            ## lint, then every test (units and end to end on the reference PDS)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+run: setup             ## the AppView on the public network (see README for settings)
+	$(BIN)/openmusic run
+
+clean:
+	rm -rf $(VENV) devnet/node_modules devnet/.node22 data
