@@ -7,6 +7,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -76,7 +78,11 @@ def create_app(rt: Runtime) -> Starlette:
     async def index(request: Request) -> Response:
         return HTMLResponse(await render_index(rt.views))
 
-    return Starlette(routes=[
+    # Other players call us from their own origins; the API is public and read-only.
+    cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD"],
+                      allow_headers=["Range", "Content-Type", "Authorization", "atproto-accept-labelers"],
+                      expose_headers=["Content-Range", "Content-Length", "Accept-Ranges"])
+    return Starlette(middleware=[cors], routes=[
         Route("/", index),
         Route("/health", health),
         Route("/xrpc/_health", health),

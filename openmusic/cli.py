@@ -92,14 +92,32 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from openmusic.publish import PdsClient, PublishError, image_mime, publish_album, publish_track
+    from openmusic.publish import (
+        PdsClient,
+        PublishError,
+        image_mime,
+        publish_album,
+        publish_profile,
+        publish_track,
+    )
 
     password = args.password or os.environ.get("OPENMUSIC_PASSWORD")
+    if not args.audio and not args.display_name:
+        print("error: give audio files to publish, or --display-name to write your profile", file=sys.stderr)
+        return 2
     if not password:
         print("error: give an app password with OPENMUSIC_PASSWORD (preferred) or --password", file=sys.stderr)
         return 2
     try:
         client = PdsClient(args.pds, args.handle, password)
+        if args.display_name:
+            avatar = None
+            if args.avatar:
+                av = Path(args.avatar)
+                avatar = client.upload_blob(av.read_bytes(), image_mime(av))
+            ref = publish_profile(client, args.display_name, description=args.bio, roles=args.role or ["artist"],
+                                  avatar=avatar)
+            print(ref.uri)
         artwork = None
         if args.artwork:
             art = Path(args.artwork)
@@ -221,7 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append", help="repeatable")
     p.add_argument("--description")
     p.add_argument("--ai-level", choices=["human", "assisted", "generated"], help="AI disclosure")
-    p.add_argument("audio", nargs="+", help="audio files (MP3, FLAC, Ogg, WAV, M4A...)")
+    p.add_argument("--display-name", help="also write your fm.openmusic.actor.profile with this name")
+    p.add_argument("--bio", help="profile description (with --display-name)")
+    p.add_argument("--avatar", help="profile picture, PNG/JPEG/WebP (with --display-name)")
+    p.add_argument("--role", action="append", choices=["artist", "listener", "manager"],
+                   help="profile role, repeatable (with --display-name; default artist)")
+    p.add_argument("audio", nargs="*", help="audio files (MP3, FLAC, Ogg, WAV, M4A...)")
     p.set_defaults(func=cmd_publish)
     p = sub.add_parser("devnet", help="the local reference PDS + PLC (npm @atproto/dev-env)")
     p.add_argument("action", choices=["install", "start"])

@@ -130,6 +130,9 @@ async def test_audio_range_requests_match_the_pds_blob(appview, make_client, tmp
     part = await http.get(track["audioUrl"], headers={"Range": "bytes=1000-1999"})
     assert part.status_code == 206 and part.content == original[1000:2000]
     assert part.headers["content-range"] == f"bytes 1000-1999/{len(original)}"
+    cross = await http.get(track["audioUrl"], headers={"Range": "bytes=0-9", "Origin": "https://player.example"})
+    assert cross.status_code == 206 and cross.headers["access-control-allow-origin"] == "*"
+    assert "content-range" in cross.headers["access-control-expose-headers"].lower()
     tail = await http.get(track["audioUrl"], headers={"Range": "bytes=-100"})
     assert tail.status_code == 206 and tail.content == original[-100:]
     bad = await http.get(track["audioUrl"], headers={"Range": f"bytes={len(original) + 10}-"})
