@@ -73,6 +73,8 @@ def create_app(rt: Runtime) -> Starlette:
                                 "frames": st.frames, "badFrames": st.bad_frames, "lastError": st.last_error}
         if rt.indexer:
             body["indexer"] = dict(rt.indexer.counters) | {"rejected": dict(rt.indexer.rejections)}
+        if rt.verifier:
+            body["verification"] = dict(rt.verifier.counters)
         return JSONResponse(body)
 
     async def index(request: Request) -> Response:

@@ -28,6 +28,11 @@ log = logging.getLogger("openmusic.firehose")
 MAX_FRAME_BYTES = 5 * 1024 * 1024  # event-stream spec: frames up to 5 MB
 
 
+class RetryLater(Exception):
+    """Raised by a sink when a batch cannot be applied now but may be later (e.g. a DID document
+    could not be fetched): the consumer reconnects with backoff and replays from its cursor."""
+
+
 class EventSink(Protocol):
     """Where decoded events go (the indexer)."""
 
@@ -86,7 +91,7 @@ class FirehoseConsumer:
             try:
                 await self._session()
             except (TimeoutError, OSError, ConnectionClosed, InvalidHandshake, InvalidURI,
-                    sqlite3.OperationalError) as exc:  # e.g. "database is locked": resume from the cursor
+                    sqlite3.OperationalError, RetryLater) as exc:  # e.g. "database is locked": resume from the cursor
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("firehose connection lost: %s", self.status.last_error)
             finally:

@@ -39,7 +39,13 @@ class RecordOp:
 
 @dataclass(slots=True)
 class CommitEvent:
-    """``#commit``: ``did`` is the message's ``repo``; ``ops`` holds only the wanted collections."""
+    """``#commit``: ``did`` is the message's ``repo``; ``ops`` holds only the wanted collections.
+
+    For commits with wanted ops, the verification material is kept: ``blocks`` (binary CID -> raw
+    block), ``root`` (the CAR's root, binary CID), ``commit_raw`` (the message's commit CID),
+    ``prev_data`` (binary CID or None) and ``all_ops`` as ``(action, path, cid str, prev bytes)``.
+    ``rejected`` is set (with ``rejected_detail``) when verification fails.
+    """
 
     seq: int
     did: str
@@ -49,6 +55,13 @@ class CommitEvent:
     time: str
     ops: list[RecordOp] = field(default_factory=list)
     blocks_error: str | None = None
+    blocks: dict[bytes, bytes] | None = None
+    root: bytes | None = None
+    commit_raw: bytes | None = None
+    prev_data: bytes | None = None
+    all_ops: list[tuple[str, str, str | None, bytes | None]] = field(default_factory=list)
+    rejected: str | None = None
+    rejected_detail: str | None = None
 
 
 @dataclass(slots=True)
@@ -157,11 +170,15 @@ def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool]) -> Commi
     if not ops:
         return evt
     evt.ops = ops
+    evt.commit_raw = body["commit"] if isinstance(body["commit"], bytes) else None
+    evt.prev_data = body.get("prevData")
+    evt.all_ops = [(op["action"], op["path"], _cid(op.get("cid")), op.get("prev")) for op in body["ops"]]
     try:
-        _roots, blocks = read_car(body["blocks"])
+        roots, blocks = read_car(body["blocks"])
     except CarError as exc:
         evt.blocks_error = str(exc)
         return evt
+    evt.blocks, evt.root = blocks, (roots[0] if roots else None)
     for rop in ops:
         if rop.action == "delete" or rop.cid is None:
             continue

@@ -18,6 +18,7 @@ from typing import Any
 import aiosqlite
 
 from firehose.events import AccountEvent, CommitEvent, Event, IdentityEvent, RecordOp
+from firehose.verify import Verifier
 from indexer import album, like, play, profile, track
 from indexer.base import WriteContext
 from openmusic.db import now_iso
@@ -55,8 +56,9 @@ class Indexer:
     """
 
     def __init__(self, conn: aiosqlite.Connection, source: str,
-                 on_new_did: Callable[[str], None] | None = None) -> None:
+                 on_new_did: Callable[[str], None] | None = None, verifier: Verifier | None = None) -> None:
         self.conn = conn
+        self.verifier = verifier
         self.source = source
         self.on_new_did = on_new_did
         self.counters: Counter[str] = Counter()
@@ -71,8 +73,13 @@ class Indexer:
     async def apply(self, events: Iterable[Event], cursor: int | None) -> None:
         """Apply ``events`` in order and store ``cursor`` (the seq to resume after), atomically.
 
-        Raises only on database failure, after rolling the whole batch back.
+        Commits are verified first (``firehose.verify``), outside the transaction. Raises on
+        database failure (after rolling the whole batch back) and ``RetryLater`` when a signing
+        key cannot be fetched for now.
         """
+        events = list(events)
+        if self.verifier:
+            await self.verifier.check_batch(events)
         now = now_iso()
         touched: set[str] = set()
         await self.conn.execute("BEGIN IMMEDIATE")
@@ -105,6 +112,11 @@ class Indexer:
         row = await cur.fetchone()
         if row and evt.rev <= row[0]:
             self.counters["stale_commits"] += 1  # replayed or out of order: already applied
+            return
+        if evt.rejected:
+            self.counters["rejected_commits"] += 1
+            for op in evt.ops:
+                await self._reject(evt.did, op, evt.rejected, evt.rejected_detail or evt.rejected, now)
             return
         cur = await self.conn.execute("INSERT OR IGNORE INTO actor (did) VALUES (?)", (evt.did,))
         if cur.rowcount:
@@ -167,11 +179,10 @@ class Indexer:
             (uri, op.cid, reason, detail[:2000], now))
 
     async def _account(self, evt: AccountEvent) -> None:
-        await self.conn.execute(
-            "INSERT INTO actor (did, active, status) VALUES (?, ?, ?) "
-            "ON CONFLICT (did) DO UPDATE SET active = excluded.active, status = excluded.status",
-            (evt.did, 1 if evt.active else 0, evt.status))
-        if not evt.active and evt.status == "deleted":
+        # Only accounts we index: the network's other accounts are not our business.
+        cur = await self.conn.execute("UPDATE actor SET active = ?, status = ? WHERE did = ?",
+                                      (1 if evt.active else 0, evt.status, evt.did))
+        if cur.rowcount and not evt.active and evt.status == "deleted":
             await self.purge_account(evt.did)
 
     async def _identity(self, evt: IdentityEvent, touched: set[str]) -> None:

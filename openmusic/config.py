@@ -52,6 +52,8 @@ class Settings:
     #: Where to start when no cursor is stored yet: -1 = the live head (default; backfill older
     #: records separately), 0 = replay everything the host still holds (a local PDS).
     start_cursor: int = -1
+    #: Verify commit signatures, MST inclusion and prevData inversion before indexing (sync spec).
+    verify_commits: bool = True
     #: Firehose events applied per database transaction (and at most 100 ms apart).
     firehose_batch_size: int = 500
     #: Log level for the ``openmusic`` loggers.

@@ -19,6 +19,7 @@ import httpx
 from atproto_core.did_doc import DidDocument
 from atproto_identity.handle.resolver import AsyncHandleResolver
 
+from firehose.verify import TransientIdentityError
 from indexer import search
 from openmusic.config import Settings
 from openmusic.netguard import BlockedURL, check_url
@@ -32,7 +33,12 @@ SWEEP_S = 600
 
 
 class IdentityError(Exception):
-    """A DID document or handle could not be resolved."""
+    """A DID document or handle could not be resolved. ``transient`` is True when trying again
+    later may succeed (network error, 5xx, 429), False when the DID is unknown or its document bad."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass
@@ -73,9 +79,10 @@ class IdentityResolver:
         try:
             resp = await self.http.get(url, timeout=10)
         except httpx.HTTPError as exc:
-            raise IdentityError(f"fetching {url}: {exc}") from exc
+            raise IdentityError(f"fetching {url}: {exc}", transient=True) from exc
         if resp.status_code != 200:
-            raise IdentityError(f"{url} answered {resp.status_code}")
+            raise IdentityError(f"{url} answered {resp.status_code}",
+                                transient=resp.status_code >= 500 or resp.status_code == 429)
         try:
             doc = DidDocument.from_dict(resp.json())
         except Exception as exc:  # pydantic validation or bad JSON
@@ -120,6 +127,7 @@ class IdentityService:
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self._pending: set[str] = set()
         self._write_lock = asyncio.Lock()
+        self._keys: dict[str, str | None] = {}
         self.failures = 0
 
     def schedule(self, did: str) -> None:
@@ -145,13 +153,41 @@ class IdentityService:
                 await self.refresh_stale()
         await asyncio.gather(sweeper(), *(worker() for _ in range(concurrency)))
 
-    async def refresh(self, did: str) -> str | None:
-        """Resolve ``did`` now, verify its handle both ways, store it. Returns the verified handle or None."""
+    async def signing_key(self, did: str, refresh: bool = False) -> str | None:
+        """``did``'s ``#atproto`` signing key (``did:key``), from memory, the ``actor`` table, or a
+        fresh resolution (always with ``refresh``). None when the DID has no document or key.
+        Raises ``TransientIdentityError`` when the document cannot be fetched right now."""
+        if not refresh:
+            if did in self._keys:
+                return self._keys[did]
+            cur = await self.conn.execute("SELECT signing_key FROM actor WHERE did = ? AND resolved_at IS NOT NULL "
+                                          "AND signing_key IS NOT NULL", (did,))
+            row = await cur.fetchone()
+            if row:
+                self._remember(did, row[0])
+                return row[0]
+        await self.refresh(did, strict=True)
+        return self._keys.get(did)
+
+    def _remember(self, did: str, key: str | None) -> None:
+        if len(self._keys) > 200_000:
+            self._keys.clear()
+        self._keys[did] = key
+
+    async def refresh(self, did: str, strict: bool = False) -> str | None:
+        """Resolve ``did`` now, verify its handle both ways, store it. Returns the verified handle or None.
+
+        With ``strict``, a transient failure raises ``TransientIdentityError``; a permanent one
+        (unknown DID, bad document) forgets the DID's key."""
         try:
             info = await self.resolver.resolve_did(did)
         except IdentityError as exc:
             self.failures += 1
             log.info("cannot resolve %s: %s", did, exc)
+            if strict and exc.transient:
+                raise TransientIdentityError(str(exc)) from exc
+            if not exc.transient:
+                self._remember(did, None)
             # keep what we knew, and try again in RETRY_FAILED_S rather than on every request
             async with self._write_lock:
                 await self.conn.execute(
@@ -163,6 +199,7 @@ class IdentityService:
         if info.handle:
             verified = (await self.resolver.resolve_handle(info.handle)) == did
         handle = info.handle.lower() if (info.handle and verified) else None
+        self._remember(did, info.signing_key)
         async with self._write_lock:
             await self.conn.execute("BEGIN IMMEDIATE")
             try:

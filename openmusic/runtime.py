@@ -18,6 +18,7 @@ import uvicorn
 from appview.blobs import BlobStore
 from appview.views import ViewContext
 from firehose.consumer import FirehoseConsumer
+from firehose.verify import Verifier
 from indexer.core import Indexer, wanted
 from openmusic import db
 from openmusic.config import Settings
@@ -48,7 +49,8 @@ class Runtime:
         self.identity = IdentityService(s, self.identity_conn, IdentityResolver(s, self.http))
         self.blobs = BlobStore(s.blob_cache_dir, self.http, s.allow_private_hosts, s.max_blob_bytes)
         self.views = ViewContext(self.reader, self.identity, s.base_url)
-        self.indexer = Indexer(self.writer, s.cursor_source, on_new_did=self.identity.schedule)
+        self.verifier = Verifier(self.identity) if s.verify_commits else None
+        self.indexer = Indexer(self.writer, s.cursor_source, on_new_did=self.identity.schedule, verifier=self.verifier)
         self._tasks.append(asyncio.create_task(self.identity.run(), name="identity"))
         await self.identity.refresh_stale()
         if firehose:

@@ -115,6 +115,8 @@ async def test_invalid_record_is_skipped_between_valid_ones(appview, make_client
     assert before.uri != after.uri
     health = (await appview.http_client.get("/health")).json()
     assert health["firehose"]["connected"] is True and health["indexer"]["rejected"]["lexicon"] >= 1
+    # every commit from the real PDS verified: signature, MST inclusion and prevData inversion
+    assert health["verification"]["verified"] >= 4 and set(health["verification"]) == {"verified"}
 
 
 async def test_audio_range_requests_match_the_pds_blob(appview, make_client, tmp_path, net):
