@@ -61,13 +61,14 @@ class FirehoseConsumer:
     """Reads a relay's or PDS's firehose into ``sink``.
 
     ``url``: full subscribeRepos WebSocket URL (``Settings.subscribe_url``). ``wanted(collection)``
-    picks the ops to decode. ``start_cursor`` is used only while no cursor is stored (None: live
+    picks the ops to decode; ``tracked(did)`` the repos whose every commit is decoded. ``start_cursor`` is used only while no cursor is stored (None: live
     head). ``batch_size`` events or ``flush_interval_s`` seconds, whichever comes
     first, make one transaction.
     """
 
     def __init__(self, url: str, sink: EventSink, wanted: Callable[[str], bool], batch_size: int = 500,
-                 flush_interval_s: float = 0.1, max_backoff_s: float = 60.0, start_cursor: int | None = None) -> None:
+                 flush_interval_s: float = 0.1, max_backoff_s: float = 60.0, start_cursor: int | None = None,
+                 tracked: Callable[[str], bool] | None = None) -> None:
         self.url = url
         self.sink = sink
         self.wanted = wanted
@@ -75,6 +76,7 @@ class FirehoseConsumer:
         self.flush_interval_s = flush_interval_s
         self.max_backoff_s = max_backoff_s
         self.start_cursor = start_cursor
+        self.tracked = tracked
         self.status = ConsumerStatus()
         self._stop = asyncio.Event()
 
@@ -143,7 +145,7 @@ class FirehoseConsumer:
                         self.status.bad_frames += 1
                         continue
                     try:
-                        evt = decode_frame(raw, self.wanted)
+                        evt = decode_frame(raw, self.wanted, self.tracked)
                     except FrameError as exc:
                         self.status.bad_frames += 1
                         log.warning("skipping undecodable frame: %s", exc)
@@ -155,8 +157,9 @@ class FirehoseConsumer:
                         log.error("firehose error frame %s: %s", evt.error, evt.message)
                         break
                     if isinstance(evt, InfoEvent):
-                        self.status.info.append(f"{evt.name}: {evt.message}")
+                        self.status.info = [*self.status.info[-9:], f"{evt.name}: {evt.message}"]
                         log.warning("firehose #info %s: %s", evt.name, evt.message)
+                        batch.append(evt)  # no seq: the sink learns of the gap (OutdatedCursor)
                         continue
                     seq = evt.seq
                     if last_seq is not None and seq <= last_seq:

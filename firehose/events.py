@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import cbrrr
 import dag_cbor
 import libipld
 from multiformats import CID
@@ -43,7 +44,7 @@ class CommitEvent:
 
     For commits with wanted ops, the verification material is kept: ``blocks`` (binary CID -> raw
     block), ``root`` (the CAR's root, binary CID), ``commit_raw`` (the message's commit CID),
-    ``prev_data`` (binary CID or None) and ``all_ops`` as ``(action, path, cid str, prev bytes)``.
+    ``prev_data`` (binary CID or None), ``data`` (the commit's MST root) and ``all_ops`` as ``(action, path, cid str, prev bytes)``.
     ``rejected`` is set (with ``rejected_detail``) when verification fails.
     """
 
@@ -59,6 +60,7 @@ class CommitEvent:
     root: bytes | None = None
     commit_raw: bytes | None = None
     prev_data: bytes | None = None
+    data: bytes | None = None
     all_ops: list[tuple[str, str, str | None, bytes | None]] = field(default_factory=list)
     rejected: str | None = None
     rejected_detail: str | None = None
@@ -121,8 +123,10 @@ def _cid(value: Any) -> str | None:
     return cid_str(value) if isinstance(value, bytes | CID) else str(value)
 
 
-def decode_frame(raw: bytes, wanted: Callable[[str], bool]) -> Event | None:
-    """Decode one frame. ``wanted(collection)`` says which ops to keep (and decode records for).
+def decode_frame(raw: bytes, wanted: Callable[[str], bool], tracked: Callable[[str], bool] | None = None) -> Event | None:
+    """Decode one frame. ``wanted(collection)`` says which ops to keep (and decode records for);
+    ``tracked(did)`` says which repos' commits to keep in full even without wanted ops (to follow
+    their ``since``/``prevData`` chain).
 
     Raises ``FrameError`` on bad CBOR or missing fields. A commit whose CAR slice is broken is
     returned with ``blocks_error`` set and no records, so the caller can count and skip it.
@@ -141,7 +145,7 @@ def decode_frame(raw: bytes, wanted: Callable[[str], bool]) -> Event | None:
     try:
         kind = header.get("t")
         if kind == "#commit":
-            return _decode_commit(body, wanted)
+            return _decode_commit(body, wanted, tracked)
         if kind == "#identity":
             return IdentityEvent(seq=int(body["seq"]), did=body["did"], handle=body.get("handle"),
                                  time=body.get("time", ""))
@@ -157,7 +161,8 @@ def decode_frame(raw: bytes, wanted: Callable[[str], bool]) -> Event | None:
     return None
 
 
-def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool]) -> CommitEvent:
+def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool],
+                   tracked: Callable[[str], bool] | None) -> CommitEvent:
     evt = CommitEvent(seq=int(body["seq"]), did=body["repo"], rev=body["rev"], since=body.get("since"),
                       commit=_cid(body["commit"]) or "", time=body.get("time", ""))
     ops = []
@@ -167,7 +172,7 @@ def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool]) -> Commi
         if wanted(collection):
             ops.append(RecordOp(action=op["action"], collection=collection, rkey=rkey,
                                 cid=_cid(op.get("cid")), prev=_cid(op.get("prev"))))
-    if not ops:
+    if not ops and not (tracked and tracked(evt.did)):
         return evt
     evt.ops = ops
     evt.commit_raw = body["commit"] if isinstance(body["commit"], bytes) else None
@@ -179,6 +184,11 @@ def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool]) -> Commi
         evt.blocks_error = str(exc)
         return evt
     evt.blocks, evt.root = blocks, (roots[0] if roots else None)
+    try:
+        commit = cbrrr.decode_dag_cbor(blocks[evt.root])
+        evt.data = bytes(commit["data"])
+    except Exception:  # missing or malformed commit block: verification rejects it
+        evt.data = None
     for rop in ops:
         if rop.action == "delete" or rop.cid is None:
             continue

@@ -151,7 +151,7 @@ class Verifier:
         """Set ``rejected`` on each commit (with ops) that fails. Raises ``TransientIdentityError``
         when a key cannot be fetched for now (the batch must be retried, not dropped)."""
         for evt in events:
-            if isinstance(evt, CommitEvent) and evt.ops and evt.rejected is None:
+            if isinstance(evt, CommitEvent) and (evt.ops or evt.commit_raw is not None) and evt.rejected is None:
                 await self._check(evt)
 
     async def _check(self, evt: CommitEvent) -> None:

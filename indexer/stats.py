@@ -32,6 +32,18 @@ async def add_play(tx: aiosqlite.Connection, track_uri: str, listener: str, list
         (sign, listener_delta, sign * listened_ms, sign * (1 if completed else 0), track_uri))
 
 
+async def count_account(tx: aiosqlite.Connection, did: str, sign: int) -> None:
+    """Count (``sign=1``) or uncount (``sign=-1``) every play and like ``did`` made: an account
+    that is not active must not weigh in anyone's stats (atproto account spec), and comes back
+    when it is reactivated."""
+    cur = await tx.execute("SELECT track_uri, listened_ms, completed FROM play WHERE did = ?", (did,))
+    for track_uri, listened, completed in await cur.fetchall():
+        await add_play(tx, track_uri, did, listened, bool(completed), sign)
+    cur = await tx.execute("SELECT subject_uri FROM like_record WHERE did = ?", (did,))
+    for (subject,) in await cur.fetchall():
+        await add_like(tx, subject, sign)
+
+
 async def add_like(tx: aiosqlite.Connection, subject_uri: str, sign: int = 1) -> None:
     """Count or uncount one like of ``subject_uri``."""
     await tx.execute("INSERT OR IGNORE INTO track_stats (track_uri) VALUES (?)", (subject_uri,))

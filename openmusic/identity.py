@@ -169,6 +169,18 @@ class IdentityService:
         await self.refresh(did, strict=True)
         return self._keys.get(did)
 
+    async def pds(self, did: str) -> str | None:
+        """The PDS endpoint in ``did``'s document (resolving it when unknown). Raises
+        ``TransientIdentityError`` when the document cannot be fetched right now."""
+        cur = await self.conn.execute("SELECT pds FROM actor WHERE did = ? AND resolved_at IS NOT NULL", (did,))
+        row = await cur.fetchone()
+        if row and row[0]:
+            return row[0]
+        await self.refresh(did, strict=True)
+        cur = await self.conn.execute("SELECT pds FROM actor WHERE did = ?", (did,))
+        row = await cur.fetchone()
+        return row[0] if row else None
+
     def _remember(self, did: str, key: str | None) -> None:
         if len(self._keys) > 200_000:
             self._keys.clear()

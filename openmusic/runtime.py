@@ -20,6 +20,7 @@ from appview.views import ViewContext
 from firehose.consumer import FirehoseConsumer
 from firehose.verify import Verifier
 from indexer.core import Indexer, wanted
+from indexer.resync import Resyncer
 from openmusic import db
 from openmusic.config import Settings
 from openmusic.identity import IdentityResolver, IdentityService
@@ -51,11 +52,17 @@ class Runtime:
         self.views = ViewContext(self.reader, self.identity, s.base_url)
         self.verifier = Verifier(self.identity) if s.verify_commits else None
         self.indexer = Indexer(self.writer, s.cursor_source, on_new_did=self.identity.schedule, verifier=self.verifier)
+        self.resyncer = Resyncer(self.indexer, self.identity, self.http, s.allow_private_hosts)
+        self.indexer.on_desync = self.resyncer.schedule
+        for did in await self.indexer.load_state():
+            self.resyncer.schedule(did)
         self._tasks.append(asyncio.create_task(self.identity.run(), name="identity"))
+        self._tasks.append(asyncio.create_task(self.resyncer.run(), name="resync"))
         await self.identity.refresh_stale()
         if firehose:
             self.consumer = FirehoseConsumer(s.subscribe_url, self.indexer, wanted, batch_size=s.firehose_batch_size,
-                                             start_cursor=None if s.start_cursor < 0 else s.start_cursor)
+                                             start_cursor=None if s.start_cursor < 0 else s.start_cursor,
+                                             tracked=self.indexer.is_tracked)
             self._tasks.append(asyncio.create_task(self._consume(), name="firehose"))
 
     async def _connect(self) -> aiosqlite.Connection:
