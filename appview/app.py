@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from appview import metrics
 from appview.blobs import BlobError
 from appview.page import render_index
 from appview.queries import QUERIES
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("openmusic.appview")
 IMMUTABLE = "public, max-age=31536000, immutable"
+#: The firehose counts as current while its last event arrived less than this many seconds after it was sent.
+MAX_LAG_S = 60
 
 
 def create_app(rt: Runtime) -> Starlette:
@@ -65,17 +68,28 @@ def create_app(rt: Runtime) -> Starlette:
     async def image(request: Request) -> Response:
         return await blob(request, "image")
 
+    registry, collector = metrics.build(rt)
+
+    async def metrics_page(request: Request) -> Response:
+        return Response(await metrics.render(rt, registry, collector), media_type=metrics.CONTENT_TYPE)
+
     async def health(request: Request) -> Response:
+        """200 when the firehose is connected and current (under ``MAX_LAG_S`` behind), else 503."""
         st = rt.consumer.status if rt.consumer else None
-        body = {"status": "ok", "firehose": None}
+        body: dict = {"status": "ok", "firehose": None}
         if st:
-            body["firehose"] = {"url": rt.settings.subscribe_url, "connected": st.connected, "lastSeq": st.last_seq,
-                                "frames": st.frames, "badFrames": st.bad_frames, "lastError": st.last_error}
+            current = st.connected and (st.lag_s is None or st.lag_s < MAX_LAG_S)
+            body["status"] = "ok" if current else "degraded"
+            body["firehose"] = {"url": rt.settings.subscribe_url, "connected": st.connected, "current": current,
+                                "lagSeconds": st.lag_s, "lastSeq": st.last_seq, "frames": st.frames,
+                                "badFrames": st.bad_frames, "lastError": st.last_error}
+        if rt.resyncer:
+            body["resync"] = {"done": rt.resyncer.done, "failed": rt.resyncer.failed, "pending": rt.resyncer.pending}
         if rt.indexer:
             body["indexer"] = dict(rt.indexer.counters) | {"rejected": dict(rt.indexer.rejections)}
         if rt.verifier:
             body["verification"] = dict(rt.verifier.counters)
-        return JSONResponse(body)
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     async def index(request: Request) -> Response:
         return HTMLResponse(await render_index(rt.views))
@@ -87,6 +101,7 @@ def create_app(rt: Runtime) -> Starlette:
     return Starlette(middleware=[cors], routes=[
         Route("/", index),
         Route("/health", health),
+        Route("/metrics", metrics_page),
         Route("/xrpc/_health", health),
         Route("/xrpc/{nsid}", xrpc, methods=["GET", "POST"]),
         Route("/audio/{did}/{cid}", audio, methods=["GET", "HEAD"]),

@@ -10,12 +10,14 @@ jitter, 0.5 s doubling to 60 s, reset after a healthy minute) and resumes from t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 import websockets
@@ -54,6 +56,8 @@ class ConsumerStatus:
     last_seq: int | None = None
     last_event_at: float | None = None
     last_error: str | None = None
+    #: seconds between the last event's ``time`` (set by the host) and our receiving it
+    lag_s: float | None = None
     info: list[str] = field(default_factory=list)
 
 
@@ -165,8 +169,13 @@ class FirehoseConsumer:
                     if last_seq is not None and seq <= last_seq:
                         continue  # replayed (cursor is inclusive on some hosts) or out of order
                     last_seq = seq
+                    now = time.time()
                     self.status.last_seq = seq
-                    self.status.last_event_at = time.time()
+                    self.status.last_event_at = now
+                    if evt.time:
+                        with contextlib.suppress(ValueError):
+                            sent = datetime.fromisoformat(evt.time.replace("Z", "+00:00")).timestamp()
+                            self.status.lag_s = max(0.0, now - sent)
                     batch.append(evt)
                     if len(batch) >= self.batch_size:
                         await self.sink.apply(batch, last_seq)

@@ -2,6 +2,7 @@
 
   openmusic run       firehose + indexer + AppView in one process (production defaults: public network)
   openmusic demo      local reference PDS + PLC, a seeded demo catalog, and the AppView on its firehose
+  openmusic backfill  import the repos that already hold music (verified CARs), then go on live
   openmusic publish   upload audio to your own PDS and write track / album records
   openmusic migrate   apply database migrations
   openmusic devnet    install or start the local reference PDS + PLC
@@ -81,6 +82,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("openmusic").info("AppView on %s, firehose %s", settings.base_url, settings.subscribe_url)
     asyncio.run(_run_until_signal(settings, firehose=not args.no_firehose))
     return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from indexer.backfill import Backfill
+
+    settings = _settings(args)
+    _logging(settings.log_level)
+    source = args.source or settings.firehose_url
+    failed = False
+
+    async def backfill(rt) -> None:
+        nonlocal failed
+        job = Backfill(rt.indexer, rt.http, source, settings.allow_private_hosts)
+        lister = asyncio.create_task(job.run())
+        while True:
+            await asyncio.sleep(1 if not lister.done() else 0.5)
+            cur = await rt.reader.execute(
+                "SELECT COUNT(*), SUM(next_attempt IS NOT NULL) FROM repo_state WHERE status = 'desynchronized'")
+            owed, waiting = await cur.fetchone()
+            waiting = waiting or 0
+            print(f"backfill {job.source}: listed {job.listed} repos, found {job.found} with music; "
+                  f"imported {rt.resyncer.done}, failed {rt.resyncer.failed}, to go {owed - waiting}"
+                  + (f", {waiting} waiting to retry" if waiting else ""), flush=True)
+            if lister.done():
+                if lister.exception():
+                    failed = True
+                    print(f"error: {lister.exception()}", file=sys.stderr)
+                    break
+                if owed - waiting == 0 and rt.resyncer.pending == 0:
+                    print("backfill done: the live firehose carries on from here", flush=True)
+                    break
+        if args.exit_when_done or failed:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    asyncio.run(_run_until_signal(settings, on_ready=backfill))
+    return 1 if failed else 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -225,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(p)
     p.add_argument("--no-firehose", action="store_true", help="serve the database without consuming")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("backfill", help="import the repos that already hold music, then go on live")
+    _add_settings_flags(p)
+    p.add_argument("--source", help="relay or PDS to list repos from (default: the firehose host)")
+    p.add_argument("--exit-when-done", action="store_true", help="stop once every repo found is imported")
+    p.set_defaults(func=cmd_backfill)
     p = sub.add_parser("migrate", help="apply database migrations")
     _add_settings_flags(p)
     p.set_defaults(func=cmd_migrate)

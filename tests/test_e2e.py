@@ -117,6 +117,12 @@ async def test_invalid_record_is_skipped_between_valid_ones(appview, make_client
     assert health["firehose"]["connected"] is True and health["indexer"]["rejected"]["lexicon"] >= 1
     # every commit from the real PDS verified: signature, MST inclusion and prevData inversion
     assert health["verification"]["verified"] >= 4 and set(health["verification"]) == {"verified"}
+    assert health["status"] == "ok" and health["firehose"]["current"] is True
+    page = (await appview.http_client.get("/metrics")).text
+    assert "openmusic_firehose_connected 1.0" in page
+    assert 'openmusic_records_rejected_total{reason="lexicon"}' in page
+    assert 'openmusic_commits_verified_total{result="verified"}' in page
+    assert "openmusic_repos_desynchronized 0.0" in page
 
 
 async def test_audio_range_requests_match_the_pds_blob(appview, make_client, tmp_path, net):
