@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup demo test lint run clean
+.PHONY: setup demo test lint run bench clean
 
 setup: $(VENV)/.installed devnet/node_modules/.openmusic-installed
 
@@ -22,6 +22,11 @@ demo: setup            ## local reference PDS + PLC, seeded catalog, AppView on 
 test: setup            ## lint, then every test (units and end to end on the reference PDS)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+bench: setup           ## record a real stream once, replay it, and measure query latency
+	test -f bench/data/stream.bin || $(BIN)/python -m bench.record
+	$(BIN)/python -m bench.firehose
+	$(BIN)/python -m bench.queries
 
 lint: setup
 	$(BIN)/ruff check .

@@ -63,14 +63,16 @@ async def search_tracks(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     if p.get("aiLevel"):
         where.append("t.ai_level = ?")
         args.append(p["aiLevel"])
-    key = "t.sort_at" if sort == "recent" else "COALESCE(s.plays, 0)"
     after = decode_cursor(p.get("cursor"), 2)
+    if sort == "recent":
+        key, uri, source = "t.sort_at", "t.uri", "track t"
+    else:  # walk the (plays DESC, track_uri DESC) index; every indexed track has a stats row
+        key, uri, source = "s.plays", "s.track_uri", "track_stats s JOIN track t ON t.uri = s.track_uri"
     if after:
-        where.append(f"({key} < ? OR ({key} = ? AND t.uri < ?))")
-        args += [after[0], after[0], after[1]]
-    sql = (f"SELECT t.uri, {key} FROM track t LEFT JOIN track_stats s ON s.track_uri = t.uri "
-           f"LEFT JOIN actor a ON a.did = t.did WHERE {' AND '.join(where)} "
-           f"ORDER BY {key} DESC, t.uri DESC LIMIT ?")
+        where.append(f"({key}, {uri}) < (?, ?)")
+        args += [after[0], after[1]]
+    sql = (f"SELECT {uri}, {key} FROM {source} LEFT JOIN actor a ON a.did = t.did "
+           f"WHERE {' AND '.join(where)} ORDER BY {key} DESC, {uri} DESC LIMIT ?")
     cur = await ctx.db.execute(sql, [*args, p["limit"] + 1])
     rows = await cur.fetchall()
     out: dict[str, Any] = {"tracks": await ordered_track_views(ctx, [r[0] for r in rows[:p["limit"]]])}

@@ -41,6 +41,7 @@ async def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
          album.get("uri"), album.get("cid"), record.get("trackNumber"), blob_cid(audio), audio["mimeType"],
          audio.get("size"), blob_cid(record.get("artwork")), blob_mime(record.get("artwork")), 1 if record.get("explicit") else 0,
          created, sort_at(record["createdAt"], ctx.now), ctx.now))
+    await ctx.tx.execute("INSERT OR IGNORE INTO track_stats (track_uri) VALUES (?)", (ctx.uri,))
     await search.index_track(ctx.tx, ctx.uri, ctx.did, record)
 
 
