@@ -40,7 +40,7 @@ def best_rate(fn, frames: list[bytes], rounds: int = 3) -> float:
 
 def decode_rates(frames: list[bytes]) -> dict[str, float]:
     from atproto_firehose import parse_subscribe_repos_message
-    from atproto_firehose.models import MessageFrame
+    from atproto_subscription.frames import MessageFrame
 
     from firehose.events import decode_frame
     from indexer.core import wanted
@@ -61,7 +61,7 @@ async def serve(port: int, data: Path) -> None:
             await ws.send(frame)
         await ws.wait_closed()
 
-    async with websockets.serve(relay, "127.0.0.1", port, max_size=None, write_limit=1 << 22):
+    async with websockets.serve(relay, "127.0.0.1", port, max_size=None, write_limit=1 << 22, compression=None):
         print("ready", flush=True)
         await asyncio.Future()
 
@@ -86,7 +86,7 @@ async def consume(port: int, data: Path, verify: bool) -> dict[str, float]:
     tmp = tempfile.mkdtemp(prefix="openmusic-bench-")
     path = f"{tmp}/bench.sqlite"
     db.migrate(path)
-    conn = await db.connect(path)
+    conn = await db.connect(path)  # identity cache (pre-loaded keys); the indexer has its own writer
     for did, info in keys.items():
         await conn.execute("INSERT INTO actor (did, handle, handle_verified, pds, signing_key, resolved_at) "
                            "VALUES (?,?,1,'http://unused.invalid',?,?)", (did, info["handle"], info["key"], time.time()))
@@ -94,7 +94,8 @@ async def consume(port: int, data: Path, verify: bool) -> dict[str, float]:
     async with httpx.AsyncClient() as http:
         identity = IdentityService(settings, conn, IdentityResolver(settings, http))
         verifier = Verifier(identity) if verify else None
-        indexer = Indexer(conn, "bench", verifier=verifier)
+        indexer = Indexer(path, "bench", verifier=verifier)
+        await indexer.open()
         consumer = FirehoseConsumer(f"ws://127.0.0.1:{port}", indexer, wanted, start_cursor=0,
                                     tracked=indexer.is_tracked)
         task = asyncio.create_task(consumer.run())
@@ -108,6 +109,7 @@ async def consume(port: int, data: Path, verify: bool) -> dict[str, float]:
         took = time.perf_counter() - start
     cur = await conn.execute("SELECT (SELECT COUNT(*) FROM record), (SELECT seq FROM cursor)")
     records, cursor = await cur.fetchone()
+    await indexer.close()
     await conn.close()
     assert cursor == last_seq, (cursor, last_seq)
     return {"seconds": took, "frames": consumer.status.frames, "records": records,

@@ -65,19 +65,19 @@ class FirehoseConsumer:
     """Reads a relay's or PDS's firehose into ``sink``.
 
     ``url``: full subscribeRepos WebSocket URL (``Settings.subscribe_url``). ``wanted(collection)``
-    picks the ops to decode; ``tracked(did)`` the repos whose every commit is decoded. ``start_cursor`` is used only while no cursor is stored (None: live
-    head). ``batch_size`` events or ``flush_interval_s`` seconds, whichever comes
-    first, make one transaction.
+    picks the ops to decode; ``tracked(did)`` the repos whose every commit is decoded.
+    ``start_cursor`` is used only while no cursor is stored (None: live head). Events that have
+    arrived are applied together, up to ``batch_size`` a transaction: under load batches fill,
+    when the stream is quiet each event is applied as soon as it arrives.
     """
 
     def __init__(self, url: str, sink: EventSink, wanted: Callable[[str], bool], batch_size: int = 500,
-                 flush_interval_s: float = 0.1, max_backoff_s: float = 60.0, start_cursor: int | None = None,
+                 max_backoff_s: float = 60.0, start_cursor: int | None = None,
                  tracked: Callable[[str], bool] | None = None) -> None:
         self.url = url
         self.sink = sink
         self.wanted = wanted
         self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
         self.max_backoff_s = max_backoff_s
         self.start_cursor = start_cursor
         self.tracked = tracked
@@ -124,63 +124,87 @@ class FirehoseConsumer:
                                       ping_timeout=30, close_timeout=2) as ws:
             self.status.connected = True
             self.status.connects += 1
+            # A reader task fills a bounded queue (backpressure); this loop drains whatever has
+            # arrived into one batch and applies it when the batch is full or the queue runs dry.
+            queue: asyncio.Queue[bytes | str | None] = asyncio.Queue(maxsize=self.batch_size * 4)
+            reader = asyncio.create_task(self._read(ws, queue))
+            stopper = asyncio.ensure_future(self._stop.wait())
             batch: list[Event] = []
             last_seq = cursor
-            stop_wait = asyncio.ensure_future(self._stop.wait())
             try:
-                while not self._stop.is_set():
-                    recv = asyncio.ensure_future(ws.recv())
-                    timeout = self.flush_interval_s if batch else None
-                    done, _ = await asyncio.wait({recv, stop_wait}, timeout=timeout,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    if recv not in done:
-                        recv.cancel()
-                        try:
-                            await recv
-                        except (asyncio.CancelledError, ConnectionClosed):
-                            pass
+                while True:
+                    if queue.empty():
                         if batch:
                             await self.sink.apply(batch, last_seq)
                             batch = []
-                        continue
-                    raw = recv.result()
-                    self.status.frames += 1
-                    if not isinstance(raw, bytes):
-                        self.status.bad_frames += 1
-                        continue
-                    try:
-                        evt = decode_frame(raw, self.wanted, self.tracked)
-                    except FrameError as exc:
-                        self.status.bad_frames += 1
-                        log.warning("skipping undecodable frame: %s", exc)
-                        continue
+                            continue
+                        getter = asyncio.ensure_future(queue.get())
+                        await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                        if not getter.done():
+                            getter.cancel()
+                            break
+                        raw = getter.result()
+                    else:
+                        raw = queue.get_nowait()
+                    if raw is None:
+                        break  # the connection ended; the reader's error (if any) is raised below
+                    evt = self._decode(raw)
                     if evt is None:
                         continue
                     if isinstance(evt, ErrorFrame):
-                        self.status.last_error = f"{evt.error}: {evt.message}"
-                        log.error("firehose error frame %s: %s", evt.error, evt.message)
                         break
                     if isinstance(evt, InfoEvent):
-                        self.status.info = [*self.status.info[-9:], f"{evt.name}: {evt.message}"]
-                        log.warning("firehose #info %s: %s", evt.name, evt.message)
                         batch.append(evt)  # no seq: the sink learns of the gap (OutdatedCursor)
                         continue
-                    seq = evt.seq
-                    if last_seq is not None and seq <= last_seq:
+                    if last_seq is not None and evt.seq <= last_seq:
                         continue  # replayed (cursor is inclusive on some hosts) or out of order
-                    last_seq = seq
-                    now = time.time()
-                    self.status.last_seq = seq
-                    self.status.last_event_at = now
-                    if evt.time:
-                        with contextlib.suppress(ValueError):
-                            sent = datetime.fromisoformat(evt.time.replace("Z", "+00:00")).timestamp()
-                            self.status.lag_s = max(0.0, now - sent)
+                    last_seq = evt.seq
                     batch.append(evt)
                     if len(batch) >= self.batch_size:
                         await self.sink.apply(batch, last_seq)
                         batch = []
             finally:
-                stop_wait.cancel()
+                stopper.cancel()
+                reader.cancel()
                 if batch:
                     await self.sink.apply(batch, last_seq)
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            if reader.done() and not reader.cancelled() and reader.exception():
+                raise reader.exception()  # type: ignore[misc]
+
+    async def _read(self, ws: websockets.ClientConnection, queue: asyncio.Queue[bytes | str | None]) -> None:
+        try:
+            async for raw in ws:
+                self.status.frames += 1
+                await queue.put(raw)
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    def _decode(self, raw: bytes | str) -> Event | None:
+        """One frame -> event (updating the status), or None to skip it."""
+        if not isinstance(raw, bytes):
+            self.status.bad_frames += 1
+            return None
+        try:
+            evt = decode_frame(raw, self.wanted, self.tracked)
+        except FrameError as exc:
+            self.status.bad_frames += 1
+            log.warning("skipping undecodable frame: %s", exc)
+            return None
+        if isinstance(evt, ErrorFrame):
+            self.status.last_error = f"{evt.error}: {evt.message}"
+            log.error("firehose error frame %s: %s", evt.error, evt.message)
+        elif isinstance(evt, InfoEvent):
+            self.status.info = [*self.status.info[-9:], f"{evt.name}: {evt.message}"]
+            log.warning("firehose #info %s: %s", evt.name, evt.message)
+        elif evt is not None:
+            now = time.time()
+            self.status.last_seq = evt.seq
+            self.status.last_event_at = now
+            if evt.time:
+                with contextlib.suppress(ValueError):
+                    sent = datetime.fromisoformat(evt.time.replace("Z", "+00:00")).timestamp()
+                    self.status.lag_s = max(0.0, now - sent)
+        return evt

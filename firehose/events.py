@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cbrrr
-import dag_cbor
 import libipld
-from multiformats import CID
 
 from firehose.car import CarError, cid_str, read_car
 
@@ -27,7 +25,7 @@ class FrameError(ValueError):
 @dataclass(slots=True)
 class RecordOp:
     """One repo write: ``action`` is create | update | delete; ``cid`` (str) is None on delete;
-    ``record`` is the decoded record (dag_cbor data model: CIDs are ``multiformats.CID``) or None
+    ``record`` is the decoded record (data model as decoded by cbrrr: CIDs are ``cbrrr.CID``) or None
     when the op is a delete or its block is missing."""
 
     action: str
@@ -120,7 +118,7 @@ Event = CommitEvent | IdentityEvent | AccountEvent | SyncEvent | InfoEvent | Err
 def _cid(value: Any) -> str | None:
     if value is None:
         return None
-    return cid_str(value) if isinstance(value, bytes | CID) else str(value)
+    return cid_str(value) if isinstance(value, bytes | cbrrr.CID) else str(value)
 
 
 def decode_frame(raw: bytes, wanted: Callable[[str], bool], tracked: Callable[[str], bool] | None = None) -> Event | None:
@@ -164,7 +162,7 @@ def decode_frame(raw: bytes, wanted: Callable[[str], bool], tracked: Callable[[s
 def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool],
                    tracked: Callable[[str], bool] | None) -> CommitEvent:
     evt = CommitEvent(seq=int(body["seq"]), did=body["repo"], rev=body["rev"], since=body.get("since"),
-                      commit=_cid(body["commit"]) or "", time=body.get("time", ""))
+                      commit="", time=body.get("time", ""))
     ops = []
     for op in body.get("ops") or []:
         path = op["path"]
@@ -175,6 +173,7 @@ def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool],
     if not ops and not (tracked and tracked(evt.did)):
         return evt
     evt.ops = ops
+    evt.commit = _cid(body["commit"]) or ""
     evt.commit_raw = body["commit"] if isinstance(body["commit"], bytes) else None
     evt.prev_data = body.get("prevData")
     evt.all_ops = [(op["action"], op["path"], _cid(op.get("cid")), op.get("prev")) for op in body["ops"]]
@@ -195,7 +194,7 @@ def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool],
         block = blocks.get(bytes(_cid_bytes(rop.cid)))
         if block is not None:
             try:
-                value = dag_cbor.decode(block)
+                value = cbrrr.decode_dag_cbor(block)
             except Exception:
                 value = None
             rop.record = value if isinstance(value, dict) else None
@@ -203,4 +202,4 @@ def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool],
 
 
 def _cid_bytes(cid: str) -> bytes:
-    return bytes(CID.decode(cid))
+    return bytes(cbrrr.CID.decode(cid))

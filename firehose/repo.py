@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urljoin
 
 import cbrrr
-import dag_cbor
 import httpx
 from atmst.blockstore import MemoryBlockStore
 from atmst.mst.node_store import NodeStore
@@ -105,7 +104,7 @@ def load_snapshot(car: bytes, did: str, did_key: str) -> Snapshot:
             record = None
             if block is not None:
                 try:
-                    value = dag_cbor.decode(block)
+                    value = cbrrr.decode_dag_cbor(block)
                     record = value if isinstance(value, dict) else None
                 except Exception:
                     record = None

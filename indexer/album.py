@@ -18,20 +18,20 @@ def check(record: dict[str, Any]) -> None:
             raise RecordInvalid("bad_reference", f"album entry {ref['uri']} is not a {TRACK} record")
 
 
-async def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
+def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     """Index one album record and its ordered track list."""
-    await ctx.tx.execute(
+    ctx.tx.execute(
         "INSERT OR REPLACE INTO album (uri, did, rkey, cid, title, genre, artwork_cid, artwork_mime, release_date, "
         "created_at, sort_at, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (ctx.uri, ctx.did, ctx.rkey, ctx.cid, record["title"], record.get("genre"),
          blob_cid(record.get("artwork")), blob_mime(record.get("artwork")), normalize_datetime(record.get("releaseDate")),
          normalize_datetime(record["createdAt"]) or ctx.now, sort_at(record["createdAt"], ctx.now), ctx.now))
-    await ctx.tx.executemany(
+    ctx.tx.executemany(
         "INSERT INTO album_track (album_uri, position, track_uri, track_cid) VALUES (?,?,?,?)",
         [(ctx.uri, i, ref["uri"], ref["cid"]) for i, ref in enumerate(record.get("tracks") or [])])
 
 
-async def delete(ctx: WriteContext) -> None:
+def delete(ctx: WriteContext) -> None:
     """Remove an album (its tracks stay: they are records of their own)."""
-    await ctx.tx.execute("DELETE FROM album WHERE uri = ?", (ctx.uri,))
-    await ctx.tx.execute("DELETE FROM album_track WHERE album_uri = ?", (ctx.uri,))
+    ctx.tx.execute("DELETE FROM album WHERE uri = ?", (ctx.uri,))
+    ctx.tx.execute("DELETE FROM album_track WHERE album_uri = ?", (ctx.uri,))

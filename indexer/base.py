@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
-
-import aiosqlite
 
 from firehose.car import cid_str
 from openmusic.lexicons import RecordInvalid
@@ -18,7 +17,7 @@ class WriteContext:
     indexing time (atproto datetime string).
     """
 
-    tx: aiosqlite.Connection
+    tx: sqlite3.Connection
     did: str
     collection: str
     rkey: str

@@ -18,20 +18,20 @@ def check(record: dict[str, Any]) -> None:
         raise RecordInvalid("bad_reference", f"like of {record['subject']['uri']}, which is not a track or album")
 
 
-async def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
+def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     """Index one like and count it."""
     subject = record["subject"]
-    await ctx.tx.execute(
+    ctx.tx.execute(
         "INSERT INTO like_record (uri, did, rkey, cid, subject_uri, subject_cid, created_at, indexed_at) "
         "VALUES (?,?,?,?,?,?,?,?)",
         (ctx.uri, ctx.did, ctx.rkey, ctx.cid, subject["uri"], subject["cid"],
          normalize_datetime(record["createdAt"]) or ctx.now, ctx.now))
-    await stats.add_like(ctx.tx, subject["uri"])
+    stats.add_like(ctx.tx, subject["uri"])
 
 
-async def delete(ctx: WriteContext) -> None:
+def delete(ctx: WriteContext) -> None:
     """Remove a like and uncount it."""
-    cur = await ctx.tx.execute("DELETE FROM like_record WHERE uri = ? RETURNING subject_uri", (ctx.uri,))
-    row = await cur.fetchone()
+    cur = ctx.tx.execute("DELETE FROM like_record WHERE uri = ? RETURNING subject_uri", (ctx.uri,))
+    row = cur.fetchone()
     if row:
-        await stats.add_like(ctx.tx, row[0], sign=-1)
+        stats.add_like(ctx.tx, row[0], sign=-1)

@@ -22,23 +22,23 @@ def check(record: dict[str, Any]) -> None:
             raise RecordInvalid("bad_segment", f"segment ends ({seg['endMs']}) before it starts ({seg['startMs']})")
 
 
-async def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
+def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     """Index one play and count it in the track's stats."""
     track_uri = record["track"]["uri"]
     listened = record["listenedMs"]
     completed = bool(record.get("completed"))
-    await ctx.tx.execute(
+    ctx.tx.execute(
         "INSERT INTO play (uri, did, rkey, cid, track_uri, track_cid, track_did, created_at, sort_at, listened_ms, "
         "completed, client, country, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (ctx.uri, ctx.did, ctx.rkey, ctx.cid, track_uri, record["track"]["cid"], split_uri(track_uri)[0],
          normalize_datetime(record["createdAt"]) or ctx.now, sort_at(record["createdAt"], ctx.now), listened,
          1 if completed else 0, record.get("client"), (record.get("country") or "").upper() or None, ctx.now))
-    await stats.add_play(ctx.tx, track_uri, ctx.did, listened, completed)
+    stats.add_play(ctx.tx, track_uri, ctx.did, listened, completed)
 
 
-async def delete(ctx: WriteContext) -> None:
+def delete(ctx: WriteContext) -> None:
     """Remove a play and uncount it."""
-    cur = await ctx.tx.execute("DELETE FROM play WHERE uri = ? RETURNING track_uri, listened_ms, completed", (ctx.uri,))
-    row = await cur.fetchone()
+    cur = ctx.tx.execute("DELETE FROM play WHERE uri = ? RETURNING track_uri, listened_ms, completed", (ctx.uri,))
+    row = cur.fetchone()
     if row:
-        await stats.add_play(ctx.tx, row[0], ctx.did, row[1], bool(row[2]), sign=-1)
+        stats.add_play(ctx.tx, row[0], ctx.did, row[1], bool(row[2]), sign=-1)

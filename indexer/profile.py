@@ -17,19 +17,19 @@ def check(record: dict[str, Any]) -> None:
     """Nothing beyond the lexicon."""
 
 
-async def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
+def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     """Index the profile and refresh the search text of the artist's tracks (their name is in it)."""
-    await ctx.tx.execute(
+    ctx.tx.execute(
         "INSERT OR REPLACE INTO profile (did, uri, cid, display_name, description, location, avatar_cid, "
         "avatar_mime, banner_cid, banner_mime, roles, links, created_at, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (ctx.did, ctx.uri, ctx.cid, record.get("displayName"), record.get("description"), record.get("location"),
          blob_cid(record.get("avatar")), blob_mime(record.get("avatar")),
          blob_cid(record.get("banner")), blob_mime(record.get("banner")), json.dumps(record.get("roles") or []),
          json.dumps(to_json(record.get("links") or [])), normalize_datetime(record.get("createdAt")), ctx.now))
-    await search.reindex_artist(ctx.tx, ctx.did)
+    search.reindex_artist(ctx.tx, ctx.did)
 
 
-async def delete(ctx: WriteContext) -> None:
+def delete(ctx: WriteContext) -> None:
     """Remove the profile."""
-    await ctx.tx.execute("DELETE FROM profile WHERE did = ?", (ctx.did,))
-    await search.reindex_artist(ctx.tx, ctx.did)
+    ctx.tx.execute("DELETE FROM profile WHERE did = ?", (ctx.did,))
+    search.reindex_artist(ctx.tx, ctx.did)

@@ -76,10 +76,10 @@ class Resyncer:
 
     async def sweep(self) -> int:
         """Queue desynchronized repos whose retry time has come. Returns how many were queued."""
-        cur = await self.indexer.conn.execute(
-            "SELECT did FROM repo_state WHERE status = ? AND (next_attempt IS NULL OR next_attempt <= ?)",
+        rows = await self.indexer.run(
+            self.indexer.query, "SELECT did FROM repo_state WHERE status = ? AND (next_attempt IS NULL OR next_attempt <= ?)",
             (DESYNCHRONIZED, time.time()))
-        dids = [r[0] for r in await cur.fetchall() if r[0] not in self._queued]
+        dids = [r[0] for r in rows if r[0] not in self._queued]
         for did in dids:
             self.schedule(did)
         return len(dids)
@@ -96,9 +96,8 @@ class Resyncer:
     async def resync(self, did: str) -> bool:
         """Resync one repo now. Returns True when the index matches its verified snapshot."""
         self.indexer.begin_resync(did)
-        cur = await self.indexer.conn.execute("SELECT resync_attempts FROM repo_state WHERE did = ?", (did,))
-        row = await cur.fetchone()
-        attempts = row[0] if row else 0
+        rows = await self.indexer.run(self.indexer.query, "SELECT resync_attempts FROM repo_state WHERE did = ?", (did,))
+        attempts = rows[0][0] if rows else 0
         try:
             pds = await self.identity.pds(did)
             if not pds:

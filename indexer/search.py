@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
-
-import aiosqlite
 
 
 def track_body(record: dict[str, Any], artist_name: str | None, handle: str | None) -> str:
@@ -17,30 +16,30 @@ def track_body(record: dict[str, Any], artist_name: str | None, handle: str | No
     return " ".join(p for p in parts if p)
 
 
-async def artist_names(tx: aiosqlite.Connection, did: str) -> tuple[str | None, str | None]:
+def artist_names(tx: sqlite3.Connection, did: str) -> tuple[str | None, str | None]:
     """(display name, handle) of ``did`` as indexed."""
-    cur = await tx.execute(
+    cur = tx.execute(
         "SELECT (SELECT display_name FROM profile WHERE did = ?), (SELECT handle FROM actor WHERE did = ?)",
         (did, did))
-    row = await cur.fetchone()
+    row = cur.fetchone()
     return (row[0], row[1]) if row else (None, None)
 
 
-async def index_track(tx: aiosqlite.Connection, uri: str, did: str, record: dict[str, Any]) -> None:
+def index_track(tx: sqlite3.Connection, uri: str, did: str, record: dict[str, Any]) -> None:
     """(Re)write the FTS row of one track."""
-    name, handle = await artist_names(tx, did)
-    await tx.execute("DELETE FROM track_fts WHERE uri = ?", (uri,))
-    await tx.execute("INSERT INTO track_fts (uri, body) VALUES (?, ?)", (uri, track_body(record, name, handle)))
+    name, handle = artist_names(tx, did)
+    tx.execute("DELETE FROM track_fts WHERE uri = ?", (uri,))
+    tx.execute("INSERT INTO track_fts (uri, body) VALUES (?, ?)", (uri, track_body(record, name, handle)))
 
 
-async def reindex_artist(tx: aiosqlite.Connection, did: str) -> None:
+def reindex_artist(tx: sqlite3.Connection, did: str) -> None:
     """Rewrite the FTS rows of all of ``did``'s tracks (after a profile or handle change)."""
-    cur = await tx.execute(
+    cur = tx.execute(
         "SELECT r.uri, r.json FROM record r JOIN track t ON t.uri = r.uri WHERE t.did = ?", (did,))
-    for uri, raw in await cur.fetchall():
-        await index_track(tx, uri, did, json.loads(raw))
+    for uri, raw in cur.fetchall():
+        index_track(tx, uri, did, json.loads(raw))
 
 
-async def unindex_track(tx: aiosqlite.Connection, uri: str) -> None:
+def unindex_track(tx: sqlite3.Connection, uri: str) -> None:
     """Remove a track from the FTS index."""
-    await tx.execute("DELETE FROM track_fts WHERE uri = ?", (uri,))
+    tx.execute("DELETE FROM track_fts WHERE uri = ?", (uri,))

@@ -27,12 +27,12 @@ def check(record: dict[str, Any]) -> None:
             raise RecordInvalid("bad_reference", f"album {album['uri']} is not an {ALBUM} record")
 
 
-async def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
+def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     """Index one track record (create, or the insert half of an update)."""
     album = record.get("album") or {}
     audio = record["audio"]
     created = normalize_datetime(record["createdAt"]) or ctx.now
-    await ctx.tx.execute(
+    ctx.tx.execute(
         "INSERT OR REPLACE INTO track (uri, did, rkey, cid, title, duration_ms, genre, genre_norm, ai_level, "
         "album_uri, album_cid, track_number, audio_cid, audio_mime, audio_size, artwork_cid, artwork_mime, explicit, "
         "created_at, sort_at, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -41,11 +41,11 @@ async def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
          album.get("uri"), album.get("cid"), record.get("trackNumber"), blob_cid(audio), audio["mimeType"],
          audio.get("size"), blob_cid(record.get("artwork")), blob_mime(record.get("artwork")), 1 if record.get("explicit") else 0,
          created, sort_at(record["createdAt"], ctx.now), ctx.now))
-    await ctx.tx.execute("INSERT OR IGNORE INTO track_stats (track_uri) VALUES (?)", (ctx.uri,))
-    await search.index_track(ctx.tx, ctx.uri, ctx.did, record)
+    ctx.tx.execute("INSERT OR IGNORE INTO track_stats (track_uri) VALUES (?)", (ctx.uri,))
+    search.index_track(ctx.tx, ctx.uri, ctx.did, record)
 
 
-async def delete(ctx: WriteContext) -> None:
+def delete(ctx: WriteContext) -> None:
     """Remove a track from the catalog. Its plays and stats stay: they belong to the listeners."""
-    await ctx.tx.execute("DELETE FROM track WHERE uri = ?", (ctx.uri,))
-    await search.unindex_track(ctx.tx, ctx.uri)
+    ctx.tx.execute("DELETE FROM track WHERE uri = ?", (ctx.uri,))
+    search.unindex_track(ctx.tx, ctx.uri)

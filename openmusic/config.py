@@ -54,7 +54,7 @@ class Settings:
     start_cursor: int = -1
     #: Verify commit signatures, MST inclusion and prevData inversion before indexing (sync spec).
     verify_commits: bool = True
-    #: Firehose events applied per database transaction (and at most 100 ms apart).
+    #: Most firehose events applied in one database transaction.
     firehose_batch_size: int = 500
     #: Log level for the ``openmusic`` loggers.
     log_level: str = "INFO"

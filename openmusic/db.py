@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +47,18 @@ async def connect(db_path: str, readonly: bool = False) -> aiosqlite.Connection:
         await conn.execute("PRAGMA journal_mode = WAL")
     await conn.execute("PRAGMA synchronous = NORMAL")
     await conn.execute("PRAGMA cache_size = -65536")
+    return conn
+
+
+def connect_sync(db_path: str) -> sqlite3.Connection:
+    """A plain ``sqlite3`` writer connection (autocommit; explicit ``BEGIN``/``COMMIT``) with the
+    same pragmas, for code that runs a whole batch in one worker thread (the indexer).
+    It may be used from one thread at a time only."""
+    conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA cache_size = -65536")
     return conn
 
 

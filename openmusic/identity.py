@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -20,7 +21,6 @@ from atproto_core.did_doc import DidDocument
 from atproto_identity.handle.resolver import AsyncHandleResolver
 
 from firehose.verify import TransientIdentityError
-from indexer import search
 from openmusic.config import Settings
 from openmusic.netguard import BlockedURL, check_url
 
@@ -129,6 +129,8 @@ class IdentityService:
         self._write_lock = asyncio.Lock()
         self._keys: dict[str, str | None] = {}
         self.failures = 0
+        #: awaited with the DID after its verified handle changed (the indexer refreshes search text)
+        self.on_handle_change: Callable[[str], Awaitable[None]] | None = None
 
     def schedule(self, did: str) -> None:
         """Queue ``did`` for a refresh (deduplicated)."""
@@ -226,12 +228,12 @@ class IdentityService:
                     "handle_verified = excluded.handle_verified, pds = excluded.pds, "
                     "signing_key = excluded.signing_key, resolved_at = excluded.resolved_at",
                     (did, handle, 1 if handle else 0, info.pds, info.signing_key, time.time()))
-                if not row or row[0] != handle:
-                    await search.reindex_artist(self.conn, did)
                 await self.conn.execute("COMMIT")
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
+        if (not row or row[0] != handle) and self.on_handle_change:
+            await self.on_handle_change(did)
         return handle
 
     async def did_for_handle(self, handle: str) -> str | None:

@@ -2,7 +2,7 @@
 
 Validation uses ``lexrpc`` (a maintained lexicon validator) with our documents plus the bundled
 ``com.atproto`` ones (``strongRef``, ``label.defs``). Records follow the atproto data model as
-decoded by ``dag_cbor``: CID links are ``multiformats.CID``; ``to_json`` gives the JSON form.
+decoded by ``cbrrr``: CID links are ``cbrrr.CID``; ``to_json`` gives the JSON form.
 """
 
 from __future__ import annotations
@@ -14,8 +14,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import cbrrr
 from lexrpc.base import Base, ValidationError, _bundled_lexicons
 from multiformats import CID
+
+#: CID types a decoded record may hold: cbrrr's (what the firehose decoder yields) or multiformats'.
+CID_TYPES = (cbrrr.CID, CID)
 
 LEXICON_DIR = Path(os.environ.get("OPENMUSIC_LEXICON_DIR") or Path(__file__).resolve().parent.parent / "lexicons")
 NAMESPACE = "fm.openmusic."
@@ -87,7 +91,7 @@ def _check_blobs(collection: str, record: dict[str, Any]) -> None:
         if schema.get("type") != "blob" or name not in record:
             continue
         blob = record[name]
-        if not isinstance(blob, dict) or blob.get("$type") != "blob" or not isinstance(blob.get("ref"), CID):
+        if not isinstance(blob, dict) or blob.get("$type") != "blob" or not isinstance(blob.get("ref"), CID_TYPES):
             raise RecordInvalid("lexicon", f"{name} is not a blob with a CID ref")
         mime = blob.get("mimeType")
         if not isinstance(mime, str) or not isinstance(blob.get("size"), int):
@@ -105,7 +109,7 @@ def to_json(value: Any) -> Any:
         return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [to_json(v) for v in value]
-    if isinstance(value, CID):
+    if isinstance(value, CID_TYPES):
         return {"$link": value.encode("base32")}
     if isinstance(value, bytes):
         return {"$bytes": base64.b64encode(value).decode().rstrip("=")}
@@ -116,7 +120,7 @@ def from_json(value: Any) -> Any:
     """JSON form -> atproto data model (inverse of ``to_json``)."""
     if isinstance(value, dict):
         if set(value) == {"$link"} and isinstance(value["$link"], str):
-            return CID.decode(value["$link"])
+            return cbrrr.CID.decode(value["$link"])
         if set(value) == {"$bytes"} and isinstance(value["$bytes"], str):
             b64 = value["$bytes"]
             return base64.b64decode(b64 + "=" * (-len(b64) % 4))

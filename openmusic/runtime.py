@@ -44,14 +44,15 @@ class Runtime:
         s.ensure_dirs()
         db.migrate(s.db_path)
         self.http = httpx.AsyncClient(follow_redirects=False, headers={"user-agent": "openmusic-appview/0.1"})
-        self.writer = await self._connect()
         self.identity_conn = await self._connect()
         self.reader = await self._connect()
         self.identity = IdentityService(s, self.identity_conn, IdentityResolver(s, self.http))
         self.blobs = BlobStore(s.blob_cache_dir, self.http, s.allow_private_hosts, s.max_blob_bytes)
         self.views = ViewContext(self.reader, self.identity, s.base_url)
         self.verifier = Verifier(self.identity) if s.verify_commits else None
-        self.indexer = Indexer(self.writer, s.cursor_source, on_new_did=self.identity.schedule, verifier=self.verifier)
+        self.indexer = Indexer(s.db_path, s.cursor_source, on_new_did=self.identity.schedule, verifier=self.verifier)
+        await self.indexer.open()
+        self.identity.on_handle_change = self.indexer.reindex_artist
         self.resyncer = Resyncer(self.indexer, self.identity, self.http, s.allow_private_hosts)
         self.indexer.on_desync = self.resyncer.schedule
         for did in await self.indexer.load_state():
@@ -127,4 +128,6 @@ class Runtime:
                 await task
         for conn in self._conns:
             await conn.close()
+        if self.indexer:
+            await self.indexer.close()
         await self.http.aclose()

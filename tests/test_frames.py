@@ -6,6 +6,7 @@ import pytest
 from firehose.car import CarError, read_car
 from firehose.events import AccountEvent, CommitEvent, ErrorFrame, FrameError, IdentityEvent, decode_frame
 from indexer.core import wanted
+from openmusic.lexicons import to_json
 from tests.records import DID, car, commit_frame, track
 
 TRACK_PATH = "fm.openmusic.catalog.track/3kabcdefghijk"
@@ -18,7 +19,7 @@ def test_commit_keeps_only_wanted_ops_and_decodes_records():
     assert isinstance(evt, CommitEvent)
     assert (evt.seq, evt.did, evt.rev) == (7, DID, "3kaaaaaaaaaaa")
     assert [op.collection for op in evt.ops] == ["fm.openmusic.catalog.track"]
-    assert evt.ops[0].record == track()
+    assert to_json(evt.ops[0].record) == to_json(track())
     assert evt.ops[0].cid.startswith("bafyrei")
 
 

@@ -46,8 +46,11 @@ async def env(tmp_path):
                            (did, did.split(":")[-1][:8] + ".test", time.time()))
     settings = Settings(db_path=path)
     identity = IdentityService(settings, conn, IdentityResolver(settings, None))
-    ix = Indexer(conn, "test")
+    ix = Indexer(path, "test")
+    await ix.open()
+    await ix.load_state()
     yield ix, ViewContext(conn, identity, "http://x"), path
+    await ix.close()
     await conn.close()
 
 
