@@ -16,6 +16,7 @@ from starlette.routing import Route
 from appview import metrics
 from appview.blobs import BlobError
 from appview.page import render_index
+from appview.payment_methods import PAYMENT_METHODS, payment_method, stripe_webhook
 from appview.queries import QUERIES
 from appview.xrpc import XrpcError, parse_params
 
@@ -33,6 +34,8 @@ def create_app(rt: Runtime) -> Starlette:
 
     async def xrpc(request: Request) -> Response:
         nsid = request.path_params["nsid"]
+        if nsid in PAYMENT_METHODS:
+            return await payment_method(rt, nsid, request)
         handler = QUERIES.get(nsid)
         if handler is None:
             return XrpcError(501, "MethodNotImplemented", f"{nsid} is not served here").response()
@@ -91,11 +94,19 @@ def create_app(rt: Runtime) -> Starlette:
             body["verification"] = dict(rt.verifier.counters)
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
+    async def webhook(request: Request) -> Response:
+        return await stripe_webhook(rt, request)
+
+    async def did_json(request: Request) -> Response:
+        if rt.payments is None:
+            return XrpcError(404, "NotFound", "this AppView publishes no did:web document (payments are off)").response()
+        return JSONResponse(rt.payments.did_document())
+
     async def index(request: Request) -> Response:
         return HTMLResponse(await render_index(rt.views))
 
     # Other players call us from their own origins; the API is public and read-only.
-    cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD"],
+    cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
                       allow_headers=["Range", "Content-Type", "Authorization", "atproto-accept-labelers"],
                       expose_headers=["Content-Range", "Content-Length", "Accept-Ranges"])
     return Starlette(middleware=[cors], routes=[
@@ -104,6 +115,8 @@ def create_app(rt: Runtime) -> Starlette:
         Route("/metrics", metrics_page),
         Route("/xrpc/_health", health),
         Route("/xrpc/{nsid}", xrpc, methods=["GET", "POST"]),
+        Route("/.well-known/did.json", did_json),
+        Route("/stripe/webhook", webhook, methods=["POST"]),
         Route("/audio/{did}/{cid}", audio, methods=["GET", "HEAD"]),
         Route("/image/{did}/{cid}", image, methods=["GET", "HEAD"]),
     ])

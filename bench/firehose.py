@@ -75,7 +75,14 @@ async def consume(port: int, data: Path, verify: bool) -> dict[str, float]:
     from indexer.core import Indexer, wanted
     from openmusic import db
     from openmusic.config import Settings
-    from openmusic.identity import IdentityResolver, IdentityService
+    from openmusic.identity import DidInfo, IdentityResolver, IdentityService
+
+    class RecordedResolver(IdentityResolver):
+        """DID documents as recorded with the stream (the local PLC does not outlive the recording).
+        ``#identity`` events in the stream make the consumer re-resolve, as it must on the network."""
+
+        async def resolve_did(self, did: str) -> DidInfo:
+            return DidInfo(did=did, handle=keys[did]["handle"], pds=None, signing_key=keys[did]["key"])
 
     frames, keys = load(data)
     last_seq = 0
@@ -92,7 +99,7 @@ async def consume(port: int, data: Path, verify: bool) -> dict[str, float]:
                            "VALUES (?,?,1,'http://unused.invalid',?,?)", (did, info["handle"], info["key"], time.time()))
     settings = Settings(db_path=path)
     async with httpx.AsyncClient() as http:
-        identity = IdentityService(settings, conn, IdentityResolver(settings, http))
+        identity = IdentityService(settings, conn, RecordedResolver(settings, http))
         verifier = Verifier(identity) if verify else None
         indexer = Indexer(path, "bench", verifier=verifier)
         await indexer.open()

@@ -34,7 +34,7 @@ from firehose.car import cid_str
 from firehose.events import AccountEvent, CommitEvent, Event, IdentityEvent, InfoEvent, RecordOp, SyncEvent
 from firehose.repo import Snapshot
 from firehose.verify import Verifier
-from indexer import album, like, play, profile, search, stats, track
+from indexer import album, like, play, profile, search, settlement, stats, tip, track
 from indexer.base import WriteContext
 from openmusic.db import connect_sync, now_iso
 from openmusic.lexicons import RecordInvalid, to_json, validate_record, validator
@@ -42,7 +42,7 @@ from openmusic.lexicons import RecordInvalid, to_json, validate_record, validato
 log = logging.getLogger("openmusic.indexer")
 
 #: One module per collection: ``COLLECTION``, ``check(record)``, ``insert(ctx, record)``, ``delete(ctx)``.
-MODULES = {m.COLLECTION: m for m in (track, album, profile, play, like)}
+MODULES = {m.COLLECTION: m for m in (track, album, profile, play, like, tip, settlement)}
 #: Record key syntax (atproto record-key spec): TID.
 TID_RE = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
 SYNCHRONIZED, DESYNCHRONIZED = "synchronized", "desynchronized"
@@ -165,19 +165,27 @@ class Indexer:
                 "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
                 (self.source, cursor, now))
 
-    def _transaction(self, work: Callable[..., None], *args: Any) -> None:
+    async def transact(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(conn, *args)`` in one write transaction on the indexer's writer connection (its
+        thread, under ``lock``), so other writers (the payment broker, webhooks) never interleave
+        with a batch. Returns what ``work`` returns; raises what it raises, after rolling back."""
+        async with self.lock:
+            return await self.run(self._transaction, work, self.conn, *args)
+
+    def _transaction(self, work: Callable[..., T], *args: Any) -> T:
         """``work(*args)`` in one transaction (in the writer thread). On failure everything is
         rolled back and the in-memory sets are reloaded from the database."""
         assert self.conn is not None
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            work(*args)
+            result = work(*args)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             self.tracked = {r[0] for r in self.query("SELECT did FROM repo_state")}
             self.inactive = {r[0] for r in self.query("SELECT did FROM actor WHERE active = 0")}
             raise
+        return result
 
     def _after(self, touched: set[str], desynced: set[str]) -> None:
         if self.on_new_did:
@@ -372,8 +380,7 @@ class Indexer:
 
     async def reindex_artist(self, did: str) -> None:
         """Rewrite the search text of ``did``'s tracks (after its handle changed)."""
-        async with self.lock:
-            await self.run(self._transaction, search.reindex_artist, self.conn, did)
+        await self.transact(search.reindex_artist, did)
 
     # -- resync ---------------------------------------------------------------------------------
 

@@ -58,6 +58,32 @@ class Settings:
     firehose_batch_size: int = 500
     #: Log level for the ``openmusic`` loggers.
     log_level: str = "INFO"
+
+    # -- payments (fm.openmusic.payment.*); off unless a Stripe key and a broker account are set --
+    #: Our service DID (the did:web document at ``/.well-known/did.json``); empty: did:web of ``public_url``'s host.
+    service_did: str = ""
+    #: The one currency the broker settles (ISO 4217, upper case).
+    currency: str = "USD"
+    #: Tip limits in minor units: minimum to an artist / to a track, largest tip, per-payer daily cap.
+    tip_min_artist: int = 100
+    tip_min_track: int = 10
+    tip_max: int = 50_000
+    tip_daily_cap: int = 100_000
+    #: Stripe secret key (``sk_...``) and webhook signing secret (``whsec_...``): environment only, never logged.
+    stripe_api_key: str = field(default="", repr=False)
+    stripe_webhook_secret: str = field(default="", repr=False)
+    #: Another Stripe API base (localstripe in tests and the demo); empty: Stripe itself.
+    stripe_api_base: str = ""
+    #: The broker's repo: an account on a PDS where settlement records are written.
+    broker_pds_url: str = ""
+    broker_handle: str = ""
+    broker_password: str = field(default="", repr=False)
+    #: The attestation key (k256, 32 bytes hex) published as ``#attestation`` in our did:web document.
+    attestation_key: str = field(default="", repr=False)
+    #: Secret salt for the processor reference hashes in settlement records.
+    processor_ref_salt: str = field(default="", repr=False)
+    #: Comma-separated broker repo DIDs whose settlement records are indexed (our own broker is added).
+    trusted_brokers: str = ""
     #: Extra, unparsed values (for tests and extensions).
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -94,6 +120,20 @@ class Settings:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def service_did_resolved(self) -> str:
+        """``service_did``, or ``did:web:<host>`` of the public URL (port as ``%3A``)."""
+        if self.service_did:
+            return self.service_did
+        host = self.base_url.split("://", 1)[1].split("/")[0]
+        return "did:web:" + host.replace(":", "%3A")
+
+    @property
+    def payments_enabled(self) -> bool:
+        """True when a Stripe key, a webhook secret, a broker account and an attestation key are set."""
+        return bool(self.stripe_api_key and self.stripe_webhook_secret and self.broker_pds_url and self.broker_handle
+                    and self.broker_password and self.attestation_key)
 
     @property
     def subscribe_url(self) -> str:

@@ -61,6 +61,16 @@ class IdentityResolver:
 
     async def resolve_did(self, did: str) -> DidInfo:
         """Fetch and parse ``did``'s document. Raises ``IdentityError``."""
+        raw = await self.document(did)
+        try:
+            doc = DidDocument.from_dict(raw)
+        except Exception as exc:  # pydantic validation
+            raise IdentityError(f"{did}: not a DID document ({exc})") from exc
+        return DidInfo(did=did, handle=doc.get_handle(), pds=doc.get_pds_endpoint(), signing_key=doc.get_did_key())
+
+    async def document(self, did: str) -> dict:
+        """``did``'s DID document as JSON (did:plc from the PLC directory, did:web from
+        ``/.well-known/did.json``), checked to describe ``did``. Raises ``IdentityError``."""
         if did.startswith("did:plc:"):
             url = f"{self.settings.plc_url.rstrip('/')}/{quote(did)}"
         elif did.startswith("did:web:"):
@@ -84,12 +94,12 @@ class IdentityResolver:
             raise IdentityError(f"{url} answered {resp.status_code}",
                                 transient=resp.status_code >= 500 or resp.status_code == 429)
         try:
-            doc = DidDocument.from_dict(resp.json())
-        except Exception as exc:  # pydantic validation or bad JSON
-            raise IdentityError(f"{url}: not a DID document ({exc})") from exc
-        if doc.id != did:
-            raise IdentityError(f"{url} describes {doc.id}, not {did}")
-        return DidInfo(did=did, handle=doc.get_handle(), pds=doc.get_pds_endpoint(), signing_key=doc.get_did_key())
+            raw = resp.json()
+        except ValueError as exc:
+            raise IdentityError(f"{url}: not JSON ({exc})") from exc
+        if not isinstance(raw, dict) or raw.get("id") != did:
+            raise IdentityError(f"{url} does not describe {did}")
+        return raw
 
     async def resolve_handle(self, handle: str) -> str | None:
         """Handle -> DID, or None. Uses ``Settings.handle_resolver_url`` (XRPC

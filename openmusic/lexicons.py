@@ -29,6 +29,8 @@ ALBUM = "fm.openmusic.catalog.album"
 PROFILE = "fm.openmusic.actor.profile"
 PLAY = "fm.openmusic.listen.play"
 LIKE = "fm.openmusic.social.like"
+TIP = "fm.openmusic.payment.tip"
+SETTLEMENT = "fm.openmusic.payment.settlement"
 
 
 class RecordInvalid(ValueError):

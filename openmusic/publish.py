@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import mutagen
 
-from openmusic.lexicons import ALBUM, LIKE, PLAY, PROFILE, TRACK, from_json, validate_record
+from openmusic.lexicons import ALBUM, LIKE, PLAY, PROFILE, TIP, TRACK, from_json, validate_record
 
 
 class PublishError(RuntimeError):
@@ -96,6 +96,11 @@ class PdsClient:
         """Delete ``collection/rkey`` from the repo."""
         self._call("POST", "com.atproto.repo.deleteRecord",
                    json={"repo": self.did, "collection": collection, "rkey": rkey})
+
+    def service_auth(self, aud: str, lxm: str) -> str:
+        """A service-auth JWT minted by the PDS (``com.atproto.server.getServiceAuth``) for calling
+        ``lxm`` on the service ``aud`` (a DID, optionally with its service fragment)."""
+        return self._call("GET", "com.atproto.server.getServiceAuth", params={"aud": aud, "lxm": lxm})["token"]
 
     def close(self) -> None:
         self.http.close()
@@ -219,3 +224,15 @@ def record_play(client: PdsClient, track: StrongRef, listened_ms: int, *, comple
 def like(client: PdsClient, subject: StrongRef) -> StrongRef:
     """Write a ``fm.openmusic.social.like`` of a track or album."""
     return client.create_record(LIKE, {"subject": subject.as_dict(), "createdAt": now_iso()})
+
+
+def tip(client: PdsClient, artist_did: str, amount: int, currency: str = "USD", *, track: StrongRef | None = None,
+        message: str | None = None) -> StrongRef:
+    """Write a ``fm.openmusic.payment.tip`` of ``amount`` minor units to ``artist_did`` (for ``track``)
+    in the listener's repo; a broker settles it from the listener's credit."""
+    record: dict[str, Any] = {"subject": artist_did, "amount": amount, "currency": currency, "createdAt": now_iso()}
+    if track:
+        record["track"] = track.as_dict()
+    if message:
+        record["message"] = message
+    return client.create_record(TIP, record)

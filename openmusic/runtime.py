@@ -19,11 +19,16 @@ from appview.blobs import BlobStore
 from appview.views import ViewContext
 from firehose.consumer import FirehoseConsumer
 from firehose.verify import Verifier
+from indexer import settlement as settlement_indexer
 from indexer.core import Indexer, wanted
 from indexer.resync import Resyncer
 from openmusic import db
 from openmusic.config import Settings
 from openmusic.identity import IdentityResolver, IdentityService
+from openmusic.publish import PdsClient
+from payments.auth import ServiceAuth
+from payments.broker import BrokerWorker, SettlementVerifier
+from payments.service import Payments
 
 log = logging.getLogger("openmusic")
 
@@ -35,6 +40,9 @@ class Runtime:
         self.settings = settings
         self.consumer: FirehoseConsumer | None = None
         self.indexer: Indexer | None = None
+        self.payments: Payments | None = None
+        self.auth: ServiceAuth | None = None
+        self.broker_worker: BrokerWorker | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._conns: list[aiosqlite.Connection] = []
 
@@ -57,6 +65,7 @@ class Runtime:
         self.indexer.on_desync = self.resyncer.schedule
         for did in await self.indexer.load_state():
             self.resyncer.schedule(did)
+        await self._start_payments()
         self._tasks.append(asyncio.create_task(self.identity.run(), name="identity"))
         self._tasks.append(asyncio.create_task(self.resyncer.run(), name="resync"))
         await self.identity.refresh_stale()
@@ -65,6 +74,28 @@ class Runtime:
                                              start_cursor=None if s.start_cursor < 0 else s.start_cursor,
                                              tracked=self.indexer.is_tracked)
             self._tasks.append(asyncio.create_task(self._consume(), name="firehose"))
+
+    async def _start_payments(self) -> None:
+        """With payments configured: log in to the broker's repo, build ``Payments`` and the service-auth
+        verifier, and start the broker. Always: index and verify settlements from trusted brokers.
+        Raises ``PublishError`` when the broker account cannot log in."""
+        s = self.settings
+        assert self.indexer is not None
+        trusted = {d.strip() for d in s.trusted_brokers.split(",") if d.strip()}
+        if s.payments_enabled:
+            client = await asyncio.to_thread(PdsClient, s.broker_pds_url, s.broker_handle, s.broker_password)
+            self.payments = Payments(s, self.indexer, client.did)
+            self.auth = ServiceAuth(self.payments.service_did, self.identity.signing_key, await self._connect())
+            self.broker_worker = BrokerWorker(self.indexer, self.payments.broker, self.payments.policy,
+                                              s.broker_pds_url, s.broker_handle, s.broker_password)
+            self.broker_worker._pds = client
+            trusted.add(client.did)
+            self._tasks.append(asyncio.create_task(self.broker_worker.run(), name="broker"))
+            log.info("payments on: broker repo %s, service %s", client.did, self.payments.service_did)
+        settlement_indexer.TRUSTED_BROKERS.update(trusted)
+        if trusted:
+            self.settlement_verifier = SettlementVerifier(self.indexer, self.identity.resolver)
+            self._tasks.append(asyncio.create_task(self.settlement_verifier.run(), name="settlement-verifier"))
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await db.connect(self.settings.db_path)
@@ -128,6 +159,8 @@ class Runtime:
                 await task
         for conn in self._conns:
             await conn.close()
+        if self.payments:
+            await self.payments.close()
         if self.indexer:
             await self.indexer.close()
         await self.http.aclose()

@@ -85,3 +85,63 @@ async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 15
             last = exc
         await asyncio.sleep(interval)
     raise AssertionError(f"not true within {timeout}s: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def localstripe():
+    """A real localstripe server (PyPI ``localstripe``: a stateful fake of the Stripe API) on loopback.
+    Yields its base URL."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"{url}/v1/customers", auth=("sk_test_openmusic", ""), timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+WEBHOOK_SECRET = "whsec_openmusic_test"
+
+
+@pytest.fixture(scope="session")
+async def paid_appview(net, localstripe, tmp_path_factory):
+    """An AppView with payments on: Stripe is localstripe (its webhooks delivered to us, signed), the
+    broker repo an account on the reference PDS, a fresh attestation key."""
+    from payments.attest import new_secret
+
+    broker = f"broker{next(_counter)}.test"
+    net.create_account(broker, "broker-password-1234")
+    settings = devnet_settings(
+        net, tmp_path_factory.mktemp("paid"), stripe_api_key="sk_test_openmusic", stripe_api_base=localstripe,
+        stripe_webhook_secret=WEBHOOK_SECRET, broker_pds_url=net.pds_url, broker_handle=broker,
+        broker_password="broker-password-1234", attestation_key=new_secret(), processor_ref_salt="test-salt")
+    # The service DID is did:web of the public URL; atproto accepts a did:web with a port only on localhost.
+    settings.public_url = f"http://localhost:{settings.port}"
+    rt = Runtime(settings)
+    await rt.start()
+    server = asyncio.create_task(rt.serve())
+    async with httpx.AsyncClient(base_url=rt.settings.base_url, timeout=30) as http:
+        for _ in range(100):
+            try:
+                await http.get("/health")
+                break
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+        resp = await http.post(f"{localstripe}/_config/webhooks/openmusic",
+                               data={"url": f"{rt.settings.base_url}/stripe/webhook", "secret": WEBHOOK_SECRET})
+        assert resp.status_code == 200, resp.text
+        rt.http_client = http
+        yield rt
+    server.cancel()
+    await rt.stop()

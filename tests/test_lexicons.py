@@ -13,6 +13,8 @@ from openmusic.lexicons import (
     LIKE,
     PLAY,
     PROFILE,
+    SETTLEMENT,
+    TIP,
     TRACK,
     RecordInvalid,
     from_json,
@@ -35,7 +37,7 @@ def test_documents_are_named_by_their_path():
 
 def test_all_record_types_and_queries_exist():
     ids = {d["id"] for d in load_documents()}
-    assert record_collections() == {TRACK, ALBUM, PROFILE, PLAY, LIKE}
+    assert record_collections() == {TRACK, ALBUM, PROFILE, PLAY, LIKE, TIP, SETTLEMENT}
     for q in ("catalog.getTrack", "catalog.getTracks", "catalog.searchTracks", "catalog.getArtistTracks",
               "catalog.getAlbum", "actor.getProfile", "listen.getPlays", "listen.getTrackStats"):
         assert f"fm.openmusic.{q}" in ids

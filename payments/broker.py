@@ -1,0 +1,210 @@
+"""The payment broker's background work, in three small loops over the database:
+
+1. ``settle_pending``: tips indexed but not decided -> ``payments.settle.settle_tip`` (one writer
+   transaction each: ledger entries + the signed settlement in the outbox);
+2. ``publish_pending``: outbox rows -> ``com.atproto.repo.putRecord`` into the broker's repo on its
+   PDS (record key derived from the tip, so a retry after a crash rewrites the same record);
+3. ``verify_pending`` (``SettlementVerifier``): settlement records indexed from trusted brokers'
+   repos -> check the inline signature against the signer's DID document (which must name the
+   broker repo in ``alsoKnownAs``) and that the record matches the tip it points at.
+
+Anyone can run (3) with only DID documents and the two records; ``getTips`` shows only settlements
+that passed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from openmusic.db import now_iso
+from openmusic.identity import IdentityError, IdentityResolver
+from openmusic.lexicons import SETTLEMENT, from_json
+from openmusic.publish import PdsClient, PublishError
+from payments import attest
+from payments.settle import Broker, Policy, pending_tips, settle_tip
+
+if TYPE_CHECKING:
+    from indexer.core import Indexer
+
+log = logging.getLogger("openmusic.broker")
+#: Seconds between passes of each loop when there is nothing to do.
+POLL_S = 0.5
+#: Failed publications are retried after min(2**attempts, 300) seconds.
+MAX_BACKOFF_S = 300
+
+
+def did_keys(doc: dict[str, Any]) -> dict[str, str]:
+    """Verification methods of a DID document -> {absolute key id: did:key}. Handles ``Multikey``
+    and the legacy secp256k1/p256 types (``atproto_crypto.did.get_did_key``); skips others."""
+    from atproto_crypto.did import get_did_key
+
+    out = {}
+    for vm in doc.get("verificationMethod") or []:
+        if not isinstance(vm, dict) or not isinstance(vm.get("publicKeyMultibase"), str):
+            continue
+        key_id = vm.get("id", "")
+        if key_id.startswith("#"):
+            key_id = doc["id"] + key_id
+        try:
+            out[key_id] = get_did_key(vm.get("type", ""), vm["publicKeyMultibase"])
+        except Exception:  # unsupported key type or malformed multibase
+            continue
+    return out
+
+
+class BrokerWorker:
+    """Settles tips and publishes settlements for one broker (``broker``), through ``indexer``'s
+    writer. ``pds`` is a logged-in client for the broker's repo (created lazily by ``login``)."""
+
+    def __init__(self, indexer: Indexer, broker: Broker, policy: Policy, pds_url: str, handle: str,
+                 password: str) -> None:
+        self.indexer = indexer
+        self.broker = broker
+        self.policy = policy
+        self._login = (pds_url, handle, password)
+        self._pds: PdsClient | None = None
+        self._failed_at: dict[str, float] = {}
+        self.counters: Counter[str] = Counter()
+
+    def login(self) -> PdsClient:
+        """A session on the broker's PDS (blocking; call in a thread). Raises ``PublishError``."""
+        if self._pds is None:
+            self._pds = PdsClient(*self._login)
+        return self._pds
+
+    async def settle_pending(self) -> int:
+        """Decide every pending tip. Returns how many were decided."""
+        done = 0
+        while True:
+            uris = await self.indexer.run(lambda: pending_tips(self.indexer.conn, 50))
+            if not uris:
+                return done
+            for uri in uris:
+                status = await self.indexer.transact(settle_tip, uri, self.policy, self.broker, now_iso())
+                if status:
+                    self.counters[f"tips_{status}"] += 1
+                    log.info("tip %s: %s", uri, status)
+                    done += 1
+
+    async def publish_pending(self) -> int:
+        """Write queued settlement records to the broker's repo. Returns how many were published."""
+        rows = await self.indexer.run(self.indexer.query,
+                                      "SELECT tip_uri, rkey, record, attempts, settled_at FROM broker_settlement "
+                                      "WHERE published_cid IS NULL ORDER BY settled_at LIMIT 50")
+        published = 0
+        for tip_uri, rkey, record, attempts, _ in rows:
+            if attempts and self._waiting(tip_uri, attempts):
+                continue
+            try:
+                pds = await asyncio.to_thread(self.login)
+                ref = await asyncio.to_thread(pds.put_record, SETTLEMENT, rkey, json.loads(record))
+            except PublishError as exc:
+                self._pds = None  # the session may have expired: log in again next time
+                self._failed_at[tip_uri] = time.monotonic()
+                self.counters["publish_failures"] += 1
+                log.warning("publishing the settlement of %s failed (attempt %d): %s", tip_uri, attempts + 1, exc)
+                await self.indexer.run(self.indexer.query, "UPDATE broker_settlement SET attempts = attempts + 1, "
+                                       "last_error = ? WHERE tip_uri = ?", (str(exc)[:500], tip_uri))
+                continue
+            await self.indexer.run(self.indexer.query, "UPDATE broker_settlement SET published_cid = ?, published_at = ?, "
+                                   "last_error = NULL WHERE tip_uri = ? AND record = ?", (ref.cid, now_iso(), tip_uri, record))
+            self.counters["published"] += 1
+            published += 1
+        return published
+
+    def _waiting(self, tip_uri: str, attempts: int) -> bool:
+        failed = self._failed_at.get(tip_uri)
+        return failed is not None and time.monotonic() - failed < min(2 ** attempts, MAX_BACKOFF_S)
+
+    async def run(self) -> None:
+        """Settle and publish until cancelled."""
+        while True:
+            try:
+                await self.settle_pending()
+                await self.publish_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("broker pass failed; retrying")
+                await asyncio.sleep(5)
+            await asyncio.sleep(POLL_S)
+
+
+class SettlementVerifier:
+    """Checks indexed settlement records (see the module docstring). Uses ``resolver`` for DID
+    documents (cached ``cache_s`` seconds) and ``indexer``'s writer for the result."""
+
+    def __init__(self, indexer: Indexer, resolver: IdentityResolver, cache_s: float = 300.0) -> None:
+        self.indexer = indexer
+        self.resolver = resolver
+        self.cache_s = cache_s
+        self._docs: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.counters: Counter[str] = Counter()
+
+    async def _doc(self, did: str) -> dict[str, Any]:
+        hit = self._docs.get(did)
+        if hit and time.monotonic() - hit[0] < self.cache_s:
+            return hit[1]
+        doc = await self.resolver.document(did)
+        self._docs[did] = (time.monotonic(), doc)
+        return doc
+
+    async def check(self, broker_did: str, record: dict[str, Any]) -> str | None:
+        """None when ``record`` (data model) carries a valid signature by a key whose DID document
+        names ``broker_did``'s repo in ``alsoKnownAs`` (or is the broker DID itself); otherwise why not.
+        Raises ``IdentityError`` when a document cannot be fetched for now (transient)."""
+        for sig in record.get("signatures") or []:
+            key_id = sig.get("key") if isinstance(sig, dict) else None
+            if not isinstance(key_id, str) or "#" not in key_id:
+                continue
+            signer_did = key_id.split("#")[0]
+            doc = await self._doc(signer_did)
+            if signer_did != broker_did and f"at://{broker_did}" not in (doc.get("alsoKnownAs") or []):
+                continue
+            if attest.verify(record, broker_did, did_keys(doc)):
+                return None
+        return "no signature by a key of the broker verifies"
+
+    async def verify_pending(self) -> int:
+        """Verify every unverified settlement. Returns how many were decided."""
+        rows = await self.indexer.run(self.indexer.query,
+            "SELECT s.uri, s.did, s.cid, r.json, t.cid, t.did, t.subject, t.amount, t.currency, s.tip_cid, s.payer, "
+            "s.subject, s.amount, s.currency FROM settlement s JOIN record r ON r.uri = s.uri "
+            "LEFT JOIN tip t ON t.uri = s.tip_uri WHERE s.verified IS NULL LIMIT 100")
+        decided = 0
+        for (uri, broker_did, cid, raw, tip_cid, tip_did, tip_subject, tip_amount, tip_currency, s_tip_cid, payer,
+             subject, amount, currency) in rows:
+            try:
+                error = await self.check(broker_did, from_json(json.loads(raw)))
+            except IdentityError as exc:
+                if exc.transient:
+                    continue
+                error = f"signer's DID document: {exc}"
+            if error is None and tip_cid is not None and (
+                    (tip_cid, tip_did, tip_subject, tip_amount, tip_currency.upper())
+                    != (s_tip_cid, payer, subject, amount, currency)):
+                error = "does not match the tip it points at"
+            self.counters["verified" if error is None else "failed"] += 1
+            if error:
+                log.warning("settlement %s failed verification: %s", uri, error)
+            await self.indexer.run(self.indexer.query, "UPDATE settlement SET verified = ?, verify_error = ? "
+                                   "WHERE uri = ? AND cid = ?", (0 if error else 1, error, uri, cid))
+            decided += 1
+        return decided
+
+    async def run(self) -> None:
+        """Verify until cancelled."""
+        while True:
+            try:
+                await self.verify_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("settlement verification pass failed; retrying")
+                await asyncio.sleep(5)
+            await asyncio.sleep(POLL_S)

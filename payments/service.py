@@ -1,0 +1,195 @@
+"""The broker as the AppView runs it: ``Payments`` holds the Stripe gateway, the service-auth
+verifier, the attestation signer and the background workers, and implements the payment
+procedures, the Stripe webhook and the operator's refund and reconcile commands.
+
+Every write goes through the indexer's writer (``Indexer.transact``), so ledger transactions never
+interleave with firehose batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import stripe
+
+from openmusic.config import Settings
+from payments import credit, ledger, settle
+from payments.attest import Signer
+from payments.auth import SERVICE_ID
+from payments.stripe_gateway import StripeGateway
+
+if TYPE_CHECKING:
+    from indexer.core import Indexer
+
+log = logging.getLogger("openmusic.payments")
+
+
+class PaymentError(Exception):
+    """A payment call that cannot be done: XRPC ``error`` name, HTTP ``status``, ``str()`` says why."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+
+@dataclass
+class ReconcileReport:
+    """What ``Payments.reconcile`` found: PaymentIntents checked, ledger transactions posted to catch
+    up with Stripe (``repaired``), and mismatches left (``problems``: one line each)."""
+
+    checked: int = 0
+    repaired: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+class Payments:
+    """Payments for one AppView (see the module docstring). ``broker_did`` is the DID of the broker's
+    repo (from its PDS session); ``indexer`` is the AppView's writer."""
+
+    def __init__(self, settings: Settings, indexer: Indexer, broker_did: str) -> None:
+        self.settings = settings
+        self.indexer = indexer
+        self.currency = settings.currency.upper()
+        self.service_did = settings.service_did_resolved
+        self.signer = Signer(settings.attestation_key, f"{self.service_did}#attestation")
+        self.broker = settle.Broker(broker_did, self.signer, settings.processor_ref_salt or settings.attestation_key)
+        self.policy = settle.Policy(self.currency, settings.tip_min_artist, settings.tip_min_track, settings.tip_max,
+                                    settings.tip_daily_cap)
+        self.stripe = StripeGateway(settings.stripe_api_key, settings.stripe_webhook_secret, settings.stripe_api_base)
+
+    def did_document(self) -> dict[str, Any]:
+        """Our did:web document: the ``#attestation`` key that signs settlements, the broker repo in
+        ``alsoKnownAs`` (so a verifier can tie the two), and our service endpoint."""
+        did = self.service_did
+        return {
+            "@context": ["https://www.w3.org/ns/did/v1", "https://w3id.org/security/multikey/v1"],
+            "id": did,
+            "alsoKnownAs": [f"at://{self.broker.did}"],
+            "verificationMethod": [{"id": f"{did}#attestation", "type": "Multikey", "controller": did,
+                                    "publicKeyMultibase": self.signer.multikey}],
+            "service": [{"id": f"#{SERVICE_ID}", "type": "OpenMusicAppView",
+                         "serviceEndpoint": self.settings.base_url}],
+        }
+
+    async def _customer(self, did: str) -> str:
+        rows = await self.indexer.run(self.indexer.query, "SELECT customer FROM stripe_customer WHERE did = ?", (did,))
+        if rows:
+            return rows[0][0]
+        customer = await self.stripe.create_customer(did)
+        await self.indexer.run(self.indexer.query, "INSERT INTO stripe_customer (did, customer) VALUES (?, ?) "
+                               "ON CONFLICT (did) DO NOTHING", (did, customer))
+        return (await self.indexer.run(self.indexer.query, "SELECT customer FROM stripe_customer WHERE did = ?",
+                                       (did,)))[0][0]
+
+    async def create_credit_purchase(self, did: str, amount: int, currency: str | None) -> dict[str, Any]:
+        """fm.openmusic.payment.createCreditPurchase for ``did``: a Stripe PaymentIntent of ``amount``
+        minor units. Raises ``PaymentError`` (UnsupportedCurrency, UpstreamFailure)."""
+        if currency and currency.upper() != self.currency:
+            raise PaymentError(400, "UnsupportedCurrency", f"this AppView sells credit in {self.currency} only")
+        try:
+            customer = await self._customer(did)
+            pi = await self.stripe.create_payment_intent(did, customer, amount, self.currency,
+                                                         f"credit:{did}:{secrets.token_hex(8)}")
+        except stripe.StripeError as exc:
+            log.warning("Stripe refused a PaymentIntent: %s", exc.user_message or type(exc).__name__)
+            raise PaymentError(502, "UpstreamFailure", "the payment processor is not answering; try again") from exc
+        await self.indexer.transact(_record_purchase, pi, did)
+        return {"paymentIntent": pi["id"], "clientSecret": pi["client_secret"], "amount": amount,
+                "currency": self.currency}
+
+    async def balance(self, did: str) -> dict[str, Any]:
+        """fm.openmusic.payment.getBalance for ``did``: credit and earnings in minor units."""
+        c = await self.indexer.run(self.indexer.query, ledger.BALANCE_SQL, (ledger.credit(did), self.currency))
+        e = await self.indexer.run(self.indexer.query, ledger.BALANCE_SQL, (ledger.earnings(did), self.currency))
+        return {"did": did, "credit": int(c[0][0]), "earnings": int(e[0][0]), "currency": self.currency}
+
+    async def handle_webhook(self, payload: bytes, signature: str | None) -> dict[str, Any]:
+        """One Stripe webhook delivery. Raises ``PaymentError`` (400) for a bad signature or payload;
+        returns ``{"received": True, "duplicate": bool}``. Event types used:
+        ``payment_intent.*``, ``charge.refunded``, ``refund.*``, ``charge.dispute.created`` and
+        ``charge.dispute.funds_reinstated``; others are acknowledged and ignored."""
+        try:
+            event = self.stripe.parse_webhook(payload, signature)
+        except (ValueError, stripe.SignatureVerificationError) as exc:
+            raise PaymentError(400, "InvalidRequest", f"webhook rejected: {type(exc).__name__}") from exc
+        seen = await self.indexer.run(self.indexer.query, "SELECT 1 FROM stripe_event WHERE id = ?", (event["id"],))
+        if seen:
+            return {"received": True, "duplicate": True}
+        obj = event["data"]["object"]
+        etype = event["type"]
+        pi_id = obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
+        if etype.startswith("charge.dispute."):
+            reinstated = etype == "charge.dispute.funds_reinstated"
+            if etype in ("charge.dispute.created", "charge.dispute.funds_reinstated"):
+                await self.indexer.transact(lambda tx: credit.apply_dispute(tx, obj, reinstated))
+        elif pi_id and (etype.startswith("payment_intent.") or etype.startswith("refund.") or etype == "charge.refunded"):
+            await self.sync_payment_intent(pi_id)
+        await self.indexer.run(self.indexer.query, "INSERT INTO stripe_event (id, type, object_id, received_at) "
+                               "VALUES (?,?,?,datetime('now')) ON CONFLICT DO NOTHING", (event["id"], etype, pi_id))
+        return {"received": True, "duplicate": False}
+
+    async def sync_payment_intent(self, pi_id: str) -> int:
+        """Fetch one PaymentIntent (and refunds) from Stripe and bring the ledger in line. Returns
+        the ledger transactions posted; 0 for a PaymentIntent that is not a credit purchase."""
+        pi, refunds = await self.stripe.payment_intent(pi_id)
+        if (pi.get("metadata") or {}).get("purpose") != credit.PURPOSE:
+            return 0
+        return await self.indexer.transact(credit.sync_purchase, pi, refunds)
+
+    async def refund_purchase(self, pi_id: str, amount: int | None = None) -> dict[str, Any]:
+        """Refund (part of) a credit purchase through Stripe, then sync the ledger. Refuses to refund
+        more than the buyer's unspent credit. Raises ``PaymentError``."""
+        rows = await self.indexer.run(self.indexer.query, "SELECT did, amount FROM credit_purchase WHERE payment_intent = ?",
+                                      (pi_id,))
+        if not rows:
+            raise PaymentError(404, "NotFound", f"{pi_id} is not a known credit purchase")
+        did, bought = rows[0]
+        left = (await self.balance(did))["credit"]
+        amount = amount or bought
+        if amount > left:
+            raise PaymentError(400, "InsufficientCredit", f"{did} has {left} left of this credit; refund at most that")
+        refunded = (await self.indexer.run(self.indexer.query, "SELECT COUNT(*) FROM ledger_txn WHERE ref = ? AND kind = "
+                                           "'credit_refund'", (pi_id,)))[0][0]
+        refund = await self.stripe.refund(pi_id, amount, f"refund:{pi_id}:{refunded}")
+        await self.sync_payment_intent(pi_id)
+        return refund
+
+    async def refund_tip(self, tip_uri: str) -> bool:
+        """Refund a settled tip from the artist's earnings to the payer's credit; the settlement
+        record is republished with status ``refunded``. False when the tip was not settled."""
+        from openmusic.db import now_iso
+
+        return await self.indexer.transact(settle.refund_tip, tip_uri, self.broker, now_iso())
+
+    async def reconcile(self, repair: bool = True) -> ReconcileReport:
+        """Compare every credit PaymentIntent on Stripe with the ledger: with ``repair``, post what
+        is missing first (the crash-between-Stripe-and-ledger case); then report what still differs
+        (including ledger purchases Stripe does not know)."""
+        report = ReconcileReport()
+        known = set()
+        for pi in await self.stripe.credit_payment_intents():
+            known.add(pi["id"])
+            report.checked += 1
+            pi, refunds = await self.stripe.payment_intent(pi["id"])
+            if repair:
+                report.repaired += await self.indexer.transact(credit.sync_purchase, pi, refunds)
+            ours = await self.indexer.run(lambda p=pi["id"]: credit.ledger_net(self.indexer.conn, p))
+            theirs = credit.expected_net(pi, refunds)
+            if ours != theirs:
+                report.problems.append(f"{pi['id']}: Stripe holds {theirs}, the ledger {ours}")
+        for (pi_id,) in await self.indexer.run(self.indexer.query, "SELECT DISTINCT ref FROM ledger_txn WHERE kind = "
+                                               "'credit_purchase'"):
+            if pi_id not in known:
+                report.problems.append(f"{pi_id}: in the ledger, not a credit purchase on Stripe")
+        return report
+
+    async def close(self) -> None:
+        await self.stripe.close()
+
+
+def _record_purchase(tx: Any, pi: dict[str, Any], did: str) -> None:
+    credit.sync_purchase(tx, pi, [], did)
