@@ -4,6 +4,7 @@
   openmusic demo      local reference PDS + PLC, a seeded demo catalog, and the AppView on its firehose
   openmusic backfill  import the repos that already hold music (verified CARs), then go on live
   openmusic publish   upload audio to your own PDS and write track / album records
+  openmusic ledger    check the books, reconcile them with Stripe, refund credit or tips
   openmusic migrate   apply database migrations
   openmusic devnet    install or start the local reference PDS + PLC
 
@@ -52,6 +53,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("yoyo").setLevel(logging.WARNING)
 
 
 async def _run_until_signal(settings: Settings, firehose: bool = True, on_ready=None) -> None:
@@ -118,6 +120,69 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     asyncio.run(_run_until_signal(settings, on_ready=backfill))
     return 1 if failed else 0
+
+
+async def _with_runtime(settings: Settings, work):
+    """Start the AppView's parts without the firehose or HTTP server, await ``work(rt)``, stop."""
+    from openmusic.runtime import Runtime
+
+    rt = Runtime(settings)
+    await rt.start(firehose=False)
+    try:
+        return await work(rt)
+    finally:
+        await rt.stop()
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    """openmusic ledger check | reconcile | refund-purchase | refund-tip."""
+    from openmusic.db import connect_sync, migrate
+    from payments import ledger
+
+    settings = _settings(args)
+    _logging(settings.log_level)
+    if args.action == "check":
+        migrate(settings.db_path)
+        conn = connect_sync(settings.db_path)
+        problems = ledger.check(conn)
+        (txns,) = conn.execute("SELECT COUNT(*) FROM ledger_txn").fetchone()
+        print(f"{txns} ledger transactions in {settings.db_path}")
+        for currency, kinds in ledger.summary(conn).items():
+            print(f"  {currency}: " + ", ".join(f"{k} {v:+d}" for k, v in kinds.items()) + " (minor units)")
+        for problem in problems:
+            print(f"PROBLEM: {problem}")
+        print("the books balance" if not problems else f"{len(problems)} problem(s)")
+        return 1 if problems else 0
+    if not settings.payments_enabled:
+        print("payments are not configured: set OPENMUSIC_STRIPE_API_KEY, OPENMUSIC_STRIPE_WEBHOOK_SECRET, "
+              "OPENMUSIC_BROKER_PDS_URL, OPENMUSIC_BROKER_HANDLE, OPENMUSIC_BROKER_PASSWORD, "
+              "OPENMUSIC_ATTESTATION_KEY", file=sys.stderr)
+        return 2
+
+    async def work(rt) -> int:
+        if args.action == "reconcile":
+            report = await rt.payments.reconcile(repair=not args.dry_run)
+            print(f"checked {report.checked} credit PaymentIntents on Stripe; "
+                  f"{'would repair' if args.dry_run else 'posted'} {report.repaired} missing ledger transaction(s)")
+            for problem in report.problems:
+                print(f"MISMATCH: {problem}")
+            return 1 if report.problems else 0
+        if args.action == "refund-purchase":
+            refund = await rt.payments.refund_purchase(args.target, args.amount)
+            print(f"refunded {refund['amount']} {refund['currency'].upper()} of {args.target}")
+            return 0
+        done = await rt.payments.refund_tip(args.target)
+        print("refunded; the settlement record will be republished as refunded" if done
+              else f"{args.target} is not a settled tip")
+        return 0 if done else 1
+
+    from payments.service import PaymentError
+
+    try:
+        return asyncio.run(_with_runtime(settings, work))
+    except PaymentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -201,39 +266,90 @@ def cmd_devnet(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from openmusic import devnet
+    from openmusic.demo_payments import start_localstripe
     from openmusic.seed import seed
+    from payments.attest import new_secret
 
     devnet.install()
     data = Path(args.data_dir)
     shutil.rmtree(data, ignore_errors=True)  # the devnet's PLC lives in memory: every demo starts fresh
-    print("starting the local reference PDS + PLC ...", flush=True)
-    with devnet.Devnet() as net:
-        settings = Settings.from_env(
-            firehose_url=net.firehose_url, plc_url=net.plc_url, handle_resolver_url=net.pds_url,
-            allow_private_hosts=True, start_cursor=0, db_path=str(data / "openmusic.sqlite"),
-            blob_cache_dir=str(data / "blobs"), port=args.port, host=args.host, log_level=args.log_level)
-        _logging(settings.log_level)
+    print("starting the local reference PDS + PLC, and localstripe ...", flush=True)
+    stripe_port = args.port + 1
+    stripe_proc = start_localstripe(stripe_port)
+    try:
+        with devnet.Devnet() as net:
+            net.create_account("openmusic-broker.test", "broker-password-1234")
+            # atproto accepts a did:web with a port only on localhost: the service DID is did:web:localhost%3A<port>.
+            public = f"http://localhost:{args.port}" if args.host in ("127.0.0.1", "localhost") else None
+            settings = Settings.from_env(
+                firehose_url=net.firehose_url, plc_url=net.plc_url, handle_resolver_url=net.pds_url,
+                allow_private_hosts=True, start_cursor=0, db_path=str(data / "openmusic.sqlite"),
+                blob_cache_dir=str(data / "blobs"), port=args.port, host=args.host, log_level=args.log_level,
+                public_url=public, stripe_api_key="sk_test_openmusic", stripe_api_base=f"http://127.0.0.1:{stripe_port}",
+                stripe_webhook_secret="whsec_openmusic_demo", broker_pds_url=net.pds_url,
+                broker_handle="openmusic-broker.test", broker_password="broker-password-1234",
+                attestation_key=new_secret(), processor_ref_salt=new_secret())
+            _logging(settings.log_level)
 
-        async def ready(rt) -> None:
-            print(f"PDS {net.pds_url}  PLC {net.plc_url}  AppView {settings.base_url}", flush=True)
-            print("seeding the demo catalog through the PDS API ...", flush=True)
-            result = await asyncio.to_thread(seed, net)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                cur = await rt.reader.execute("SELECT (SELECT COUNT(*) FROM track), (SELECT COUNT(*) FROM play)")
-                tracks, plays = await cur.fetchone()
-                if tracks >= len(result.tracks) and plays >= result.plays:
-                    break
-                await asyncio.sleep(0.2)
-            print(_demo_banner(settings.base_url, result, tracks, plays), flush=True)
-            if args.exit_after_seed:
-                os.kill(os.getpid(), signal.SIGTERM)
+            async def ready(rt) -> None:
+                print(f"PDS {net.pds_url}  PLC {net.plc_url}  Stripe (localstripe) {settings.stripe_api_base}  "
+                      f"AppView {settings.base_url}", flush=True)
+                print("seeding the demo catalog through the PDS API ...", flush=True)
+                result = await asyncio.to_thread(seed, net)
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    cur = await rt.reader.execute("SELECT (SELECT COUNT(*) FROM track), (SELECT COUNT(*) FROM play)")
+                    tracks, plays = await cur.fetchone()
+                    if tracks >= len(result.tracks) and plays >= result.plays:
+                        break
+                    await asyncio.sleep(0.2)
+                print("a listener buys credit through Stripe and tips an artist and a song ...", flush=True)
+                tip_uri = await _demo_tips(rt, net, result)
+                print(_demo_banner(settings.base_url, result, tracks, plays, tip_uri), flush=True)
+                if args.exit_after_seed:
+                    os.kill(os.getpid(), signal.SIGTERM)
 
-        asyncio.run(_run_until_signal(settings, on_ready=ready))
+            asyncio.run(_run_until_signal(settings, on_ready=ready))
+    finally:
+        stripe_proc.terminate()
     return 0
 
 
-def _demo_banner(base: str, result, tracks: int, plays: int) -> str:
+async def _demo_tips(rt, net, result) -> str:
+    """River (a seeded listener) buys $20.00 of credit the way a client does (service-auth JWT from
+    their PDS, Stripe.js's confirm) and tips Aurora Tide $3.00 and one of her songs $0.50. Returns
+    the song tip's AT-URI once its settlement is indexed and verified."""
+    import httpx
+
+    from openmusic.demo_payments import pay_with_test_card, register_webhook
+    from openmusic.publish import PdsClient, tip
+
+    s = rt.settings
+    await asyncio.to_thread(register_webhook, s.stripe_api_base, f"{s.base_url}/stripe/webhook", s.stripe_webhook_secret)
+    river = await asyncio.to_thread(PdsClient, net.pds_url, "river-listens.test", "demo-password-1234")
+    nsid = "fm.openmusic.payment.createCreditPurchase"
+    token = await asyncio.to_thread(river.service_auth, rt.payments.service_did, nsid)
+    async with httpx.AsyncClient(base_url=s.base_url, timeout=30) as http:
+        resp = await http.post(f"/xrpc/{nsid}", json={"amount": 2000}, headers={"authorization": f"Bearer {token}"})
+        resp.raise_for_status()
+        await asyncio.to_thread(pay_with_test_card, s.stripe_api_base, resp.json()["paymentIntent"])
+    aurora = result.dids["aurora-tide.test"]
+    song = next(t for t in result.tracks if t.uri.startswith(f"at://{aurora}/"))
+    for _ in range(100):  # the credit arrives with Stripe's signed webhook
+        if (await rt.payments.balance(river.did))["credit"] >= 2000:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.to_thread(tip, river, aurora, 300, message="Loved the set!")
+    song_tip = await asyncio.to_thread(tip, river, aurora, 50, track=song)
+    for _ in range(300):
+        cur = await rt.reader.execute("SELECT 1 FROM settlement WHERE tip_uri = ? AND verified = 1", (song_tip.uri,))
+        if await cur.fetchone():
+            break
+        await asyncio.sleep(0.1)
+    return song_tip.uri
+
+
+def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str) -> str:
     artist = "aurora-tide.test"
     t = result.tracks[0].uri
     album = result.albums[0].uri if result.albums else ""
@@ -248,6 +364,12 @@ def _demo_banner(base: str, result, tracks: int, plays: int) -> str:
         f"  curl '{base}/xrpc/fm.openmusic.catalog.getAlbum?uri={album}'",
         f"  curl '{base}/xrpc/fm.openmusic.actor.getProfile?actor={artist}'",
         f"  curl '{base}/xrpc/fm.openmusic.listen.getPlays?actor=river-listens.test'",
+        "", "Money (Stripe is localstripe here): river-listens.test bought credit and tipped; the broker settled it",
+        "and wrote signed settlement records in its own repo (openmusic-broker.test), verifiable by anyone:",
+        f"  curl '{base}/xrpc/fm.openmusic.payment.getTips?artist={artist}'",
+        f"  curl '{base}/xrpc/fm.openmusic.payment.getSettlement?uri={tip_uri}'",
+        f"  curl '{base}/.well-known/did.json'      # the key that signs settlements",
+        "  .venv/bin/openmusic ledger check --db-path data/demo/openmusic.sqlite",
         "", "Press Ctrl-C to stop.",
     ]
     return "\n".join(lines)
@@ -267,6 +389,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="relay or PDS to list repos from (default: the firehose host)")
     p.add_argument("--exit-when-done", action="store_true", help="stop once every repo found is imported")
     p.set_defaults(func=cmd_backfill)
+    p = sub.add_parser("ledger", help="check the books, reconcile with Stripe, refund",
+                       description="check: the ledger's invariants (exit 1 on a problem). reconcile: compare every "
+                       "credit PaymentIntent on Stripe with the ledger and post what is missing (--dry-run: only "
+                       "report). refund-purchase PI [--amount N]: refund credit through Stripe. refund-tip TIP_URI: "
+                       "move a settled tip back to the payer's credit. Payment settings come from OPENMUSIC_* "
+                       "variables (see the README).")
+    p.add_argument("action", choices=["check", "reconcile", "refund-purchase", "refund-tip"])
+    p.add_argument("target", nargs="?", help="PaymentIntent ID (refund-purchase) or tip AT-URI (refund-tip)")
+    p.add_argument("--amount", type=int, help="minor units to refund (default: all)")
+    p.add_argument("--dry-run", action="store_true", help="reconcile: report only, post nothing")
+    _add_settings_flags(p)
+    p.set_defaults(func=cmd_ledger)
     p = sub.add_parser("migrate", help="apply database migrations")
     _add_settings_flags(p)
     p.set_defaults(func=cmd_migrate)

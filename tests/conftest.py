@@ -91,21 +91,12 @@ async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 15
 def localstripe():
     """A real localstripe server (PyPI ``localstripe``: a stateful fake of the Stripe API) on loopback.
     Yields its base URL."""
-    import subprocess
-    import sys
+    from openmusic.demo_payments import start_localstripe
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    proc = start_localstripe(port)
     try:
-        for _ in range(200):
-            try:
-                httpx.get(f"{url}/v1/customers", auth=("sk_test_openmusic", ""), timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(timeout=10)

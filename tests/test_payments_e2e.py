@@ -14,6 +14,7 @@ import time
 import httpx
 import stripe
 
+from openmusic.demo_payments import pay_with_test_card
 from openmusic.publish import tip
 from payments import attest
 from payments.broker import did_keys
@@ -35,12 +36,8 @@ async def call(rt, client, nsid: str, body: dict | None = None) -> httpx.Respons
 
 
 def pay(localstripe: str, pi: str) -> None:
-    """What Stripe.js does in the listener's browser: attach a card and confirm the PaymentIntent."""
-    client = stripe.StripeClient("sk_test_openmusic", base_addresses={"api": localstripe})
-    pm = client.v1.payment_methods.create(params={"type": "card", "card": {
-        "number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}})
-    client.v1.payment_intents.update(pi, params={"payment_method": pm.id})
-    assert client.v1.payment_intents.confirm(pi).status == "succeeded"
+    """What Stripe.js does in the listener's browser."""
+    assert pay_with_test_card(localstripe, pi) == "succeeded"
 
 
 async def buy_credit(rt, localstripe, client, amount: int) -> str:
