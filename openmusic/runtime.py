@@ -87,8 +87,7 @@ class Runtime:
             self.payments = Payments(s, self.indexer, client.did)
             self.auth = ServiceAuth(self.payments.service_did, self.identity.signing_key, await self._connect())
             self.broker_worker = BrokerWorker(self.indexer, self.payments.broker, self.payments.policy,
-                                              s.broker_pds_url, s.broker_handle, s.broker_password)
-            self.broker_worker._pds = client
+                                              (s.broker_pds_url, s.broker_handle, s.broker_password), client)
             trusted.add(client.did)
             self._tasks.append(asyncio.create_task(self.broker_worker.run(), name="broker"))
             log.info("payments on: broker repo %s, service %s", client.did, self.payments.service_did)

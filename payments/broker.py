@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from openmusic.db import now_iso
@@ -57,17 +58,33 @@ def did_keys(doc: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+async def repeat(*passes: Callable[[], Awaitable[int]], what: str) -> None:
+    """Run ``passes`` in turn every ``POLL_S`` seconds until cancelled; a failing pass is logged and
+    retried after 5 s, never the end of the loop."""
+    while True:
+        try:
+            for one in passes:
+                await one()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; retrying", what)
+            await asyncio.sleep(5)
+        await asyncio.sleep(POLL_S)
+
+
 class BrokerWorker:
     """Settles tips and publishes settlements for one broker (``broker``), through ``indexer``'s
-    writer. ``pds`` is a logged-in client for the broker's repo (created lazily by ``login``)."""
+    writer. ``login`` = (PDS URL, handle, password) of the broker's repo; ``pds`` an existing session
+    on it (a new one is made by ``login`` when it is missing or has failed)."""
 
-    def __init__(self, indexer: Indexer, broker: Broker, policy: Policy, pds_url: str, handle: str,
-                 password: str) -> None:
+    def __init__(self, indexer: Indexer, broker: Broker, policy: Policy, login: tuple[str, str, str],
+                 pds: PdsClient | None = None) -> None:
         self.indexer = indexer
         self.broker = broker
         self.policy = policy
-        self._login = (pds_url, handle, password)
-        self._pds: PdsClient | None = None
+        self._login = login
+        self._pds = pds
         self._failed_at: dict[str, float] = {}
         self.counters: Counter[str] = Counter()
 
@@ -123,16 +140,7 @@ class BrokerWorker:
 
     async def run(self) -> None:
         """Settle and publish until cancelled."""
-        while True:
-            try:
-                await self.settle_pending()
-                await self.publish_pending()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("broker pass failed; retrying")
-                await asyncio.sleep(5)
-            await asyncio.sleep(POLL_S)
+        await repeat(self.settle_pending, self.publish_pending, what="broker pass")
 
 
 class SettlementVerifier:
@@ -199,12 +207,4 @@ class SettlementVerifier:
 
     async def run(self) -> None:
         """Verify until cancelled."""
-        while True:
-            try:
-                await self.verify_pending()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("settlement verification pass failed; retrying")
-                await asyncio.sleep(5)
-            await asyncio.sleep(POLL_S)
+        await repeat(self.verify_pending, what="settlement verification pass")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import stripe
 
 from openmusic.config import Settings
+from openmusic.db import now_iso
 from payments import credit, ledger, settle
 from payments.attest import Signer
 from payments.auth import SERVICE_ID
@@ -161,8 +162,6 @@ class Payments:
     async def refund_tip(self, tip_uri: str) -> bool:
         """Refund a settled tip from the artist's earnings to the payer's credit; the settlement
         record is republished with status ``refunded``. False when the tip was not settled."""
-        from openmusic.db import now_iso
-
         return await self.indexer.transact(settle.refund_tip, tip_uri, self.broker, now_iso())
 
     async def reconcile(self, repair: bool = True) -> ReconcileReport:

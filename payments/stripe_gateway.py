@@ -20,7 +20,8 @@ class StripeGateway:
 
     def __init__(self, api_key: str, webhook_secret: str, api_base: str = "") -> None:
         bases = {"api": api_base.rstrip("/")} if api_base else {}
-        self._client = stripe.StripeClient(api_key, base_addresses=bases, http_client=stripe.HTTPXClient(),
+        self._http = stripe.HTTPXClient()
+        self._client = stripe.StripeClient(api_key, base_addresses=bases, http_client=self._http,
                                            max_network_retries=2)
         self._webhook_secret = webhook_secret
         self.v1 = self._client.v1
@@ -74,4 +75,5 @@ class StripeGateway:
         return stripe.Webhook.construct_event(payload, signature, self._webhook_secret).to_dict()
 
     async def close(self) -> None:
-        await self._client._requestor._get_http_client().close_async()
+        """Close the HTTP connections."""
+        await self._http.close_async()

@@ -4,6 +4,7 @@ the AppView (firehose consumer + indexer + HTTP server) running on it in the tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 import time
@@ -53,23 +54,33 @@ def devnet_settings(net, tmp: Path, **extra) -> Settings:
                     host="127.0.0.1", port=free_port(), log_level="WARNING", **extra)
 
 
+@contextlib.asynccontextmanager
+async def serving(settings: Settings):
+    """Start a ``Runtime`` on ``settings`` and its HTTP server; yield it once ``/health`` answers,
+    with ``rt.http_client`` an httpx client on its base URL. Stops it all on exit."""
+    rt = Runtime(settings)
+    await rt.start()
+    server = asyncio.create_task(rt.serve())
+    try:
+        async with httpx.AsyncClient(base_url=rt.settings.base_url, timeout=30) as http:
+            for _ in range(100):
+                try:
+                    await http.get("/health")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            rt.http_client = http
+            yield rt
+    finally:
+        server.cancel()
+        await rt.stop()
+
+
 @pytest.fixture(scope="session")
 async def appview(net, tmp_path_factory):
     """The AppView in-process on ``net``'s firehose, serving HTTP on a free port."""
-    rt = Runtime(devnet_settings(net, tmp_path_factory.mktemp("appview")))
-    await rt.start()
-    server = asyncio.create_task(rt.serve())
-    async with httpx.AsyncClient(base_url=rt.settings.base_url, timeout=30) as http:
-        for _ in range(100):
-            try:
-                await http.get("/health")
-                break
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
-        rt.http_client = http
+    async with serving(devnet_settings(net, tmp_path_factory.mktemp("appview"))) as rt:
         yield rt
-    server.cancel()
-    await rt.stop()
 
 
 async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 15.0, interval: float = 0.1):
@@ -109,6 +120,7 @@ WEBHOOK_SECRET = "whsec_openmusic_test"
 async def paid_appview(net, localstripe, tmp_path_factory):
     """An AppView with payments on: Stripe is localstripe (its webhooks delivered to us, signed), the
     broker repo an account on the reference PDS, a fresh attestation key."""
+    from openmusic.demo_payments import register_webhook
     from payments.attest import new_secret
 
     broker = f"broker{next(_counter)}.test"
@@ -119,20 +131,6 @@ async def paid_appview(net, localstripe, tmp_path_factory):
         broker_password="broker-password-1234", attestation_key=new_secret(), processor_ref_salt="test-salt")
     # The service DID is did:web of the public URL; atproto accepts a did:web with a port only on localhost.
     settings.public_url = f"http://localhost:{settings.port}"
-    rt = Runtime(settings)
-    await rt.start()
-    server = asyncio.create_task(rt.serve())
-    async with httpx.AsyncClient(base_url=rt.settings.base_url, timeout=30) as http:
-        for _ in range(100):
-            try:
-                await http.get("/health")
-                break
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
-        resp = await http.post(f"{localstripe}/_config/webhooks/openmusic",
-                               data={"url": f"{rt.settings.base_url}/stripe/webhook", "secret": WEBHOOK_SECRET})
-        assert resp.status_code == 200, resp.text
-        rt.http_client = http
+    async with serving(settings) as rt:
+        await asyncio.to_thread(register_webhook, localstripe, f"{rt.settings.base_url}/stripe/webhook", WEBHOOK_SECRET)
         yield rt
-    server.cancel()
-    await rt.stop()
