@@ -5,6 +5,7 @@
   openmusic backfill  import the repos that already hold music (verified CARs), then go on live
   openmusic publish   upload audio to your own PDS and write track / album records
   openmusic ledger    check the books, reconcile them with Stripe, refund credit or tips
+  openmusic verify-settlement  check a settlement record from the network alone (PDSes, DID documents)
   openmusic migrate   apply database migrations
   openmusic devnet    install or start the local reference PDS + PLC
 
@@ -183,6 +184,31 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     except PaymentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def cmd_verify_settlement(args: argparse.Namespace) -> int:
+    """openmusic verify-settlement AT-URI: check a settlement from the network alone."""
+    import httpx
+
+    from openmusic.identity import IdentityError, IdentityResolver
+    from payments.verify import NotVerified, verify_settlement
+
+    settings = _settings(args)
+
+    async def go() -> int:
+        async with httpx.AsyncClient() as http:
+            try:
+                lines = await verify_settlement(args.uri, IdentityResolver(settings, http), http,
+                                                settings.allow_private_hosts)
+            except (NotVerified, IdentityError, httpx.HTTPError) as exc:
+                print(f"NOT VERIFIED: {exc}")
+                return 1
+        for line in lines:
+            print(f"ok  {line}")
+        print("VERIFIED")
+        return 0
+
+    return asyncio.run(go())
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -401,6 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="reconcile: report only, post nothing")
     _add_settings_flags(p)
     p.set_defaults(func=cmd_ledger)
+    p = sub.add_parser("verify-settlement", help="verify a settlement record from the network alone")
+    p.add_argument("uri", help="at://<broker DID>/fm.openmusic.payment.settlement/<rkey>")
+    _add_settings_flags(p)
+    p.set_defaults(func=cmd_verify_settlement)
     p = sub.add_parser("migrate", help="apply database migrations")
     _add_settings_flags(p)
     p.set_defaults(func=cmd_migrate)

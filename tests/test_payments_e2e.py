@@ -12,13 +12,16 @@ import json
 import time
 
 import httpx
+import pytest
 import stripe
 
 from openmusic.demo_payments import pay_with_test_card
+from openmusic.identity import IdentityResolver
 from openmusic.publish import tip
 from payments import attest
 from payments.broker import did_keys
 from payments.ledger import check
+from payments.verify import NotVerified, verify_settlement
 from tests.conftest import WEBHOOK_SECRET, eventually
 from tests.test_e2e import ok, publish_wav
 
@@ -119,10 +122,18 @@ async def test_credit_tips_settlements_refunds(paid_appview, make_client, tmp_pa
     assert rec["tip"] == {"uri": to_song.uri, "cid": tip_rec["cid"]} and rec["amount"] == tip_rec["value"]["amount"]
     assert "pi_" not in json.dumps(rec) and "cus_" not in json.dumps(rec)  # raw Stripe IDs stay private
 
+    # The same, with the CLI's code: PDSes and DID documents only.
+    async with httpx.AsyncClient() as http:
+        lines = await verify_settlement(settlement["uri"], IdentityResolver(rt.settings, http), http, allow_private=True)
+    assert len(lines) == 4 and "matches: 55 USD" in lines[2]
+
     # Deleting a tip after it settled changes no money.
     fan.delete_record("fm.openmusic.payment.tip", to_artist.uri.rsplit("/", 1)[1])
     await eventually(lambda: _tip_gone(rt, artist.did, to_artist.uri))
     assert (await balance(rt, artist))["earnings"] == 239
+    async with httpx.AsyncClient() as http:  # ... but its settlement no longer verifies against the network
+        with pytest.raises(NotVerified, match="answered 400"):
+            await verify_settlement(by_uri[to_artist.uri]["uri"], IdentityResolver(rt.settings, http), http, True)
 
     # Duplicate and out-of-order webhook deliveries change nothing twice.
     events = stripe.StripeClient("sk_test_openmusic", base_addresses={"api": localstripe}).v1.events.list(

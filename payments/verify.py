@@ -1,0 +1,95 @@
+"""Verify a settlement as a stranger would, from the network alone: no access to our database.
+
+``verify_settlement(uri)`` fetches the settlement record from the broker's PDS
+(``com.atproto.repo.getRecord``, the PDS found in the broker's DID document), validates it against
+the lexicon, checks its inline signature against the key in the signer's DID document (which must
+name the broker repo in ``alsoKnownAs``), fetches the tip from the payer's PDS, and checks that the
+two agree (tip CID, payer, artist, amount, currency, record key derived from the tip).
+``openmusic verify-settlement AT-URI`` runs it. Every outbound fetch goes through the SSRF guard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from openmusic.identity import IdentityError, IdentityResolver
+from openmusic.lexicons import SETTLEMENT, TIP, RecordInvalid, from_json, validate_record
+from openmusic.netguard import BlockedURL, check_url
+from payments import attest
+from payments.broker import did_keys
+from payments.settle import settlement_rkey
+
+
+class NotVerified(Exception):
+    """The settlement does not verify; ``str()`` says which check failed."""
+
+
+async def _get_record(resolver: IdentityResolver, http: httpx.AsyncClient, uri: str, allow_private: bool) -> dict[str, Any]:
+    did, collection, rkey = uri[len("at://"):].split("/")
+    pds = (await resolver.resolve_did(did)).pds
+    if not pds:
+        raise NotVerified(f"{did} names no PDS in its DID document")
+    url = f"{pds.rstrip('/')}/xrpc/com.atproto.repo.getRecord"
+    try:
+        await check_url(url, allow_private)
+    except BlockedURL as exc:
+        raise NotVerified(str(exc)) from exc
+    resp = await http.get(url, params={"repo": did, "collection": collection, "rkey": rkey}, timeout=15)
+    if resp.status_code != 200:
+        raise NotVerified(f"{uri}: its PDS answered {resp.status_code}")
+    return resp.json()
+
+
+async def verify_settlement(uri: str, resolver: IdentityResolver, http: httpx.AsyncClient,
+                            allow_private: bool = False) -> list[str]:
+    """The checks that passed, one line each. Raises ``NotVerified`` at the first that fails, and
+    ``IdentityError`` when a DID document cannot be fetched."""
+    if not uri.startswith("at://") or f"/{SETTLEMENT}/" not in uri or uri.count("/") != 4:
+        raise NotVerified(f"{uri} is not an at://<did>/{SETTLEMENT}/<rkey> URI")
+    broker = uri[len("at://"):].split("/")[0]
+    passed = []
+    got = await _get_record(resolver, http, uri, allow_private)
+    record = from_json(got["value"])
+    try:
+        validate_record(SETTLEMENT, record)
+    except RecordInvalid as exc:
+        raise NotVerified(f"not a valid {SETTLEMENT}: {exc}") from exc
+    passed.append(f"fetched from the broker's PDS (record CID {got.get('cid')}) and valid against {SETTLEMENT}")
+    key_id = attest.verify(record, broker, await _keys_naming(resolver, record, broker))
+    if not key_id:
+        raise NotVerified("no signature verifies with a key whose DID document names the broker repo")
+    passed.append(f"signature by {key_id} verifies, and that DID document names at://{broker}")
+    tip_uri = record["tip"]["uri"]
+    if f"/{TIP}/" not in tip_uri or not tip_uri.startswith(f"at://{record['payer']}/"):
+        raise NotVerified(f"{tip_uri} is not a tip in the payer's repo")
+    if uri.rsplit("/", 1)[1] != settlement_rkey(tip_uri):
+        raise NotVerified("the record key is not the one derived from the tip")
+    tip = await _get_record(resolver, http, tip_uri, allow_private)
+    if tip.get("cid") != record["tip"]["cid"]:
+        raise NotVerified(f"the tip's current CID {tip.get('cid')} is not the one settled {record['tip']['cid']}")
+    value = tip["value"]
+    for name, want in (("subject", record["subject"]), ("amount", record["amount"]), ("currency", record["currency"])):
+        if value.get(name) != want:
+            raise NotVerified(f"tip {name} {value.get(name)!r} differs from the settlement's {want!r}")
+    passed.append(f"tip {tip_uri} (CID {tip['cid']}) matches: {record['amount']} {record['currency']} "
+                  f"from {record['payer']} to {record['subject']}")
+    if record["status"] == "settled" and sum(r["amount"] for r in record["recipients"]) != record["amount"]:
+        raise NotVerified("the recipients' amounts do not add up to the amount")
+    passed.append(f"status {record['status']}" + (f" ({record['reason']})" if record.get("reason") else "")
+                  + "; recipients: " + (", ".join(f"{r['did']} {r['amount']}" for r in record["recipients"]) or "none"))
+    return passed
+
+
+async def _keys_naming(resolver: IdentityResolver, record: dict[str, Any], broker: str) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for sig in record.get("signatures") or []:
+        signer = str(sig.get("key", "")).split("#")[0]
+        try:
+            doc = await resolver.document(signer)
+        except IdentityError:
+            continue
+        if signer == broker or f"at://{broker}" in (doc.get("alsoKnownAs") or []):
+            keys.update(did_keys(doc))
+    return keys
