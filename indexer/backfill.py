@@ -66,14 +66,14 @@ class Backfill:
         raise BackfillError(f"{nsid}: {self.source} keeps failing")
 
     async def _progress(self) -> tuple[str | None, bool]:
-        rows = await self.indexer.run(self.indexer.query, "SELECT cursor, complete FROM backfill WHERE source = ?",
+        rows = await self.indexer.sql("SELECT cursor, complete FROM backfill WHERE source = ?",
                                       (self.source,))
         return (rows[0][0], bool(rows[0][1])) if rows else (None, False)
 
     async def _save(self, cursor: str | None, complete: bool) -> None:
         async with self.indexer.lock:
-            await self.indexer.run(
-                self.indexer.query, "INSERT INTO backfill (source, cursor, listed, complete, updated_at) VALUES (?,?,?,?,?) "
+            await self.indexer.sql(
+                "INSERT INTO backfill (source, cursor, listed, complete, updated_at) VALUES (?,?,?,?,?) "
                 "ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, listed = listed + excluded.listed, "
                 "complete = excluded.complete, updated_at = excluded.updated_at",
                 (self.source, cursor, self.listed, 1 if complete else 0, now_iso()))

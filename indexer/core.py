@@ -108,15 +108,19 @@ class Indexer:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     def query(self, sql: str, args: tuple | list = ()) -> list[tuple]:
-        """Rows of a read on the writer connection (call through ``run``)."""
+        """Rows of one statement on the writer connection (call through ``run``)."""
         assert self.conn is not None
         return self.conn.execute(sql, args).fetchall()
 
+    async def sql(self, sql: str, args: tuple | list = ()) -> list[tuple]:
+        """One statement (autocommit) in the writer thread, between batches; returns its rows."""
+        return await self.run(self.query, sql, args)
+
     async def load_state(self) -> list[str]:
         """Load the tracked repos and inactive accounts; returns the repos still owed a resync."""
-        rows = await self.run(self.query, "SELECT did, status FROM repo_state")
+        rows = await self.sql("SELECT did, status FROM repo_state")
         self.tracked = {r[0] for r in rows}
-        self.inactive = {r[0] for r in await self.run(self.query, "SELECT did FROM actor WHERE active = 0")}
+        self.inactive = {r[0] for r in await self.sql("SELECT did FROM actor WHERE active = 0")}
         return [r[0] for r in rows if r[1] == DESYNCHRONIZED]
 
     def is_tracked(self, did: str) -> bool:
@@ -125,7 +129,7 @@ class Indexer:
 
     async def load_cursor(self) -> int | None:
         """The last durably applied seq for this source, or None when we never read it."""
-        rows = await self.run(self.query, "SELECT seq FROM cursor WHERE source = ?", (self.source,))
+        rows = await self.sql("SELECT seq FROM cursor WHERE source = ?", (self.source,))
         return int(rows[0][0]) if rows else None
 
     async def apply(self, events: Iterable[Event], cursor: int | None) -> None:
@@ -433,6 +437,6 @@ class Indexer:
         """Record a failed resync; the repo stays desynchronized and is retried after ``retry_in_s``."""
         async with self.lock:
             self.resyncing.pop(did, None)
-            await self.run(self.query, "UPDATE repo_state SET resync_attempts = resync_attempts + 1, next_attempt = ?, "
+            await self.sql("UPDATE repo_state SET resync_attempts = resync_attempts + 1, next_attempt = ?, "
                            "last_error = ? WHERE did = ?", (time.time() + retry_in_s, error[:500], did))
         self.counters["resync_failures"] += 1

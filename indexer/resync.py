@@ -76,8 +76,8 @@ class Resyncer:
 
     async def sweep(self) -> int:
         """Queue desynchronized repos whose retry time has come. Returns how many were queued."""
-        rows = await self.indexer.run(
-            self.indexer.query, "SELECT did FROM repo_state WHERE status = ? AND (next_attempt IS NULL OR next_attempt <= ?)",
+        rows = await self.indexer.sql(
+            "SELECT did FROM repo_state WHERE status = ? AND (next_attempt IS NULL OR next_attempt <= ?)",
             (DESYNCHRONIZED, time.time()))
         dids = [r[0] for r in rows if r[0] not in self._queued]
         for did in dids:
@@ -96,7 +96,7 @@ class Resyncer:
     async def resync(self, did: str) -> bool:
         """Resync one repo now. Returns True when the index matches its verified snapshot."""
         self.indexer.begin_resync(did)
-        rows = await self.indexer.run(self.indexer.query, "SELECT resync_attempts FROM repo_state WHERE did = ?", (did,))
+        rows = await self.indexer.sql("SELECT resync_attempts FROM repo_state WHERE did = ?", (did,))
         attempts = rows[0][0] if rows else 0
         try:
             pds = await self.identity.pds(did)

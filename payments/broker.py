@@ -58,6 +58,23 @@ def did_keys(doc: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+async def broker_keys(record: dict[str, Any], broker_did: str,
+                      document: Callable[[str], Awaitable[dict[str, Any]]]) -> dict[str, str]:
+    """{key id: did:key} of the DID documents that sign ``record`` and speak for the broker: the
+    broker DID's own, or one naming ``at://<broker_did>`` in ``alsoKnownAs``. ``document(did)``
+    fetches a DID document (raising ``IdentityError``)."""
+    keys: dict[str, str] = {}
+    for sig in record.get("signatures") or []:
+        key_id = sig.get("key") if isinstance(sig, dict) else None
+        if not isinstance(key_id, str) or "#" not in key_id:
+            continue
+        signer = key_id.split("#")[0]
+        doc = await document(signer)
+        if signer == broker_did or f"at://{broker_did}" in (doc.get("alsoKnownAs") or []):
+            keys.update(did_keys(doc))
+    return keys
+
+
 async def repeat(*passes: Callable[[], Awaitable[int]], what: str) -> None:
     """Run ``passes`` in turn every ``POLL_S`` seconds until cancelled; a failing pass is logged and
     retried after 5 s, never the end of the loop."""
@@ -110,11 +127,11 @@ class BrokerWorker:
 
     async def publish_pending(self) -> int:
         """Write queued settlement records to the broker's repo. Returns how many were published."""
-        rows = await self.indexer.run(self.indexer.query,
-                                      "SELECT tip_uri, rkey, record, attempts, settled_at FROM broker_settlement "
+        rows = await self.indexer.sql(
+                                      "SELECT tip_uri, rkey, record, attempts FROM broker_settlement "
                                       "WHERE published_cid IS NULL ORDER BY settled_at LIMIT 50")
         published = 0
-        for tip_uri, rkey, record, attempts, _ in rows:
+        for tip_uri, rkey, record, attempts in rows:
             if attempts and self._waiting(tip_uri, attempts):
                 continue
             try:
@@ -125,10 +142,10 @@ class BrokerWorker:
                 self._failed_at[tip_uri] = time.monotonic()
                 self.counters["publish_failures"] += 1
                 log.warning("publishing the settlement of %s failed (attempt %d): %s", tip_uri, attempts + 1, exc)
-                await self.indexer.run(self.indexer.query, "UPDATE broker_settlement SET attempts = attempts + 1, "
+                await self.indexer.sql("UPDATE broker_settlement SET attempts = attempts + 1, "
                                        "last_error = ? WHERE tip_uri = ?", (str(exc)[:500], tip_uri))
                 continue
-            await self.indexer.run(self.indexer.query, "UPDATE broker_settlement SET published_cid = ?, published_at = ?, "
+            await self.indexer.sql("UPDATE broker_settlement SET published_cid = ?, published_at = ?, "
                                    "last_error = NULL WHERE tip_uri = ? AND record = ?", (ref.cid, now_iso(), tip_uri, record))
             self.counters["published"] += 1
             published += 1
@@ -163,24 +180,16 @@ class SettlementVerifier:
         return doc
 
     async def check(self, broker_did: str, record: dict[str, Any]) -> str | None:
-        """None when ``record`` (data model) carries a valid signature by a key whose DID document
-        names ``broker_did``'s repo in ``alsoKnownAs`` (or is the broker DID itself); otherwise why not.
-        Raises ``IdentityError`` when a document cannot be fetched for now (transient)."""
-        for sig in record.get("signatures") or []:
-            key_id = sig.get("key") if isinstance(sig, dict) else None
-            if not isinstance(key_id, str) or "#" not in key_id:
-                continue
-            signer_did = key_id.split("#")[0]
-            doc = await self._doc(signer_did)
-            if signer_did != broker_did and f"at://{broker_did}" not in (doc.get("alsoKnownAs") or []):
-                continue
-            if attest.verify(record, broker_did, did_keys(doc)):
-                return None
+        """None when ``record`` (data model) carries a valid signature by a key of the broker
+        (``broker_keys``); otherwise why not. Raises ``IdentityError`` when a document cannot be
+        fetched."""
+        if attest.verify(record, broker_did, await broker_keys(record, broker_did, self._doc)):
+            return None
         return "no signature by a key of the broker verifies"
 
     async def verify_pending(self) -> int:
         """Verify every unverified settlement. Returns how many were decided."""
-        rows = await self.indexer.run(self.indexer.query,
+        rows = await self.indexer.sql(
             "SELECT s.uri, s.did, s.cid, r.json, t.cid, t.did, t.subject, t.amount, t.currency, s.tip_cid, s.payer, "
             "s.subject, s.amount, s.currency FROM settlement s JOIN record r ON r.uri = s.uri "
             "LEFT JOIN tip t ON t.uri = s.tip_uri WHERE s.verified IS NULL LIMIT 100")
@@ -200,7 +209,7 @@ class SettlementVerifier:
             self.counters["verified" if error is None else "failed"] += 1
             if error:
                 log.warning("settlement %s failed verification: %s", uri, error)
-            await self.indexer.run(self.indexer.query, "UPDATE settlement SET verified = ?, verify_error = ? "
+            await self.indexer.sql("UPDATE settlement SET verified = ?, verify_error = ? "
                                    "WHERE uri = ? AND cid = ?", (0 if error else 1, error, uri, cid))
             decided += 1
         return decided

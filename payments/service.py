@@ -77,13 +77,13 @@ class Payments:
         }
 
     async def _customer(self, did: str) -> str:
-        rows = await self.indexer.run(self.indexer.query, "SELECT customer FROM stripe_customer WHERE did = ?", (did,))
+        rows = await self.indexer.sql("SELECT customer FROM stripe_customer WHERE did = ?", (did,))
         if rows:
             return rows[0][0]
         customer = await self.stripe.create_customer(did)
-        await self.indexer.run(self.indexer.query, "INSERT INTO stripe_customer (did, customer) VALUES (?, ?) "
+        await self.indexer.sql("INSERT INTO stripe_customer (did, customer) VALUES (?, ?) "
                                "ON CONFLICT (did) DO NOTHING", (did, customer))
-        return (await self.indexer.run(self.indexer.query, "SELECT customer FROM stripe_customer WHERE did = ?",
+        return (await self.indexer.sql("SELECT customer FROM stripe_customer WHERE did = ?",
                                        (did,)))[0][0]
 
     async def create_credit_purchase(self, did: str, amount: int, currency: str | None) -> dict[str, Any]:
@@ -104,8 +104,8 @@ class Payments:
 
     async def balance(self, did: str) -> dict[str, Any]:
         """fm.openmusic.payment.getBalance for ``did``: credit and earnings in minor units."""
-        c = await self.indexer.run(self.indexer.query, ledger.BALANCE_SQL, (ledger.credit(did), self.currency))
-        e = await self.indexer.run(self.indexer.query, ledger.BALANCE_SQL, (ledger.earnings(did), self.currency))
+        c = await self.indexer.sql(ledger.BALANCE_SQL, (ledger.credit(did), self.currency))
+        e = await self.indexer.sql(ledger.BALANCE_SQL, (ledger.earnings(did), self.currency))
         return {"did": did, "credit": int(c[0][0]), "earnings": int(e[0][0]), "currency": self.currency}
 
     async def handle_webhook(self, payload: bytes, signature: str | None) -> dict[str, Any]:
@@ -117,7 +117,7 @@ class Payments:
             event = self.stripe.parse_webhook(payload, signature)
         except (ValueError, stripe.SignatureVerificationError) as exc:
             raise PaymentError(400, "InvalidRequest", f"webhook rejected: {type(exc).__name__}") from exc
-        seen = await self.indexer.run(self.indexer.query, "SELECT 1 FROM stripe_event WHERE id = ?", (event["id"],))
+        seen = await self.indexer.sql("SELECT 1 FROM stripe_event WHERE id = ?", (event["id"],))
         if seen:
             return {"received": True, "duplicate": True}
         obj = event["data"]["object"]
@@ -129,7 +129,7 @@ class Payments:
                 await self.indexer.transact(lambda tx: credit.apply_dispute(tx, obj, reinstated))
         elif pi_id and (etype.startswith("payment_intent.") or etype.startswith("refund.") or etype == "charge.refunded"):
             await self.sync_payment_intent(pi_id)
-        await self.indexer.run(self.indexer.query, "INSERT INTO stripe_event (id, type, object_id, received_at) "
+        await self.indexer.sql("INSERT INTO stripe_event (id, type, object_id, received_at) "
                                "VALUES (?,?,?,datetime('now')) ON CONFLICT DO NOTHING", (event["id"], etype, pi_id))
         return {"received": True, "duplicate": False}
 
@@ -144,7 +144,7 @@ class Payments:
     async def refund_purchase(self, pi_id: str, amount: int | None = None) -> dict[str, Any]:
         """Refund (part of) a credit purchase through Stripe, then sync the ledger. Refuses to refund
         more than the buyer's unspent credit. Raises ``PaymentError``."""
-        rows = await self.indexer.run(self.indexer.query, "SELECT did, amount FROM credit_purchase WHERE payment_intent = ?",
+        rows = await self.indexer.sql("SELECT did, amount FROM credit_purchase WHERE payment_intent = ?",
                                       (pi_id,))
         if not rows:
             raise PaymentError(404, "NotFound", f"{pi_id} is not a known credit purchase")
@@ -153,7 +153,7 @@ class Payments:
         amount = amount or bought
         if amount > left:
             raise PaymentError(400, "InsufficientCredit", f"{did} has {left} left of this credit; refund at most that")
-        refunded = (await self.indexer.run(self.indexer.query, "SELECT COUNT(*) FROM ledger_txn WHERE ref = ? AND kind = "
+        refunded = (await self.indexer.sql("SELECT COUNT(*) FROM ledger_txn WHERE ref = ? AND kind = "
                                            "'credit_refund'", (pi_id,)))[0][0]
         refund = await self.stripe.refund(pi_id, amount, f"refund:{pi_id}:{refunded}")
         await self.sync_payment_intent(pi_id)
@@ -180,7 +180,7 @@ class Payments:
             theirs = credit.expected_net(pi, refunds)
             if ours != theirs:
                 report.problems.append(f"{pi['id']}: Stripe holds {theirs}, the ledger {ours}")
-        for (pi_id,) in await self.indexer.run(self.indexer.query, "SELECT DISTINCT ref FROM ledger_txn WHERE kind = "
+        for (pi_id,) in await self.indexer.sql("SELECT DISTINCT ref FROM ledger_txn WHERE kind = "
                                                "'credit_purchase'"):
             if pi_id not in known:
                 report.problems.append(f"{pi_id}: in the ledger, not a credit purchase on Stripe")

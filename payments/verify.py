@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 
-from openmusic.identity import IdentityError, IdentityResolver
+from openmusic.identity import IdentityResolver
 from openmusic.lexicons import SETTLEMENT, TIP, RecordInvalid, from_json, validate_record
 from openmusic.netguard import BlockedURL, check_url
 from payments import attest
-from payments.broker import did_keys
+from payments.broker import broker_keys
 from payments.settle import settlement_rkey
 
 
@@ -57,7 +57,7 @@ async def verify_settlement(uri: str, resolver: IdentityResolver, http: httpx.As
     except RecordInvalid as exc:
         raise NotVerified(f"not a valid {SETTLEMENT}: {exc}") from exc
     passed.append(f"fetched from the broker's PDS (record CID {got.get('cid')}) and valid against {SETTLEMENT}")
-    key_id = attest.verify(record, broker, await _keys_naming(resolver, record, broker))
+    key_id = attest.verify(record, broker, await broker_keys(record, broker, resolver.document))
     if not key_id:
         raise NotVerified("no signature verifies with a key whose DID document names the broker repo")
     passed.append(f"signature by {key_id} verifies, and that DID document names at://{broker}")
@@ -81,15 +81,3 @@ async def verify_settlement(uri: str, resolver: IdentityResolver, http: httpx.As
                   + "; recipients: " + (", ".join(f"{r['did']} {r['amount']}" for r in record["recipients"]) or "none"))
     return passed
 
-
-async def _keys_naming(resolver: IdentityResolver, record: dict[str, Any], broker: str) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for sig in record.get("signatures") or []:
-        signer = str(sig.get("key", "")).split("#")[0]
-        try:
-            doc = await resolver.document(signer)
-        except IdentityError:
-            continue
-        if signer == broker or f"at://{broker}" in (doc.get("alsoKnownAs") or []):
-            keys.update(did_keys(doc))
-    return keys
