@@ -100,7 +100,9 @@ async def consume(port: int, data: Path, verify: bool) -> dict[str, float]:
     settings = Settings(db_path=path)
     async with httpx.AsyncClient() as http:
         identity = IdentityService(settings, conn, RecordedResolver(settings, http))
-        verifier = Verifier(identity) if verify else None
+        verifier = Verifier(identity, workers=settings.verify_workers) if verify else None
+        if verifier:
+            await verifier.start()
         indexer = Indexer(path, "bench", verifier=verifier)
         await indexer.open()
         consumer = FirehoseConsumer(f"ws://127.0.0.1:{port}", indexer, wanted, start_cursor=0,
@@ -117,6 +119,8 @@ async def consume(port: int, data: Path, verify: bool) -> dict[str, float]:
     cur = await conn.execute("SELECT (SELECT COUNT(*) FROM record), (SELECT seq FROM cursor)")
     records, cursor = await cur.fetchone()
     await indexer.close()
+    if verifier:
+        verifier.close()
     await conn.close()
     assert cursor == last_seq, (cursor, last_seq)
     return {"seconds": took, "frames": consumer.status.frames, "records": records,

@@ -10,6 +10,7 @@ jitter, 0.5 s doubling to 60 s, reset after a healthy minute) and resumes from t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -41,8 +42,13 @@ class EventSink(Protocol):
     async def load_cursor(self) -> int | None:
         """The seq to resume after, or None to start at the live head."""
 
-    async def apply(self, events: list[Event], cursor: int | None) -> None:
-        """Apply ``events`` and persist ``cursor`` in one transaction."""
+    async def apply(self, events: list[Event], cursor: int | None, prepared: bool = False) -> None:
+        """Apply ``events`` and persist ``cursor`` in one transaction; ``prepared``: ``prepare``
+        already ran on ``events``."""
+
+    async def prepare(self, events: list[Event]) -> None:
+        """Work on ``events`` that needs no order (commit verification); may run while the previous
+        batch is being applied. Raises like ``apply``."""
 
 
 @dataclass
@@ -83,6 +89,8 @@ class FirehoseConsumer:
         self.tracked = tracked
         self.status = ConsumerStatus()
         self._stop = asyncio.Event()
+        #: batches handed to the sink and not yet applied (at most two: one verifying, one writing)
+        self._inflight: collections.deque[asyncio.Task[None]] = collections.deque()
 
     def stop(self) -> None:
         """Ask ``run`` to flush and return."""
@@ -125,24 +133,31 @@ class FirehoseConsumer:
             self.status.connected = True
             self.status.connects += 1
             # A reader task fills a bounded queue (backpressure); this loop drains whatever has
-            # arrived into one batch and applies it when the batch is full or the queue runs dry.
+            # arrived into one batch and hands it to the sink when the batch is full or the queue
+            # runs dry. One batch is applied (verified, then written) while the next is decoded;
+            # batches are still applied one at a time, in order.
             queue: asyncio.Queue[bytes | str | None] = asyncio.Queue(maxsize=self.batch_size * 4)
             reader = asyncio.create_task(self._read(ws, queue))
             stopper = asyncio.ensure_future(self._stop.wait())
+            self._inflight.clear()
             batch: list[Event] = []
             last_seq = cursor
             try:
                 while True:
                     if queue.empty():
                         if batch:
-                            await self.sink.apply(batch, last_seq)
+                            await self._submit(batch, last_seq)
                             batch = []
                             continue
                         getter = asyncio.ensure_future(queue.get())
-                        await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                        await asyncio.wait({getter, stopper, *self._inflight}, return_when=asyncio.FIRST_COMPLETED)
+                        while self._inflight and self._inflight[0].done():
+                            self._inflight.popleft().result()  # raises the sink's error, if any
                         if not getter.done():
                             getter.cancel()
-                            break
+                            if stopper.done():
+                                break
+                            continue
                         raw = getter.result()
                     else:
                         raw = queue.get_nowait()
@@ -161,17 +176,53 @@ class FirehoseConsumer:
                     last_seq = evt.seq
                     batch.append(evt)
                     if len(batch) >= self.batch_size:
-                        await self.sink.apply(batch, last_seq)
+                        await self._submit(batch, last_seq)
                         batch = []
-            finally:
+            except BaseException:
                 stopper.cancel()
                 reader.cancel()
-                if batch:
-                    await self.sink.apply(batch, last_seq)
+                with contextlib.suppress(Exception):
+                    await self._drain()  # unapplied batches are dropped: they are replayed from the cursor
+                raise
+            stopper.cancel()
+            reader.cancel()
+            await self._drain()
+            if batch:
+                await self.sink.apply(batch, last_seq)
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             if reader.done() and not reader.cancelled() and reader.exception():
                 raise reader.exception()  # type: ignore[misc]
+
+    async def _submit(self, batch: list[Event], last_seq: int | None) -> None:
+        """Hand ``batch`` to the sink: its ``prepare`` starts now, its ``apply`` after the previous
+        batch's. Waits while two batches are in flight; raises an earlier batch's error."""
+        while len(self._inflight) >= 2:
+            await self._inflight.popleft()
+        prepare = getattr(self.sink, "prepare", None)
+        prep = asyncio.create_task(prepare(batch)) if prepare else None
+        previous = self._inflight[-1] if self._inflight else None
+
+        async def in_order() -> None:
+            try:
+                if previous is not None:
+                    await asyncio.shield(previous)  # a failed batch stops every later one: no gaps
+            except BaseException:
+                if prep is not None:
+                    prep.cancel()
+                raise
+            if prep is None:
+                await self.sink.apply(batch, last_seq)
+                return
+            await prep
+            await self.sink.apply(batch, last_seq, prepared=True)
+
+        self._inflight.append(asyncio.create_task(in_order()))
+
+    async def _drain(self) -> None:
+        """Wait for the batches in flight; raises the first error."""
+        while self._inflight:
+            await self._inflight.popleft()
 
     async def _read(self, ws: websockets.ClientConnection, queue: asyncio.Queue[bytes | str | None]) -> None:
         try:

@@ -42,7 +42,7 @@ class CommitEvent:
 
     For commits with wanted ops, the verification material is kept: ``blocks`` (binary CID -> raw
     block), ``root`` (the CAR's root, binary CID), ``commit_raw`` (the message's commit CID),
-    ``prev_data`` (binary CID or None), ``data`` (the commit's MST root) and ``all_ops`` as ``(action, path, cid str, prev bytes)``.
+    ``prev_data`` (binary CID or None), ``data`` (the commit's MST root) and ``all_ops`` as ``(action, path, cid, prev)`` (binary CIDs or None).
     ``rejected`` is set (with ``rejected_detail``) when verification fails.
     """
 
@@ -59,7 +59,7 @@ class CommitEvent:
     commit_raw: bytes | None = None
     prev_data: bytes | None = None
     data: bytes | None = None
-    all_ops: list[tuple[str, str, str | None, bytes | None]] = field(default_factory=list)
+    all_ops: list[tuple[str, str, bytes | None, bytes | None]] = field(default_factory=list)
     rejected: str | None = None
     rejected_detail: str | None = None
 
@@ -176,7 +176,7 @@ def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool],
     evt.commit = _cid(body["commit"]) or ""
     evt.commit_raw = body["commit"] if isinstance(body["commit"], bytes) else None
     evt.prev_data = body.get("prevData")
-    evt.all_ops = [(op["action"], op["path"], _cid(op.get("cid")), op.get("prev")) for op in body["ops"]]
+    evt.all_ops = [(op["action"], op["path"], op.get("cid"), op.get("prev")) for op in body["ops"]]
     try:
         roots, blocks = read_car(body["blocks"])
     except CarError as exc:

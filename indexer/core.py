@@ -132,16 +132,22 @@ class Indexer:
         rows = await self.sql("SELECT seq FROM cursor WHERE source = ?", (self.source,))
         return int(rows[0][0]) if rows else None
 
-    async def apply(self, events: Iterable[Event], cursor: int | None) -> None:
-        """Apply ``events`` in order and store ``cursor`` (the seq to resume after), atomically.
-
-        Commits are verified first (``firehose.verify``), outside the transaction. Raises on
-        database failure (after rolling the whole batch back) and ``RetryLater`` when a signing
-        key cannot be fetched for now.
-        """
-        events = list(events)
+    async def prepare(self, events: list[Event]) -> None:
+        """Verify the batch's commits (``firehose.verify``); safe to run while the previous batch is
+        being applied. Raises ``RetryLater`` when a signing key cannot be fetched for now."""
         if self.verifier:
             await self.verifier.check_batch(events)
+
+    async def apply(self, events: Iterable[Event], cursor: int | None, prepared: bool = False) -> None:
+        """Apply ``events`` in order and store ``cursor`` (the seq to resume after), atomically.
+
+        Unless ``prepared``, commits are verified first (``prepare``), outside the transaction.
+        Raises on database failure (after rolling the whole batch back) and ``RetryLater`` when a
+        signing key cannot be fetched for now.
+        """
+        events = list(events)
+        if not prepared:
+            await self.prepare(events)
         touched: set[str] = set()
         desynced: set[str] = set()
         async with self.lock:

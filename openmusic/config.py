@@ -54,6 +54,9 @@ class Settings:
     start_cursor: int = -1
     #: Verify commit signatures, MST inclusion and prevData inversion before indexing (sync spec).
     verify_commits: bool = True
+    #: Worker processes for commit verification of busy batches (0: verify in the consumer's process).
+    #: Default: one less than the CPU count (the consumer keeps a core for decoding and indexing).
+    verify_workers: int = field(default_factory=lambda: max(0, (os.cpu_count() or 1) - 1))
     #: Most firehose events applied in one database transaction.
     firehose_batch_size: int = 500
     #: Log level for the ``openmusic`` loggers.

@@ -40,6 +40,7 @@ class Runtime:
         self.settings = settings
         self.consumer: FirehoseConsumer | None = None
         self.indexer: Indexer | None = None
+        self.verifier: Verifier | None = None
         self.payments: Payments | None = None
         self.auth: ServiceAuth | None = None
         self.broker_worker: BrokerWorker | None = None
@@ -57,7 +58,9 @@ class Runtime:
         self.identity = IdentityService(s, self.identity_conn, IdentityResolver(s, self.http))
         self.blobs = BlobStore(s.blob_cache_dir, self.http, s.allow_private_hosts, s.max_blob_bytes)
         self.views = ViewContext(self.reader, self.identity, s.base_url)
-        self.verifier = Verifier(self.identity) if s.verify_commits else None
+        self.verifier = Verifier(self.identity, workers=s.verify_workers) if s.verify_commits else None
+        if self.verifier:
+            await self.verifier.start()
         self.indexer = Indexer(s.db_path, s.cursor_source, on_new_did=self.identity.schedule, verifier=self.verifier)
         await self.indexer.open()
         self.identity.on_handle_change = self.indexer.reindex_artist
@@ -162,4 +165,6 @@ class Runtime:
             await self.payments.close()
         if self.indexer:
             await self.indexer.close()
+        if self.verifier:
+            await asyncio.to_thread(self.verifier.close)
         await self.http.aclose()
