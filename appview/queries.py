@@ -48,15 +48,17 @@ async def get_tracks(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
 
 async def search_tracks(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     """fm.openmusic.catalog.searchTracks: FTS5 prefix match on every word of ``q`` (AND), filters,
-    sort by newest (``sort_at``) or by plays; keyset pagination."""
+    sort by newest (``sort_at``) or by plays; keyset pagination.
+
+    With words and newest first, the FTS index is walked by ``search_key`` (ordered like
+    ``sort_at``, see ``indexer.search``) and stops after a page, however many tracks match; the
+    cursor is then ``(search_key, uri)``, otherwise ``(sort_at or plays, uri)``."""
     sort = p["sort"]
     if sort not in ("recent", "plays"):
         raise invalid("sort must be recent or plays")
     where, args = [ACTIVE], []
     words = _WORD.findall(p.get("q") or "")[:16]
-    if words:
-        where.append("t.uri IN (SELECT uri FROM track_fts WHERE track_fts MATCH ?)")
-        args.append(" ".join('"' + w.replace('"', "") + '"*' for w in words))
+    match = " ".join('"' + w.replace('"', "") + '"*' for w in words)
     if p.get("genre"):
         where.append("t.genre_norm = ?")
         args.append(p["genre"].strip().lower())
@@ -64,15 +66,30 @@ async def search_tracks(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
         where.append("t.ai_level = ?")
         args.append(p["aiLevel"])
     after = decode_cursor(p.get("cursor"), 2)
-    if sort == "recent":
-        key, uri, source = "t.sort_at", "t.uri", "track t"
-    else:  # walk the (plays DESC, track_uri DESC) index; every indexed track has a stats row
-        key, uri, source = "s.plays", "s.track_uri", "track_stats s JOIN track t ON t.uri = s.track_uri"
-    if after:
-        where.append(f"({key}, {uri}) < (?, ?)")
-        args += [after[0], after[1]]
+    if words and sort == "recent":
+        key, uri, source = "f.rowid", "t.uri", "track_fts f JOIN track t ON t.search_key = f.rowid"
+        where.insert(0, "track_fts MATCH ?")
+        args.insert(0, match)
+        if after:
+            if not isinstance(after[0], int):
+                raise invalid("malformed cursor")
+            where.append("f.rowid < ?")
+            args.append(after[0])
+        order = "f.rowid DESC"
+    else:
+        if words:
+            where.append("t.search_key IN (SELECT rowid FROM track_fts WHERE track_fts MATCH ?)")
+            args.append(match)
+        if sort == "recent":
+            key, uri, source = "t.sort_at", "t.uri", "track t"
+        else:  # walk the (plays DESC, track_uri DESC) index; every indexed track has a stats row
+            key, uri, source = "s.plays", "s.track_uri", "track_stats s JOIN track t ON t.uri = s.track_uri"
+        if after:
+            where.append(f"({key}, {uri}) < (?, ?)")
+            args += [after[0], after[1]]
+        order = f"{key} DESC, {uri} DESC"
     sql = (f"SELECT {uri}, {key} FROM {source} LEFT JOIN actor a ON a.did = t.did "
-           f"WHERE {' AND '.join(where)} ORDER BY {key} DESC, {uri} DESC LIMIT ?")
+           f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?")
     cur = await ctx.db.execute(sql, [*args, p["limit"] + 1])
     rows = await cur.fetchall()
     out: dict[str, Any] = {"tracks": await ordered_track_views(ctx, [r[0] for r in rows[:p["limit"]]])}

@@ -21,7 +21,7 @@ import httpx
 
 from bench.firehose import cpu_model
 from bench.record import DATA
-from indexer.search import track_body
+from indexer.search import key_base, track_body
 from openmusic import db
 from openmusic.config import Settings
 
@@ -71,10 +71,18 @@ def build(path: str, n_tracks: int, n_plays: int, seed: int = 1) -> dict[str, li
                      rng.choice(["human", "assisted", "generated"]), CID, "audio/mpeg", created, created, now))
         recs.append((uri, did, "fm.openmusic.catalog.track", tid(i), REC_CID, json.dumps(record), now))
         fts.append((uri, track_body(record, f"Artist {i % len(artists)}", f"{did[8:]}.test")))
+    rows.sort(key=lambda r: (r[12], r[0]))  # by sort_at, to give each its search_key in order
+    last = None
+    for n, row in enumerate(rows):
+        key = key_base(row[12])
+        last = key = key if last is None or key > last else last + 1
+        rows[n] = (*row, key)
     conn.executemany("INSERT INTO track (uri, did, rkey, cid, title, duration_ms, genre, genre_norm, ai_level, "
-                     "audio_cid, audio_mime, created_at, sort_at, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                     "audio_cid, audio_mime, created_at, sort_at, indexed_at, search_key) "
+                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     conn.executemany("INSERT INTO record (uri, did, collection, rkey, cid, json, indexed_at) VALUES (?,?,?,?,?,?,?)", recs)
-    conn.executemany("INSERT INTO track_fts (uri, body) VALUES (?, ?)", fts)
+    conn.executemany("INSERT INTO track_fts (rowid, body) SELECT search_key, ? FROM track WHERE uri = ?",
+                     [(body, uri) for uri, body in fts])
     conn.commit()
     weights = [1 / (1 + r) ** 0.8 for r in range(len(tracks))]  # a long tail: some tracks are played far more
     chosen = rng.choices(tracks, weights=weights, k=n_plays)

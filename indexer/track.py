@@ -32,6 +32,7 @@ def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     album = record.get("album") or {}
     audio = record["audio"]
     created = normalize_datetime(record["createdAt"]) or ctx.now
+    search.unindex_track(ctx.tx, ctx.uri)  # an update: the row is replaced, its sort_at may change
     ctx.tx.execute(
         "INSERT OR REPLACE INTO track (uri, did, rkey, cid, title, duration_ms, genre, genre_norm, ai_level, "
         "album_uri, album_cid, track_number, audio_cid, audio_mime, audio_size, artwork_cid, artwork_mime, explicit, "
@@ -47,5 +48,5 @@ def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
 
 def delete(ctx: WriteContext) -> None:
     """Remove a track from the catalog. Its plays and stats stay: they belong to the listeners."""
-    ctx.tx.execute("DELETE FROM track WHERE uri = ?", (ctx.uri,))
     search.unindex_track(ctx.tx, ctx.uri)
+    ctx.tx.execute("DELETE FROM track WHERE uri = ?", (ctx.uri,))

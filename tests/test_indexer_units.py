@@ -60,7 +60,9 @@ def dump(path: str) -> dict:
     for table, cols in (("record", "uri, cid, json"), ("track", "uri, title, duration_ms"), ("play", "uri, listened_ms"),
                         ("track_stats", "*"), ("track_listener", "*"), ("cursor", "source, seq")):
         out[table] = c.execute(f"SELECT {cols} FROM {table} ORDER BY 1").fetchall()
-    out["fts"] = c.execute("SELECT uri, body FROM track_fts ORDER BY uri").fetchall()
+    out["fts"] = c.execute("SELECT t.uri, f.body FROM track_fts f JOIN track t ON t.search_key = f.rowid "
+                           "ORDER BY t.uri").fetchall()
+    out["fts_rows"] = c.execute("SELECT count(*) FROM track_fts").fetchone()
     return out
 
 
@@ -141,6 +143,7 @@ async def test_pagination_covers_everything_once(env):
         (queries.search_tracks, {"sort": "recent"}, "tracks"),
         (queries.search_tracks, {"sort": "plays"}, "tracks"),
         (queries.search_tracks, {"sort": "recent", "q": "song"}, "tracks"),
+        (queries.search_tracks, {"sort": "plays", "q": "song"}, "tracks"),
         (queries.get_artist_tracks, {"actor": DID}, "tracks"),
         (queries.get_plays, {"actor": LISTENER}, "plays"),
     ):
@@ -155,6 +158,9 @@ async def test_pagination_covers_everything_once(env):
         expected = 30 if key == "plays" else n
         assert len(seen) == expected and len(set(seen)) == expected, (handler.__name__, params)
         assert pages == -(-expected // 4) or pages == -(-expected // 4) + 1
+    newest = [t["uri"] for t in (await queries.search_tracks(views, {"sort": "recent", "limit": 100}))["tracks"]]
+    found = [t["uri"] for t in (await queries.search_tracks(views, {"sort": "recent", "q": "song", "limit": 100}))["tracks"]]
+    assert [u for u in newest if u in found] == found and len(found) == n  # search keeps "newest first"
     by_plays = (await queries.search_tracks(views, {"sort": "plays", "limit": 7}))["tracks"]
     counts = [t["plays"] for t in by_plays]
     assert counts == sorted(counts, reverse=True) and counts[0] == 5
