@@ -25,6 +25,8 @@ test: setup            ## lint, then every test (units and end to end on the ref
 
 bench: setup           ## record a real stream once, replay it, and measure query latency
 	test -f bench/data/stream.bin || $(BIN)/python -m bench.record
+	test -f bench/data/music/stream.bin || $(BIN)/python -m bench.record --accounts 20 --music-accounts 20 \
+		--music-share 1 --commits 10000 --out bench/data/music
 	$(BIN)/python -m bench.firehose
 	$(BIN)/python -m bench.queries
 

@@ -74,9 +74,10 @@ async def record(net: Devnet, args: argparse.Namespace) -> tuple[list[bytes], li
                                       max_size=5 * 1024 * 1024) as ws:
             while True:
                 try:
-                    frames.append(await asyncio.wait_for(ws.recv(), timeout=5 if done.is_set() else 600))
+                    frames.append(await asyncio.wait_for(ws.recv(), timeout=5))
                 except TimeoutError:
-                    return
+                    if done.is_set():
+                        return  # the writers are done and the stream has been quiet for 5 s
 
     listener = asyncio.create_task(listen())
     accounts = []
