@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from indexer import stats
+from indexer import stats, streams
 from indexer.base import WriteContext, split_uri
 from openmusic.db import normalize_datetime, sort_at
 from openmusic.lexicons import PLAY, TRACK, RecordInvalid
@@ -23,22 +23,27 @@ def check(record: dict[str, Any]) -> None:
 
 
 def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
-    """Index one play and count it in the track's stats."""
+    """Index one play, decide whether it is a stream (paid or free, ``indexer.streams``) and count
+    it in the track's stats."""
     track_uri = record["track"]["uri"]
     listened = record["listenedMs"]
     completed = bool(record.get("completed"))
+    at = sort_at(record["createdAt"], ctx.now)
+    s = streams.classify(ctx.tx, ctx.did, track_uri, at, listened)
     ctx.tx.execute(
         "INSERT INTO play (uri, did, rkey, cid, track_uri, track_cid, track_did, created_at, sort_at, listened_ms, "
-        "completed, client, country, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "completed, client, country, indexed_at, stream, paid, stream_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (ctx.uri, ctx.did, ctx.rkey, ctx.cid, track_uri, record["track"]["cid"], split_uri(track_uri)[0],
-         normalize_datetime(record["createdAt"]) or ctx.now, sort_at(record["createdAt"], ctx.now), listened,
-         1 if completed else 0, record.get("client"), (record.get("country") or "").upper() or None, ctx.now))
-    stats.add_play(ctx.tx, track_uri, ctx.did, listened, completed)
+         normalize_datetime(record["createdAt"]) or ctx.now, at, listened,
+         1 if completed else 0, record.get("client"), (record.get("country") or "").upper() or None, ctx.now,
+         int(s.stream), int(s.paid), s.ms))
+    stats.add_play(ctx.tx, track_uri, ctx.did, listened, completed, stream=s.stream, paid=s.paid)
 
 
 def delete(ctx: WriteContext) -> None:
     """Remove a play and uncount it."""
-    cur = ctx.tx.execute("DELETE FROM play WHERE uri = ? RETURNING track_uri, listened_ms, completed", (ctx.uri,))
+    cur = ctx.tx.execute("DELETE FROM play WHERE uri = ? RETURNING track_uri, listened_ms, completed, stream, paid",
+                         (ctx.uri,))
     row = cur.fetchone()
     if row:
-        stats.add_play(ctx.tx, row[0], ctx.did, row[1], bool(row[2]), sign=-1)
+        stats.add_play(ctx.tx, row[0], ctx.did, row[1], bool(row[2]), sign=-1, stream=bool(row[3]), paid=bool(row[4]))

@@ -7,8 +7,9 @@ import sqlite3
 
 
 def add_play(tx: sqlite3.Connection, track_uri: str, listener: str, listened_ms: int,
-                   completed: bool, sign: int = 1) -> None:
-    """Count (``sign=1``) or uncount (``sign=-1``) one play of ``track_uri`` by ``listener``."""
+             completed: bool, sign: int = 1, stream: bool = False, paid: bool = False) -> None:
+    """Count (``sign=1``) or uncount (``sign=-1``) one play of ``track_uri`` by ``listener``;
+    ``stream``/``paid`` as decided by ``indexer.streams``."""
     tx.execute("INSERT OR IGNORE INTO track_stats (track_uri) VALUES (?)", (track_uri,))
     listener_delta = 0
     if sign > 0:
@@ -28,17 +29,19 @@ def add_play(tx: sqlite3.Connection, track_uri: str, listener: str, listened_ms:
             listener_delta = -1
     tx.execute(
         "UPDATE track_stats SET plays = plays + ?, listeners = listeners + ?, listened_ms = listened_ms + ?, "
-        "completions = completions + ? WHERE track_uri = ?",
-        (sign, listener_delta, sign * listened_ms, sign * (1 if completed else 0), track_uri))
+        "completions = completions + ?, paid_streams = paid_streams + ?, free_streams = free_streams + ? "
+        "WHERE track_uri = ?",
+        (sign, listener_delta, sign * listened_ms, sign * (1 if completed else 0), sign * int(stream and paid),
+         sign * int(stream and not paid), track_uri))
 
 
 def count_account(tx: sqlite3.Connection, did: str, sign: int) -> None:
     """Count (``sign=1``) or uncount (``sign=-1``) every play and like ``did`` made: an account
     that is not active must not weigh in anyone's stats (atproto account spec), and comes back
     when it is reactivated."""
-    cur = tx.execute("SELECT track_uri, listened_ms, completed FROM play WHERE did = ?", (did,))
-    for track_uri, listened, completed in cur.fetchall():
-        add_play(tx, track_uri, did, listened, bool(completed), sign)
+    cur = tx.execute("SELECT track_uri, listened_ms, completed, stream, paid FROM play WHERE did = ?", (did,))
+    for track_uri, listened, completed, stream, paid in cur.fetchall():
+        add_play(tx, track_uri, did, listened, bool(completed), sign, bool(stream), bool(paid))
     cur = tx.execute("SELECT subject_uri FROM like_record WHERE did = ?", (did,))
     for (subject,) in cur.fetchall():
         add_like(tx, subject, sign)

@@ -31,6 +31,8 @@ PLAY = "fm.openmusic.listen.play"
 LIKE = "fm.openmusic.social.like"
 TIP = "fm.openmusic.payment.tip"
 SETTLEMENT = "fm.openmusic.payment.settlement"
+SUBSCRIPTION = "fm.openmusic.payment.subscription"
+PAYOUT = "fm.openmusic.payment.payout"
 
 
 class RecordInvalid(ValueError):

@@ -10,7 +10,6 @@ changes no money.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import sqlite3
@@ -20,6 +19,8 @@ from typing import Any
 from openmusic.lexicons import SETTLEMENT, from_json, to_json, validate_record
 from payments import ledger
 from payments.attest import Signer
+from payments.records import record_key
+from payments.shares import allocate
 
 SETTLED, REJECTED, REFUNDED = "settled", "rejected", "refunded"
 
@@ -52,17 +53,14 @@ class Broker:
 def settlement_rkey(tip_uri: str) -> str:
     """The settlement's record key, derived from the tip's AT-URI: lower-case base32 of its sha-256,
     26 characters. The same tip always maps to the same record, so retries overwrite, never add."""
-    return base64.b32encode(hashlib.sha256(tip_uri.encode()).digest()).decode().lower()[:26]
+    return record_key(tip_uri)
 
 
 def split_amount(amount: int, splits: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """Share ``amount`` (minor units) by ``splits`` [(did, basis points)] summing to 10000: each gets
     the floor of its share, and the cents left over go one each to the largest remainders (ties in
-    list order). The parts always sum to ``amount``."""
-    parts = [(did, amount * bps // 10000, amount * bps % 10000, i) for i, (did, bps) in enumerate(splits)]
-    left = amount - sum(p[1] for p in parts)
-    extra = {p[3] for p in sorted(parts, key=lambda p: (-p[2], p[3]))[:left]}
-    return [(did, share + (1 if i in extra else 0)) for did, share, _, i in parts]
+    list order). The parts always sum to ``amount`` (``payments.shares.allocate``)."""
+    return allocate(amount, splits)
 
 
 def _recipients(tx: sqlite3.Connection, tip: sqlite3.Row | tuple, track_uri: str | None) -> tuple[str | None, list]:
@@ -143,6 +141,7 @@ def settle_tip(tx: sqlite3.Connection, tip_uri: str, policy: Policy, broker: Bro
         ledger.post(tx, f"tip:{tip_uri}", "tip", currency,
                     [(ledger.credit(tip["did"]), -tip["amount"])] + [(ledger.earnings(d), a) for d, a in recipients],
                     ref=tip_uri)
+        _earning_lines(tx, f"tip:{tip_uri}", "tip", now, tip, recipients, currency)
     customer = tx.execute("SELECT customer FROM stripe_customer WHERE did = ?", (tip["did"],)).fetchone()
     ref_hash = broker.ref_hash(customer[0]) if customer else None
     tx.execute("INSERT INTO broker_settlement (tip_uri, tip_cid, rkey, payer, status, reason, amount, currency, record, "
@@ -160,12 +159,25 @@ def refund_tip(tx: sqlite3.Connection, tip_uri: str, broker: Broker, now: str) -
     if not row:
         return False
     ledger.reverse(tx, f"tip:{tip_uri}", f"tip-refund:{tip_uri}", "tip_refund", ref=tip_uri)
+    tx.execute("INSERT INTO earning_line (txn, period, kind, artist, track_uri, share_bps, amount, currency, source) "
+               "SELECT ?, ?, 'refund', artist, track_uri, share_bps, -amount, currency, source FROM earning_line "
+               "WHERE txn = ?", (f"tip-refund:{tip_uri}", now[:7], f"tip:{tip_uri}"))
     rec = from_json(json.loads(row[0]))
     rec.pop("signatures", None)
     rec |= {"status": REFUNDED, "reason": "refund", "updatedAt": now}
     tx.execute("UPDATE broker_settlement SET status = ?, reason = 'refund', record = ?, published_cid = NULL, "
                "attempts = 0 WHERE tip_uri = ?", (REFUNDED, _signed_json(broker, rec), tip_uri))
     return True
+
+
+def _earning_lines(tx: sqlite3.Connection, txn: str, kind: str, now: str, tip: Any, recipients: list,
+                   currency: str) -> None:
+    """Explain a settled tip in ``earning_line`` (``payment.getEarnings``): one line per recipient."""
+    tx.executemany(
+        "INSERT INTO earning_line (txn, period, kind, artist, track_uri, pool, amount, currency, source) "
+        "VALUES (?,?,?,?,?,?,?,?,?)",
+        [(txn, now[:7], kind, did, tip["track_uri"], tip["amount"], amount, currency, tip["uri"])
+         for did, amount in recipients])
 
 
 def pending_tips(tx: sqlite3.Connection, limit: int = 100) -> list[str]:

@@ -11,9 +11,11 @@ from indexer.core import check_rkey
 from openmusic.lexicons import (
     ALBUM,
     LIKE,
+    PAYOUT,
     PLAY,
     PROFILE,
     SETTLEMENT,
+    SUBSCRIPTION,
     TIP,
     TRACK,
     RecordInvalid,
@@ -37,7 +39,7 @@ def test_documents_are_named_by_their_path():
 
 def test_all_record_types_and_queries_exist():
     ids = {d["id"] for d in load_documents()}
-    assert record_collections() == {TRACK, ALBUM, PROFILE, PLAY, LIKE, TIP, SETTLEMENT}
+    assert record_collections() == {TRACK, ALBUM, PROFILE, PLAY, LIKE, TIP, SETTLEMENT, SUBSCRIPTION, PAYOUT}
     for q in ("catalog.getTrack", "catalog.getTracks", "catalog.searchTracks", "catalog.getArtistTracks",
               "catalog.getAlbum", "actor.getProfile", "listen.getPlays", "listen.getTrackStats"):
         assert f"fm.openmusic.{q}" in ids
