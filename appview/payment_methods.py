@@ -1,14 +1,16 @@
-"""Authenticated payment methods and the Stripe webhook endpoint.
+"""Payment methods and the Stripe webhook endpoint.
 
-``fm.openmusic.payment.createCreditPurchase`` (procedure, POST) and ``payment.getBalance`` (query,
-GET) need a service-auth JWT whose ``lxm`` is the method (``payments.auth``). ``POST
-/stripe/webhook`` takes Stripe's signed deliveries. With payments off (no Stripe key or broker
-account configured) these answer 501 ``PaymentsDisabled``.
+Every ``fm.openmusic.payment.*`` method here but ``getTiers`` needs a service-auth JWT whose
+``lxm`` is the method (``payments.auth``): ``createCreditPurchase``, ``getBalance``,
+``createSubscription``, ``cancelSubscription``, ``getSubscription``, ``getEarnings`` and
+``createPayoutAccountLink``. ``POST /stripe/webhook`` takes Stripe's signed deliveries. With
+payments off (no Stripe key or broker account configured) these answer 501 ``PaymentsDisabled``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from lexrpc.base import ValidationError
@@ -18,16 +20,69 @@ from starlette.responses import JSONResponse, Response
 from appview.xrpc import XrpcError, invalid, parse_params
 from openmusic.lexicons import validator
 from payments.auth import AuthError
-from payments.service import PaymentError
+from payments.errors import PaymentError
 
 if TYPE_CHECKING:
     from openmusic.runtime import Runtime
 
 log = logging.getLogger("openmusic.appview")
-CREATE_CREDIT_PURCHASE = "fm.openmusic.payment.createCreditPurchase"
-GET_BALANCE = "fm.openmusic.payment.getBalance"
-#: nsid -> HTTP method
-PAYMENT_METHODS = {CREATE_CREDIT_PURCHASE: "POST", GET_BALANCE: "GET"}
+NS = "fm.openmusic.payment."
+CREATE_CREDIT_PURCHASE = NS + "createCreditPurchase"
+GET_BALANCE = NS + "getBalance"
+Handler = Callable[["Runtime", str, Request], Awaitable[dict[str, Any]]]
+
+
+async def _credit_purchase(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+    body = await _input(CREATE_CREDIT_PURCHASE, request)
+    return await rt.payments.create_credit_purchase(did, body["amount"], body.get("currency"))
+
+
+async def _balance(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+    parse_params(GET_BALANCE, request)
+    return await rt.payments.balance(did)
+
+
+async def _tiers(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+    parse_params(NS + "getTiers", request)
+    return rt.payments.billing.tier_views()
+
+
+async def _create_subscription(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+    body = await _input(NS + "createSubscription", request)
+    return await rt.payments.billing.create(did, body["tier"], body["paymentMethod"])
+
+
+async def _cancel_subscription(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+    body = await _input(NS + "cancelSubscription", request)
+    return await rt.payments.billing.cancel(did, body.get("atPeriodEnd", True))
+
+
+async def _get_subscription(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+    parse_params(NS + "getSubscription", request)
+    return await rt.payments.billing.get(did)
+
+
+async def _get_earnings(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+    p = parse_params(NS + "getEarnings", request)
+    return await rt.payments.earnings(did, p.get("artist") or did, p.get("period"), p["limit"], p.get("cursor"))
+
+
+async def _payout_link(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+    body = await _input(NS + "createPayoutAccountLink", request)
+    return await rt.payments.payout_account_link(did, body.get("returnUrl"), body.get("refreshUrl"))
+
+
+#: nsid -> (HTTP method, needs service auth, handler(runtime, caller DID or "", request))
+PAYMENT_METHODS: dict[str, tuple[str, bool, Handler]] = {
+    CREATE_CREDIT_PURCHASE: ("POST", True, _credit_purchase),
+    GET_BALANCE: ("GET", True, _balance),
+    NS + "getTiers": ("GET", False, _tiers),
+    NS + "createSubscription": ("POST", True, _create_subscription),
+    NS + "cancelSubscription": ("POST", True, _cancel_subscription),
+    NS + "getSubscription": ("GET", True, _get_subscription),
+    NS + "getEarnings": ("GET", True, _get_earnings),
+    NS + "createPayoutAccountLink": ("POST", True, _payout_link),
+}
 
 
 async def _input(nsid: str, request: Request) -> dict[str, Any]:
@@ -46,16 +101,13 @@ async def _input(nsid: str, request: Request) -> dict[str, Any]:
 async def payment_method(rt: Runtime, nsid: str, request: Request) -> Response:
     """Dispatch one authenticated payment method; errors as XRPC error bodies."""
     try:
-        if request.method != PAYMENT_METHODS[nsid]:
-            raise XrpcError(405, "InvalidRequest", f"{nsid} takes {PAYMENT_METHODS[nsid]}")
+        method, needs_auth, handler = PAYMENT_METHODS[nsid]
+        if request.method != method:
+            raise XrpcError(405, "InvalidRequest", f"{nsid} takes {method}")
         if rt.payments is None or rt.auth is None:
             raise XrpcError(501, "PaymentsDisabled", "payments are not configured on this AppView")
-        did = await rt.auth.verify(request.headers.get("authorization"), nsid)
-        if nsid == CREATE_CREDIT_PURCHASE:
-            body = await _input(nsid, request)
-            return JSONResponse(await rt.payments.create_credit_purchase(did, body["amount"], body.get("currency")))
-        parse_params(nsid, request)
-        return JSONResponse(await rt.payments.balance(did))
+        did = await rt.auth.verify(request.headers.get("authorization"), nsid) if needs_auth else ""
+        return JSONResponse(await handler(rt, did, request))
     except AuthError as exc:
         resp = XrpcError(401, exc.error, str(exc)).response()
         resp.headers["WWW-Authenticate"] = 'Bearer realm="openmusic"'

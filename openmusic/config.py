@@ -87,6 +87,15 @@ class Settings:
     processor_ref_salt: str = field(default="", repr=False)
     #: Comma-separated broker repo DIDs whose settlement records are indexed (our own broker is added).
     trusted_brokers: str = ""
+    #: Paid tiers, JSON: ``[{"id": "plus", "name": "Plus", "monthlyPrice": 999, "stripePrice": "price_..."}]``
+    #: (monthlyPrice in minor units of ``currency``). The free, ad-supported tier always exists.
+    tiers: str = ""
+    #: The platform's share of each subscriber's net fee, basis points (3000 = 30%).
+    platform_share_bps: int = 3000
+    #: ``openmusic payouts run`` pays an artist only when their balance reaches this, minor units.
+    payout_threshold: int = 1000
+    #: Another base URL for Stripe Connect calls (accounts, account links, transfers); empty: as the rest.
+    stripe_connect_api_base: str = ""
     #: Extra, unparsed values (for tests and extensions).
     extra: dict[str, str] = field(default_factory=dict)
 

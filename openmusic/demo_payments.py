@@ -45,3 +45,22 @@ def pay_with_test_card(api_base: str, payment_intent: str) -> str:
         "number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}})
     client.v1.payment_intents.update(payment_intent, params={"payment_method": pm.id})
     return client.v1.payment_intents.confirm(payment_intent).status
+
+
+def card_payment_method(api_base: str, number: str = "4242424242424242") -> str:
+    """What Stripe.js's ``createPaymentMethod`` does in the listener's browser: a card PaymentMethod
+    (a test card number). Returns its ID."""
+    client = stripe.StripeClient(TEST_KEY, base_addresses={"api": api_base})
+    return client.v1.payment_methods.create(params={"type": "card", "card": {
+        "number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}).id
+
+
+def create_monthly_price(api_base: str, price_id: str, amount: int, currency: str, name: str) -> str:
+    """A monthly recurring price on the Stripe account (a Plan: localstripe has no Prices; Stripe
+    accepts a plan ID wherever subscriptions take a price). Returns its ID; an existing one is kept."""
+    client = stripe.StripeClient(TEST_KEY, base_addresses={"api": api_base})
+    try:
+        return client.v1.plans.retrieve(price_id).id
+    except stripe.InvalidRequestError:
+        return client.v1.plans.create(params={"id": price_id, "amount": amount, "currency": currency.lower(),
+                                              "interval": "month", "product": {"name": name}}).id

@@ -151,13 +151,41 @@ class BrokerWorker:
             published += 1
         return published
 
+    async def publish_outbox(self) -> int:
+        """Write queued subscription and payout records (``broker_outbox``) to the broker's repo.
+        Returns how many were published."""
+        rows = await self.indexer.sql("SELECT collection, rkey, record, attempts FROM broker_outbox "
+                                      "WHERE published_cid IS NULL ORDER BY updated_at LIMIT 50")
+        published = 0
+        for collection, rkey, record, attempts in rows:
+            key = f"{collection}/{rkey}"
+            if attempts and self._waiting(key, attempts):
+                continue
+            try:
+                pds = await asyncio.to_thread(self.login)
+                ref = await asyncio.to_thread(pds.put_record, collection, rkey, json.loads(record))
+            except PublishError as exc:
+                self._pds = None
+                self._failed_at[key] = time.monotonic()
+                self.counters["publish_failures"] += 1
+                log.warning("publishing %s failed (attempt %d): %s", key, attempts + 1, exc)
+                await self.indexer.sql("UPDATE broker_outbox SET attempts = attempts + 1, last_error = ? "
+                                       "WHERE collection = ? AND rkey = ?", (str(exc)[:500], collection, rkey))
+                continue
+            await self.indexer.sql("UPDATE broker_outbox SET published_cid = ?, published_at = ?, last_error = NULL "
+                                   "WHERE collection = ? AND rkey = ? AND record = ?",
+                                   (ref.cid, now_iso(), collection, rkey, record))
+            self.counters["published"] += 1
+            published += 1
+        return published
+
     def _waiting(self, tip_uri: str, attempts: int) -> bool:
         failed = self._failed_at.get(tip_uri)
         return failed is not None and time.monotonic() - failed < min(2 ** attempts, MAX_BACKOFF_S)
 
     async def run(self) -> None:
         """Settle and publish until cancelled."""
-        await repeat(self.settle_pending, self.publish_pending, what="broker pass")
+        await repeat(self.settle_pending, self.publish_pending, self.publish_outbox, what="broker pass")
 
 
 class SettlementVerifier:

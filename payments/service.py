@@ -17,24 +17,18 @@ import stripe
 
 from openmusic.config import Settings
 from openmusic.db import now_iso
-from payments import credit, ledger, settle
+from payments import credit, ledger, managers, settle
 from payments.attest import Signer
 from payments.auth import SERVICE_ID
+from payments.billing import Billing
+from payments.earnings import earnings as earnings_view
+from payments.errors import PaymentError
 from payments.stripe_gateway import StripeGateway
 
 if TYPE_CHECKING:
     from indexer.core import Indexer
 
 log = logging.getLogger("openmusic.payments")
-
-
-class PaymentError(Exception):
-    """A payment call that cannot be done: XRPC ``error`` name, HTTP ``status``, ``str()`` says why."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
 
 
 @dataclass
@@ -61,6 +55,7 @@ class Payments:
         self.policy = settle.Policy(self.currency, settings.tip_min_artist, settings.tip_min_track, settings.tip_max,
                                     settings.tip_daily_cap)
         self.stripe = StripeGateway(settings.stripe_api_key, settings.stripe_webhook_secret, settings.stripe_api_base)
+        self.billing = Billing(self)
 
     def did_document(self) -> dict[str, Any]:
         """Our did:web document: the ``#attestation`` key that signs settlements, the broker repo in
@@ -76,7 +71,8 @@ class Payments:
                          "serviceEndpoint": self.settings.base_url}],
         }
 
-    async def _customer(self, did: str) -> str:
+    async def customer(self, did: str) -> str:
+        """``did``'s Stripe Customer ID, created (idempotently) on first use."""
         rows = await self.indexer.sql("SELECT customer FROM stripe_customer WHERE did = ?", (did,))
         if rows:
             return rows[0][0]
@@ -92,7 +88,7 @@ class Payments:
         if currency and currency.upper() != self.currency:
             raise PaymentError(400, "UnsupportedCurrency", f"this AppView sells credit in {self.currency} only")
         try:
-            customer = await self._customer(did)
+            customer = await self.customer(did)
             pi = await self.stripe.create_payment_intent(did, customer, amount, self.currency,
                                                          f"credit:{did}:{secrets.token_hex(8)}")
         except stripe.StripeError as exc:
@@ -111,8 +107,9 @@ class Payments:
     async def handle_webhook(self, payload: bytes, signature: str | None) -> dict[str, Any]:
         """One Stripe webhook delivery. Raises ``PaymentError`` (400) for a bad signature or payload;
         returns ``{"received": True, "duplicate": bool}``. Event types used:
-        ``payment_intent.*``, ``charge.refunded``, ``refund.*``, ``charge.dispute.created`` and
-        ``charge.dispute.funds_reinstated``; others are acknowledged and ignored."""
+        ``payment_intent.*``, ``charge.refunded``, ``refund.*``, ``charge.dispute.created``,
+        ``charge.dispute.funds_reinstated``, ``customer.subscription.*`` and ``invoice.*``; others
+        are acknowledged and ignored."""
         try:
             event = self.stripe.parse_webhook(payload, signature)
         except (ValueError, stripe.SignatureVerificationError) as exc:
@@ -127,6 +124,9 @@ class Payments:
             reinstated = etype == "charge.dispute.funds_reinstated"
             if etype in ("charge.dispute.created", "charge.dispute.funds_reinstated"):
                 await self.indexer.transact(lambda tx: credit.apply_dispute(tx, obj, reinstated))
+        elif sub_id := Billing.subscription_of(etype, obj):
+            await self.billing.sync(sub_id)
+            pi_id = sub_id
         elif pi_id and (etype.startswith("payment_intent.") or etype.startswith("refund.") or etype == "charge.refunded"):
             await self.sync_payment_intent(pi_id)
         await self.indexer.sql("INSERT INTO stripe_event (id, type, object_id, received_at) "
@@ -140,6 +140,20 @@ class Payments:
         if (pi.get("metadata") or {}).get("purpose") != credit.PURPOSE:
             return 0
         return await self.indexer.transact(credit.sync_purchase, pi, refunds)
+
+    async def earnings(self, caller: str, artist: str, period: str | None, limit: int,
+                       cursor: str | None) -> dict[str, Any]:
+        """fm.openmusic.payment.getEarnings for ``artist``, asked by ``caller`` (the artist, or a manager
+        both sides agree on). Raises ``PaymentError`` (NotManager, InvalidRequest)."""
+        if caller != artist and not await self.indexer.run(lambda: managers.manages(self.indexer.conn, caller, artist)):
+            raise PaymentError(403, "NotManager", f"{caller} is not a manager {artist} has named")
+        if cursor is not None and not cursor.isdigit():
+            raise PaymentError(400, "InvalidRequest", "malformed cursor")
+        try:
+            return await self.indexer.run(lambda: earnings_view(self.indexer.conn, artist, self.currency, period,
+                                                                limit, int(cursor) if cursor else None))
+        except ValueError as exc:
+            raise PaymentError(400, "InvalidRequest", str(exc)) from exc
 
     async def refund_purchase(self, pi_id: str, amount: int | None = None) -> dict[str, Any]:
         """Refund (part of) a credit purchase through Stripe, then sync the ledger. Refuses to refund

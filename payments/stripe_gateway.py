@@ -12,6 +12,7 @@ from typing import Any
 import stripe
 
 from payments.credit import PURPOSE
+from payments.subscriptions import PURPOSE as SUBSCRIPTION_PURPOSE
 
 
 class StripeGateway:
@@ -68,6 +69,51 @@ class StripeGateway:
             if not page.has_more or not page.data:
                 return out
             after = page.data[-1].id
+
+    async def set_default_payment_method(self, customer: str, payment_method: str) -> None:
+        """Attach a PaymentMethod (collected by Stripe.js) to ``customer`` and make it the default for
+        invoices, which Stripe Billing charges."""
+        await self.v1.payment_methods.attach_async(payment_method, params={"customer": customer})
+        await self.v1.customers.update_async(customer, params={
+            "invoice_settings": {"default_payment_method": payment_method}})
+
+    async def create_subscription(self, customer: str, price: str, did: str, tier: str,
+                                  idempotency_key: str) -> dict[str, Any]:
+        """A Subscription of ``customer`` to ``price`` (``metadata``: purpose, did, tier). The item is
+        given as ``plan``, which Stripe still accepts for prices and localstripe requires."""
+        sub = await self.v1.subscriptions.create_async(
+            params={"customer": customer, "items": [{"plan": price}], "payment_behavior": "allow_incomplete",
+                    "metadata": {"purpose": SUBSCRIPTION_PURPOSE, "did": did, "tier": tier}},
+            options={"idempotency_key": idempotency_key})
+        return sub.to_dict()
+
+    async def cancel_subscription(self, sub_id: str, at_period_end: bool) -> dict[str, Any]:
+        """End a Subscription now, or at the end of the paid period."""
+        if at_period_end:
+            sub = await self.v1.subscriptions.update_async(sub_id, params={"cancel_at_period_end": True})
+        else:
+            sub = await self.v1.subscriptions.cancel_async(sub_id)
+        return sub.to_dict()
+
+    async def subscription(self, sub_id: str) -> tuple[dict[str, Any], list[tuple[dict[str, Any], int]]]:
+        """A Subscription and its invoices, each with Stripe's fee on its charge (minor units, from the
+        charge's balance transaction; 0 when Stripe reports none)."""
+        sub = (await self.v1.subscriptions.retrieve_async(sub_id)).to_dict()
+        page = await self.v1.invoices.list_async(params={"subscription": sub_id, "limit": 100})
+        out = []
+        for inv in (i.to_dict() for i in page.data):
+            out.append((inv, await self._fee(inv.get("charge")) if inv.get("status") == "paid" else 0))
+        return sub, out
+
+    async def _fee(self, charge: Any) -> int:
+        charge_id = charge.get("id") if isinstance(charge, dict) else charge
+        if not charge_id:
+            return 0
+        ch = (await self.v1.charges.retrieve_async(charge_id)).to_dict()
+        bt = ch.get("balance_transaction")
+        if isinstance(bt, str):
+            bt = (await self.v1.balance_transactions.retrieve_async(bt)).to_dict()
+        return int((bt or {}).get("fee") or 0)
 
     def parse_webhook(self, payload: bytes, signature: str | None) -> dict[str, Any]:
         """Verify and decode a webhook delivery. Raises ``ValueError`` (bad JSON) or

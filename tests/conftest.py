@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -83,14 +84,15 @@ async def appview(net, tmp_path_factory):
         yield rt
 
 
-async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 15.0, interval: float = 0.1):
-    """Await ``check()`` until it returns a truthy value (returned) or raises nothing; fail after ``timeout`` s."""
+async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 15.0, interval: float = 0.1,
+                     until: Callable[[object], bool] = bool):
+    """Await ``check()`` until ``until(result)`` holds (the result is returned); fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
         try:
             last = await check()
-            if last:
+            if until(last):
                 return last
         except AssertionError as exc:
             last = exc
@@ -120,15 +122,17 @@ WEBHOOK_SECRET = "whsec_openmusic_test"
 async def paid_appview(net, localstripe, tmp_path_factory):
     """An AppView with payments on: Stripe is localstripe (its webhooks delivered to us, signed), the
     broker repo an account on the reference PDS, a fresh attestation key."""
-    from openmusic.demo_payments import register_webhook
+    from openmusic.demo_payments import create_monthly_price, register_webhook
     from payments.attest import new_secret
 
+    price = await asyncio.to_thread(create_monthly_price, localstripe, "plan_openmusic_plus", 999, "USD", "Plus")
     broker = f"broker{next(_counter)}.test"
     net.create_account(broker, "broker-password-1234")
     settings = devnet_settings(
         net, tmp_path_factory.mktemp("paid"), stripe_api_key="sk_test_openmusic", stripe_api_base=localstripe,
         stripe_webhook_secret=WEBHOOK_SECRET, broker_pds_url=net.pds_url, broker_handle=broker,
-        broker_password="broker-password-1234", attestation_key=new_secret(), processor_ref_salt="test-salt")
+        broker_password="broker-password-1234", attestation_key=new_secret(), processor_ref_salt="test-salt",
+        tiers=json.dumps([{"id": "plus", "name": "Plus", "monthlyPrice": 999, "stripePrice": price}]))
     # The service DID is did:web of the public URL; atproto accepts a did:web with a port only on localhost.
     settings.public_url = f"http://localhost:{settings.port}"
     async with serving(settings) as rt:
