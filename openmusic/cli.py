@@ -186,6 +186,43 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_payouts(args: argparse.Namespace) -> int:
+    """openmusic payouts close PERIOD | ad-revenue PERIOD AMOUNT | run."""
+    settings = _settings(args)
+    _logging(settings.log_level)
+    if not settings.payments_enabled:
+        print("payments are not configured (see the README's Money section)", file=sys.stderr)
+        return 2
+
+    async def work(rt) -> int:
+        if args.action == "close":
+            r = await rt.payments.close_period(args.period)
+            print(f"{r.period}: split {r.invoices} subscriber invoice(s), {r.waiting} still in service; "
+                  f"ad pool {'split' if r.ads else 'not split (none entered, or the period has not ended)'}; "
+                  f"{r.to_artists} to artists, {r.to_platform} to the platform (minor units of {settings.currency})")
+            return 0
+        if args.action == "ad-revenue":
+            if args.amount is None:
+                print("ad-revenue needs --amount (minor units)", file=sys.stderr)
+                return 2
+            done = await rt.payments.enter_ad_revenue(args.period, args.amount)
+            print(f"ad pool of {args.period}: {args.amount} {settings.currency}" if done
+                  else f"{args.period} already has an ad pool; it is entered once")
+            return 0 if done else 1
+        counts = await rt.payments.run_payouts()
+        print(f"payouts: {counts['opened']} opened, {counts['paid']} paid, {counts['failed']} refused by Stripe "
+              f"(returned to earnings), {counts['waiting']} to retry")
+        return 0
+
+    from payments.errors import PaymentError
+
+    try:
+        return asyncio.run(_with_runtime(settings, work))
+    except (PaymentError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
 def cmd_verify_settlement(args: argparse.Namespace) -> int:
     """openmusic verify-settlement AT-URI: check a settlement from the network alone."""
     import httpx
@@ -427,6 +464,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="reconcile: report only, post nothing")
     _add_settings_flags(p)
     p.set_defaults(func=cmd_ledger)
+    p = sub.add_parser("payouts", help="close a period, enter ad revenue, pay artists out",
+                       description="close PERIOD: split each subscriber's net fee of the period (service period "
+                       "ended) among the tracks they streamed, and the ad pool by free-tier listening. ad-revenue "
+                       "PERIOD --amount N: enter the period's ad revenue (minor units), once. run: pay every artist "
+                       "whose earnings reach OPENMUSIC_PAYOUT_THRESHOLD through Stripe Connect, with a signed payout "
+                       "record; safe to schedule and to run again (nothing is paid twice). PERIOD is YYYY-MM (UTC).")
+    p.add_argument("action", choices=["close", "ad-revenue", "run"])
+    p.add_argument("period", nargs="?", help="YYYY-MM (close, ad-revenue)")
+    p.add_argument("--amount", type=int, help="ad-revenue: minor units")
+    _add_settings_flags(p)
+    p.set_defaults(func=cmd_payouts)
     p = sub.add_parser("verify-settlement", help="verify a settlement record from the network alone")
     p.add_argument("uri", help="at://<broker DID>/fm.openmusic.payment.settlement/<rkey>")
     _add_settings_flags(p)

@@ -17,7 +17,7 @@ import stripe
 
 from openmusic.config import Settings
 from openmusic.db import now_iso
-from payments import credit, ledger, managers, settle
+from payments import credit, ledger, managers, payouts, period, settle
 from payments.attest import Signer
 from payments.auth import SERVICE_ID
 from payments.billing import Billing
@@ -54,7 +54,8 @@ class Payments:
         self.broker = settle.Broker(broker_did, self.signer, settings.processor_ref_salt or settings.attestation_key)
         self.policy = settle.Policy(self.currency, settings.tip_min_artist, settings.tip_min_track, settings.tip_max,
                                     settings.tip_daily_cap)
-        self.stripe = StripeGateway(settings.stripe_api_key, settings.stripe_webhook_secret, settings.stripe_api_base)
+        self.stripe = StripeGateway(settings.stripe_api_key, settings.stripe_webhook_secret, settings.stripe_api_base,
+                                    settings.stripe_connect_api_base)
         self.billing = Billing(self)
 
     def did_document(self) -> dict[str, Any]:
@@ -154,6 +155,68 @@ class Payments:
                                                                 limit, int(cursor) if cursor else None))
         except ValueError as exc:
             raise PaymentError(400, "InvalidRequest", str(exc)) from exc
+
+    async def payout_account_link(self, did: str, return_url: str | None, refresh_url: str | None) -> dict[str, Any]:
+        """fm.openmusic.payment.createPayoutAccountLink: the caller's Express account (made once) and a
+        fresh onboarding link. Raises ``PaymentError`` (UpstreamFailure)."""
+        base = self.settings.base_url
+        try:
+            rows = await self.indexer.sql("SELECT account FROM payout_account WHERE did = ?", (did,))
+            if rows:
+                account = rows[0][0]
+            else:
+                account = (await self.stripe.create_connected_account(did))["id"]
+                await self.indexer.sql("INSERT INTO payout_account (did, account, created_at, updated_at) "
+                                       "VALUES (?,?,?,?) ON CONFLICT (did) DO NOTHING", (did, account, now_iso(), now_iso()))
+            link = await self.stripe.account_link(account, return_url or base, refresh_url or base)
+        except stripe.StripeError as exc:
+            log.warning("Stripe Connect refused: %s", exc.user_message or type(exc).__name__)
+            raise PaymentError(502, "UpstreamFailure", "the payment processor is not answering; try again") from exc
+        return {"url": link["url"], "expiresAt": period.iso(int(link["expires_at"]))}
+
+    async def close_period(self, period_: str) -> period.CloseReport:
+        """Split the period's subscription fees and ad pool (``payments.period.close_period``)."""
+        return await self.indexer.transact(period.close_period, period_, self.settings.platform_share_bps,
+                                           self.broker.salt)
+
+    async def enter_ad_revenue(self, period_: str, amount: int) -> bool:
+        """The operator enters a period's ad revenue (minor units of our currency)."""
+        return await self.indexer.transact(period.enter_ad_revenue, period_, amount, self.currency)
+
+    async def run_payouts(self, after_transfer: Any = None) -> dict[str, int]:
+        """``openmusic payouts run``: refresh the payout accounts, open payouts (``payments.payouts``)
+        and send every pending one. ``after_transfer(payout_id)`` is a test hook called between the
+        transfer and its booking (where a crash must not pay twice). Returns counts."""
+        counts = {"opened": 0, "paid": 0, "failed": 0, "waiting": 0}
+        for did, account in await self.indexer.sql("SELECT did, account FROM payout_account"):
+            try:
+                acct = await self.stripe.connected_account(account)
+            except stripe.StripeError as exc:
+                log.warning("could not refresh payout account of %s: %s", did, type(exc).__name__)
+                continue
+            await self.indexer.sql("UPDATE payout_account SET payouts_enabled = ?, updated_at = ? WHERE did = ?",
+                                   (int(bool(acct.get("payouts_enabled"))), now_iso(), did))
+        opened = await self.indexer.transact(payouts.open_payouts, self.settings.payout_threshold, self.currency,
+                                             self.broker.did, now_iso())
+        counts["opened"] = len(opened)
+        for pid, amount, currency, account in await self.indexer.sql(
+                "SELECT id, amount, currency, account FROM payout WHERE status = 'pending' ORDER BY created_at"):
+            try:
+                made = await self.stripe.transfers_in_group(pid)
+                transfer = made[0] if made else await self.stripe.transfer(amount, currency, account, pid)
+            except stripe.InvalidRequestError as exc:
+                await self.indexer.transact(payouts.cancel_payout, pid, exc.user_message or str(exc), now_iso())
+                counts["failed"] += 1
+                continue
+            except stripe.StripeError as exc:
+                log.warning("transfer for %s not made now (%s); the next run retries", pid, type(exc).__name__)
+                counts["waiting"] += 1
+                continue
+            if after_transfer:
+                after_transfer(pid)
+            if await self.indexer.transact(payouts.complete_payout, pid, transfer["id"], self.broker, now_iso()):
+                counts["paid"] += 1
+        return counts
 
     async def refund_purchase(self, pi_id: str, amount: int | None = None) -> dict[str, Any]:
         """Refund (part of) a credit purchase through Stripe, then sync the ledger. Refuses to refund

@@ -19,13 +19,49 @@ class StripeGateway:
     """The Stripe calls the broker makes. Every create carries an idempotency key, so a retried call
     after a timeout cannot charge or refund twice. Raises ``stripe.StripeError`` subclasses."""
 
-    def __init__(self, api_key: str, webhook_secret: str, api_base: str = "") -> None:
+    def __init__(self, api_key: str, webhook_secret: str, api_base: str = "", connect_base: str = "") -> None:
         bases = {"api": api_base.rstrip("/")} if api_base else {}
         self._http = stripe.HTTPXClient()
         self._client = stripe.StripeClient(api_key, base_addresses=bases, http_client=self._http,
                                            max_network_retries=2)
         self._webhook_secret = webhook_secret
         self.v1 = self._client.v1
+        connect = {"api": connect_base.rstrip("/")} if connect_base else bases
+        #: Connect calls (accounts, account links, transfers): the same account, maybe another base URL
+        self.connect = stripe.StripeClient(api_key, base_addresses=connect, http_client=self._http,
+                                           max_network_retries=2).v1
+
+    async def create_connected_account(self, did: str) -> dict[str, Any]:
+        """An Express connected account for an artist (``metadata.did``), once per DID."""
+        acct = await self.connect.accounts.create_async(
+            params={"type": "express", "metadata": {"did": did}, "capabilities": {"transfers": {"requested": True}}},
+            options={"idempotency_key": f"account:{did}"})
+        return acct.to_dict()
+
+    async def connected_account(self, account: str) -> dict[str, Any]:
+        """A connected account as Stripe holds it now (``payouts_enabled`` tells onboarding is done)."""
+        return (await self.connect.accounts.retrieve_async(account)).to_dict()
+
+    async def account_link(self, account: str, return_url: str, refresh_url: str) -> dict[str, Any]:
+        """A one-time onboarding link (``url``, ``expires_at``) for a connected account."""
+        link = await self.connect.account_links.create_async(params={
+            "account": account, "type": "account_onboarding", "return_url": return_url, "refresh_url": refresh_url})
+        return link.to_dict()
+
+    async def transfer(self, amount: int, currency: str, destination: str, group: str) -> dict[str, Any]:
+        """Move ``amount`` minor units to a connected account. ``group`` (our payout ID) is both the
+        idempotency key and the ``transfer_group``, so a retry, even after Stripe forgot the key,
+        finds the first transfer instead of making a second (see ``transfers_in_group``)."""
+        tr = await self.connect.transfers.create_async(
+            params={"amount": amount, "currency": currency.lower(), "destination": destination,
+                    "transfer_group": group, "metadata": {"payout": group}},
+            options={"idempotency_key": group})
+        return tr.to_dict()
+
+    async def transfers_in_group(self, group: str) -> list[dict[str, Any]]:
+        """The transfers already made for one payout (``transfer_group``)."""
+        page = await self.connect.transfers.list_async(params={"transfer_group": group, "limit": 10})
+        return [t.to_dict() for t in page.data]
 
     async def create_customer(self, did: str) -> str:
         """A Stripe Customer for one listener (``metadata.did``); returns its ID."""

@@ -119,7 +119,21 @@ WEBHOOK_SECRET = "whsec_openmusic_test"
 
 
 @pytest.fixture(scope="session")
-async def paid_appview(net, localstripe, tmp_path_factory):
+def connect_stub():
+    """The Stripe Connect endpoints localstripe lacks (``openmusic.connect_stub``: Stripe's own example
+    objects, idempotency keys honoured) on loopback. Yields (stub, base URL)."""
+    from openmusic.connect_stub import serve_in_thread
+
+    port = free_port()
+    stub, server = serve_in_thread(port)
+    try:
+        yield stub, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+
+
+@pytest.fixture(scope="session")
+async def paid_appview(net, localstripe, connect_stub, tmp_path_factory):
     """An AppView with payments on: Stripe is localstripe (its webhooks delivered to us, signed), the
     broker repo an account on the reference PDS, a fresh attestation key."""
     from openmusic.demo_payments import create_monthly_price, register_webhook
@@ -132,7 +146,8 @@ async def paid_appview(net, localstripe, tmp_path_factory):
         net, tmp_path_factory.mktemp("paid"), stripe_api_key="sk_test_openmusic", stripe_api_base=localstripe,
         stripe_webhook_secret=WEBHOOK_SECRET, broker_pds_url=net.pds_url, broker_handle=broker,
         broker_password="broker-password-1234", attestation_key=new_secret(), processor_ref_salt="test-salt",
-        tiers=json.dumps([{"id": "plus", "name": "Plus", "monthlyPrice": 999, "stripePrice": price}]))
+        tiers=json.dumps([{"id": "plus", "name": "Plus", "monthlyPrice": 999, "stripePrice": price}]),
+        stripe_connect_api_base=connect_stub[1], payout_threshold=100)
     # The service DID is did:web of the public URL; atproto accepts a did:web with a port only on localhost.
     settings.public_url = f"http://localhost:{settings.port}"
     async with serving(settings) as rt:
