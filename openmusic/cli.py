@@ -187,9 +187,25 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_payouts(args: argparse.Namespace) -> int:
-    """openmusic payouts close PERIOD | ad-revenue PERIOD AMOUNT | run."""
+    """openmusic payouts close PERIOD | ad-revenue PERIOD --amount N | run | explain DID [--period P]."""
     settings = _settings(args)
     _logging(settings.log_level)
+    if args.action == "explain":
+        from openmusic.db import connect_sync, migrate
+        from openmusic.demo_payments import explain
+        from payments.earnings import earnings
+
+        if not args.period or not args.period.startswith("did:"):
+            print("explain needs the artist's DID", file=sys.stderr)
+            return 2
+        migrate(settings.db_path)
+        try:
+            view = earnings(connect_sync(settings.db_path), args.period, settings.currency.upper(), args.month, 500, None)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print("\n".join(explain(view)))
+        return 0
     if not settings.payments_enabled:
         print("payments are not configured (see the README's Money section)", file=sys.stderr)
         return 2
@@ -329,7 +345,8 @@ def cmd_devnet(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from openmusic import devnet
-    from openmusic.demo_payments import start_localstripe
+    from openmusic.connect_stub import serve_in_thread
+    from openmusic.demo_payments import create_monthly_price, demo_subscription_and_payout, start_localstripe
     from openmusic.seed import seed
     from payments.attest import new_secret
 
@@ -339,6 +356,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("starting the local reference PDS + PLC, and localstripe ...", flush=True)
     stripe_port = args.port + 1
     stripe_proc = start_localstripe(stripe_port)
+    _stub, stub_server = serve_in_thread(args.port + 2)  # Stripe Connect, which localstripe lacks
+    price = create_monthly_price(f"http://127.0.0.1:{stripe_port}", "plan_openmusic_plus", 999, "USD", "Plus")
     try:
         with devnet.Devnet() as net:
             net.create_account("openmusic-broker.test", "broker-password-1234")
@@ -351,7 +370,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 public_url=public, stripe_api_key="sk_test_openmusic", stripe_api_base=f"http://127.0.0.1:{stripe_port}",
                 stripe_webhook_secret="whsec_openmusic_demo", broker_pds_url=net.pds_url,
                 broker_handle="openmusic-broker.test", broker_password="broker-password-1234",
-                attestation_key=new_secret(), processor_ref_salt=new_secret())
+                attestation_key=new_secret(), processor_ref_salt=new_secret(),
+                tiers=json.dumps([{"id": "plus", "name": "Plus", "monthlyPrice": 999, "stripePrice": price}]),
+                stripe_connect_api_base=f"http://127.0.0.1:{args.port + 2}", payout_threshold=100)
             _logging(settings.log_level)
 
             async def ready(rt) -> None:
@@ -368,13 +389,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     await asyncio.sleep(0.2)
                 print("a listener buys credit through Stripe and tips an artist and a song ...", flush=True)
                 tip_uri = await _demo_tips(rt, net, result)
-                print(_demo_banner(settings.base_url, result, tracks, plays, tip_uri), flush=True)
+                print("a listener subscribes and plays; the month closes; the artist is paid out ...", flush=True)
+                payout_uri, aurora = await demo_subscription_and_payout(rt, net, result)
+                print(_demo_banner(settings.base_url, result, tracks, plays, tip_uri, payout_uri, aurora,
+                                   net.pds_url), flush=True)
                 if args.exit_after_seed:
                     os.kill(os.getpid(), signal.SIGTERM)
 
             asyncio.run(_run_until_signal(settings, on_ready=ready))
     finally:
         stripe_proc.terminate()
+        stub_server.should_exit = True
     return 0
 
 
@@ -412,7 +437,10 @@ async def _demo_tips(rt, net, result) -> str:
     return song_tip.uri
 
 
-def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str) -> str:
+def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payout_uri: str, earnings: dict,
+                 pds: str) -> str:
+    from openmusic.demo_payments import explain
+
     artist = "aurora-tide.test"
     t = result.tracks[0].uri
     album = result.albums[0].uri if result.albums else ""
@@ -433,6 +461,14 @@ def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str) -> st
         f"  curl '{base}/xrpc/fm.openmusic.payment.getSettlement?uri={tip_uri}'",
         f"  curl '{base}/.well-known/did.json'      # the key that signs settlements",
         "  .venv/bin/openmusic ledger check --db-path data/demo/openmusic.sqlite",
+        "", "Subscriptions and payouts: sam-hears.test subscribed to Plus and played two of Aurora's songs (paid",
+        "streams); the demo closed Sam's month early and paid Aurora out through Stripe Connect (a stub here).",
+        "The signed payout record, in the broker's repo:",
+        f"  curl '{pds}/xrpc/com.atproto.repo.getRecord?repo={payout_uri[5:].split('/')[0]}"
+        f"&collection=fm.openmusic.payment.payout&rkey={payout_uri.rsplit('/', 1)[-1]}'",
+        "and what it covers, line by line down to the seconds heard (payment.getEarnings, as Aurora sees it):",
+        *explain(earnings),
+        f"  .venv/bin/openmusic payouts explain {earnings['artist']} --db-path data/demo/openmusic.sqlite",
         "", "Press Ctrl-C to stop.",
     ]
     return "\n".join(lines)
@@ -469,10 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "ended) among the tracks they streamed, and the ad pool by free-tier listening. ad-revenue "
                        "PERIOD --amount N: enter the period's ad revenue (minor units), once. run: pay every artist "
                        "whose earnings reach OPENMUSIC_PAYOUT_THRESHOLD through Stripe Connect, with a signed payout "
-                       "record; safe to schedule and to run again (nothing is paid twice). PERIOD is YYYY-MM (UTC).")
-    p.add_argument("action", choices=["close", "ad-revenue", "run"])
-    p.add_argument("period", nargs="?", help="YYYY-MM (close, ad-revenue)")
+                       "record; safe to schedule and to run again (nothing is paid twice). explain DID [--month P]: an artist's "
+                       "earnings line by line, down to the seconds heard. PERIOD is YYYY-MM (UTC).")
+    p.add_argument("action", choices=["close", "ad-revenue", "run", "explain"])
+    p.add_argument("period", nargs="?", help="YYYY-MM (close, ad-revenue); the artist's DID (explain)")
     p.add_argument("--amount", type=int, help="ad-revenue: minor units")
+    p.add_argument("--month", help="explain: only this period (YYYY-MM)")
     _add_settings_flags(p)
     p.set_defaults(func=cmd_payouts)
     p = sub.add_parser("verify-settlement", help="verify a settlement record from the network alone")

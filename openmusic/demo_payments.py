@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import httpx
 import stripe
@@ -64,3 +65,72 @@ def create_monthly_price(api_base: str, price_id: str, amount: int, currency: st
     except stripe.InvalidRequestError:
         return client.v1.plans.create(params={"id": price_id, "amount": amount, "currency": currency.lower(),
                                               "interval": "month", "product": {"name": name}}).id
+
+
+async def demo_subscription_and_payout(rt, net, result) -> tuple[str, dict]:
+    """Part 2 of the demo's money story. Sam subscribes to Plus (card collected the Stripe.js way,
+    service-auth JWT from Sam's PDS) and plays two of Aurora Tide's songs in full: paid streams.
+    The demo then closes Sam's billing month early (its clock jumps past the period's end), Aurora
+    onboards a Connect payout account (the stub's onboarding page), and ``payouts run`` pays her.
+    Returns the payout record's AT-URI (in the broker's repo) and Aurora's getEarnings."""
+    import asyncio
+
+    from openmusic.publish import PdsClient, record_play
+    from payments import period
+
+    s = rt.settings
+    sam = await asyncio.to_thread(PdsClient, net.pds_url, "sam-hears.test", "demo-password-1234")
+    aurora = await asyncio.to_thread(PdsClient, net.pds_url, "aurora-tide.test", "demo-password-1234")
+    async with httpx.AsyncClient(base_url=s.base_url, timeout=30) as http:
+        async def call(client, nsid: str, body: dict | None = None, **params) -> dict:
+            token = await asyncio.to_thread(client.service_auth, rt.payments.service_did, nsid)
+            headers = {"authorization": f"Bearer {token}"}
+            resp = await (http.post(f"/xrpc/{nsid}", json=body, headers=headers) if body is not None
+                          else http.get(f"/xrpc/{nsid}", params=params, headers=headers))
+            resp.raise_for_status()
+            return resp.json()
+
+        pm = await asyncio.to_thread(card_payment_method, s.stripe_api_base)
+        sub = await call(sam, "fm.openmusic.payment.createSubscription", {"tier": "plus", "paymentMethod": pm})
+        songs = [t for t in result.tracks if t.uri.startswith(f"at://{aurora.did}/")][:2]
+        for song in songs:
+            cur = await rt.reader.execute("SELECT duration_ms FROM track WHERE uri = ?", (song.uri,))
+            (duration,) = await cur.fetchone()
+            await asyncio.to_thread(record_play, sam, song, duration, completed=True)
+        for _ in range(200):
+            cur = await rt.reader.execute("SELECT COUNT(*) FROM play WHERE did = ? AND paid = 1", (sam.did,))
+            if (await cur.fetchone())[0] >= len(songs):
+                break
+            await asyncio.sleep(0.1)
+        end = int(datetime.fromisoformat(sub["currentPeriodEnd"].replace("Z", "+00:00")).timestamp())
+        await rt.indexer.transact(period.close_period, sub["currentPeriodStart"][:7], s.platform_share_bps,
+                                  rt.payments.broker.salt, period.iso(end + 1))
+        link = await call(aurora, "fm.openmusic.payment.createPayoutAccountLink", {})
+        (await http.get(link["url"])).raise_for_status()  # Aurora completes onboarding
+        await rt.payments.run_payouts()
+        rows = await rt.indexer.sql("SELECT rkey FROM payout WHERE did = ? AND status = 'paid'", (aurora.did,))
+        uri = f"at://{rt.payments.broker.did}/fm.openmusic.payment.payout/{rows[0][0]}" if rows else ""
+        for _ in range(200):
+            if not rows or (await rt.indexer.sql("SELECT published_cid FROM broker_outbox WHERE rkey = ?",
+                                                 (rows[0][0],)))[0][0]:
+                break
+            await asyncio.sleep(0.1)
+        return uri, await call(aurora, "fm.openmusic.payment.getEarnings", limit=20)
+
+
+def explain(earnings: dict) -> list[str]:
+    """Human lines for a ``getEarnings`` answer (the demo banner and ``openmusic payouts explain``)."""
+    cur = earnings["currency"]
+    out = [f"{earnings['artist']}: earned {earnings['total']} ({cur} minor units) = subscriptions "
+           f"{earnings['bySource']['subscriptions']} + ads {earnings['bySource']['ads']} + tips "
+           f"{earnings['bySource']['tips']}; not paid out yet: {earnings['balance']}"]
+    for ln in earnings["lines"]:
+        if ln["kind"] in ("subscription", "ads"):
+            out.append(f"  {ln['period']} {ln['kind']:12} {ln['amount']:+6d}  {ln['track']}: {ln['listenedMs'] / 1000:.0f} s "
+                       f"of {ln['poolListenedMs'] / 1000:.0f} s heard x {ln['shareBps'] / 100:.0f}% of a pool of "
+                       f"{ln['pool']} ({ln['source']})")
+        elif ln["kind"] == "payout":
+            out.append(f"  {ln['period']} payout       {ln['amount']:+6d}  {ln.get('source', '')}")
+        else:
+            out.append(f"  {ln['period']} {ln['kind']:12} {ln['amount']:+6d}  {ln.get('source', '')}")
+    return out
