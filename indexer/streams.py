@@ -35,7 +35,7 @@ class Stream:
 
 def threshold_ms(duration_ms: int | None) -> int:
     """The shortest listen that is a stream: 30 s, or half the track when that is less."""
-    return STREAM_MIN_MS if not duration_ms else min(STREAM_MIN_MS, duration_ms // 2)
+    return STREAM_MIN_MS if not duration_ms else max(1, min(STREAM_MIN_MS, duration_ms // 2))
 
 
 def holds_paid_tier(tx: sqlite3.Connection, did: str, at: str) -> bool:

@@ -105,6 +105,7 @@ def _split(tx: sqlite3.Connection, key: str, kind: str, period: str, currency: s
     """Post one split (``amount`` out of ``source_account``: ``platform_cut`` to the platform, the
     rest by ``weights``) and write its earning lines. Returns (to the platform, to artists), (0, 0)
     when it was already posted."""
+    weights = [(k, w) for k, w in weights if w > 0]  # a zero-length stream or a 0 bps split weighs nothing
     pool = amount - platform_cut
     per_track_ms: dict[str, int] = {}
     for (track, _did, _bps, ms), _w in weights:

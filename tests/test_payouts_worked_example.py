@@ -19,6 +19,8 @@ X: 327 + 163 + 525 = 1015.  Y: 373 + 700 + 187 + 225 + 250 = 1735.  Platform: 30
 1015 + 1735 + 749 = 3499 = 1000 + 999 + 500 + 1000.
 """
 
+import json
+import shutil
 import time
 from datetime import UTC, datetime
 
@@ -144,3 +146,70 @@ async def test_streams_threshold_and_daily_cap(ix):
     assert await stats(ix, X1) == (0, 10 + 1)
     s = await queries.get_track_stats(ix.views, {"uri": X1})
     assert s["plays"] == 14
+
+
+def test_period_close_never_creates_or_loses_a_cent(tmp_path_factory):
+    """Random catalogs, listening and fees: every cent of every net fee and of the ad pool ends up
+    with an artist or the platform, no share is negative, and closing twice changes nothing."""
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from openmusic.db import connect_sync
+
+    artists = [f"did:plc:artist{i:016d}" for i in range(4)]
+    template = str(tmp_path_factory.mktemp("template") / "t.sqlite")
+    db.migrate(template)  # once: each example starts from a copy
+    listen = st.tuples(st.integers(0, 5), st.integers(0, 3), st.integers(0, 900), st.booleans())
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.tuples(st.integers(1, 5000), st.integers(0, 100)), min_size=1, max_size=6),
+           st.lists(listen, max_size=30), st.integers(0, 10000), st.integers(0, 10000),
+           st.lists(st.lists(st.integers(1, 100), min_size=1, max_size=3), min_size=4, max_size=4))
+    def check(fees, listens, platform_bps, ads, split_weights):
+        path = str(tmp_path_factory.mktemp("prop") / "p.sqlite")
+        shutil.copy(template, path)
+        tx = connect_sync(path)
+        tx.isolation_level = None
+        for t, weights in enumerate(split_weights):  # track t by artist t, shared among up to 3 artists
+            total = sum(weights)
+            bps = [w * 10000 // total for w in weights]
+            bps[0] += 10000 - sum(bps)
+            splits = [{"did": artists[(t + i) % 4], "shareBps": b} for i, b in enumerate(bps) if b]
+            uri = f"at://{artists[t]}/{TRACK}/{rkey(t)}"
+            tx.execute("INSERT INTO track (uri, did, rkey, cid, title, duration_ms, audio_cid, audio_mime, created_at, "
+                       "sort_at, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                       (uri, artists[t], rkey(t), CID, "t", 900_000, "a", "audio/wav", "x", "x", "x"))
+            tx.execute("INSERT INTO record (uri, did, collection, rkey, cid, json, indexed_at) VALUES (?,?,?,?,?,?,?)",
+                       (uri, artists[t], TRACK, rkey(t), CID, json.dumps({"splits": splits}) if len(splits) > 1 else "{}",
+                        "x"))
+        subs = [f"did:plc:sub{i:019d}" for i in range(len(fees))]
+        for n, (who, t, seconds, paid) in enumerate(listens):
+            listener = subs[who % len(subs)] if paid else f"did:plc:free{who:020d}"
+            tx.execute("INSERT INTO play (uri, did, rkey, cid, track_uri, track_cid, track_did, created_at, sort_at, "
+                       "listened_ms, indexed_at, stream, paid, stream_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?,?)",
+                       (f"at://{listener}/{PLAY}/{rkey(n)}", listener, rkey(n), CID, f"at://{artists[t]}/{TRACK}/{rkey(t)}",
+                        CID, artists[t], "2026-11-05T00:00:00.000Z", "2026-11-05T00:00:00.000Z", seconds * 1000,
+                        "x", int(paid), seconds * 1000))
+        tx.execute("BEGIN")
+        for i, (amount, fee_pct) in enumerate(fees):
+            record_invoice(tx, invoice(f"in_{i}", amount), amount * fee_pct // 100, f"sub_{i}", subs[i], "plus")
+        if ads:
+            period.enter_ad_revenue(tx, "2026-11", ads, "USD")
+        report = period.close_period(tx, "2026-11", platform_bps, "salt", "2026-12-02T00:00:00.000Z")
+        again = period.close_period(tx, "2026-11", platform_bps, "salt", "2026-12-03T00:00:00.000Z")
+        tx.execute("COMMIT")
+        nets = sum(a - a * f // 100 for a, f in fees)
+        assert report.to_artists + report.to_platform == nets + ads
+        assert (again.to_artists, again.to_platform, again.invoices) == (0, 0, 0)
+        assert ledger.check(tx) == []
+        shares = tx.execute("SELECT account, SUM(amount) FROM ledger_entry WHERE account LIKE 'earnings:%' "
+                            "OR account = ? GROUP BY account", (period.PLATFORM,)).fetchall()
+        assert all(v >= 0 for _, v in shares) and sum(v for _, v in shares) == nets + ads
+        assert tx.execute("SELECT COALESCE(SUM(amount), 0) FROM earning_line").fetchone()[0] == report.to_artists
+        leftover = tx.execute("SELECT COALESCE(SUM(amount), 0) FROM ledger_entry WHERE account LIKE 'subscription:%' "
+                              "OR account = ?", (period.AD_POOL,)).fetchone()[0]
+        assert leftover == 0
+        tx.close()
+
+    check()
