@@ -163,7 +163,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     async def work(rt) -> int:
         if args.action == "reconcile":
             report = await rt.payments.reconcile(repair=not args.dry_run)
-            print(f"checked {report.checked} credit PaymentIntents on Stripe; "
+            print(f"checked {report.checked} credit PaymentIntents and subscriptions on Stripe; "
                   f"{'would repair' if args.dry_run else 'posted'} {report.repaired} missing ledger transaction(s)")
             for problem in report.problems:
                 print(f"MISMATCH: {problem}")

@@ -17,7 +17,7 @@ import stripe
 
 from openmusic.config import Settings
 from openmusic.db import now_iso
-from payments import credit, ledger, managers, payouts, period, settle
+from payments import credit, ledger, managers, payouts, period, settle, subscriptions
 from payments.attest import Signer
 from payments.auth import SERVICE_ID
 from payments.billing import Billing
@@ -109,7 +109,8 @@ class Payments:
         """One Stripe webhook delivery. Raises ``PaymentError`` (400) for a bad signature or payload;
         returns ``{"received": True, "duplicate": bool}``. Event types used:
         ``payment_intent.*``, ``charge.refunded``, ``refund.*``, ``charge.dispute.created``,
-        ``charge.dispute.funds_reinstated``, ``customer.subscription.*`` and ``invoice.*``; others
+        ``charge.dispute.funds_reinstated``, ``customer.subscription.*``, ``invoice.*`` and
+        ``account.updated`` (Connect); others
         are acknowledged and ignored."""
         try:
             event = self.stripe.parse_webhook(payload, signature)
@@ -125,6 +126,9 @@ class Payments:
             reinstated = etype == "charge.dispute.funds_reinstated"
             if etype in ("charge.dispute.created", "charge.dispute.funds_reinstated"):
                 await self.indexer.transact(lambda tx: credit.apply_dispute(tx, obj, reinstated))
+        elif etype == "account.updated" and obj.get("object") == "account":  # Connect onboarding progressed
+            await self.indexer.sql("UPDATE payout_account SET payouts_enabled = ?, updated_at = ? WHERE account = ?",
+                                   (int(bool(obj.get("payouts_enabled"))), now_iso(), obj.get("id")))
         elif sub_id := Billing.subscription_of(etype, obj):
             await self.billing.sync(sub_id)
             pi_id = sub_id
@@ -150,9 +154,19 @@ class Payments:
             raise PaymentError(403, "NotManager", f"{caller} is not a manager {artist} has named")
         if cursor is not None and not cursor.isdigit():
             raise PaymentError(400, "InvalidRequest", "malformed cursor")
+        def view(tx: Any) -> dict[str, Any]:
+            out = earnings_view(tx, artist, self.currency, period, limit, int(cursor) if cursor else None)
+            if caller == artist and (artists := managers.managed_artists(tx, caller)):
+                out["managed"] = []
+                for other in artists:
+                    e = earnings_view(tx, other, self.currency, period, 1, None)
+                    out["managed"].append({"artist": other, "total": e["total"], "balance": e["balance"],
+                                           "payoutToManager": managers.payee(tx, other) == caller})
+                out["combinedBalance"] = out["balance"] + sum(m["balance"] for m in out["managed"])
+            return out
+
         try:
-            return await self.indexer.run(lambda: earnings_view(self.indexer.conn, artist, self.currency, period,
-                                                                limit, int(cursor) if cursor else None))
+            return await self.indexer.run(lambda: view(self.indexer.conn))
         except ValueError as exc:
             raise PaymentError(400, "InvalidRequest", str(exc)) from exc
 
@@ -242,9 +256,9 @@ class Payments:
         return await self.indexer.transact(settle.refund_tip, tip_uri, self.broker, now_iso())
 
     async def reconcile(self, repair: bool = True) -> ReconcileReport:
-        """Compare every credit PaymentIntent on Stripe with the ledger: with ``repair``, post what
-        is missing first (the crash-between-Stripe-and-ledger case); then report what still differs
-        (including ledger purchases Stripe does not know)."""
+        """Compare every credit PaymentIntent and every subscription invoice on Stripe with the
+        ledger: with ``repair``, post what is missing first (the crash-between-Stripe-and-ledger
+        case); then report what still differs (including ledger purchases Stripe does not know)."""
         report = ReconcileReport()
         known = set()
         for pi in await self.stripe.credit_payment_intents():
@@ -261,6 +275,19 @@ class Payments:
                                                "'credit_purchase'"):
             if pi_id not in known:
                 report.problems.append(f"{pi_id}: in the ledger, not a credit purchase on Stripe")
+        for sub_id in await self.stripe.our_subscription_ids():  # subscriptions: Stripe's invoices are the truth
+            report.checked += 1
+            sub, invoices = await self.stripe.subscription(sub_id)
+            if repair:
+                report.repaired += await self.indexer.transact(
+                    subscriptions.sync_subscription, sub, invoices, self.billing.tiers, self.broker)
+            for inv, fee in invoices:
+                want = inv["amount_paid"] - fee if inv.get("status") == "paid" else 0
+                rows = await self.indexer.sql("SELECT COALESCE(SUM(amount), 0) FROM ledger_entry e JOIN ledger_txn t "
+                                              "ON t.id = e.txn_id WHERE t.idem_key = ? AND e.account = ?",
+                                              (f"stripe:{inv['id']}", ledger.HOLDING))
+                if -int(rows[0][0]) != want:
+                    report.problems.append(f"{inv['id']}: Stripe says {want} net, the ledger {-int(rows[0][0])}")
         return report
 
     async def close(self) -> None:

@@ -141,6 +141,19 @@ class StripeGateway:
             out.append((inv, await self._fee(inv.get("charge")) if inv.get("status") == "paid" else 0))
         return sub, out
 
+    async def our_subscription_ids(self) -> list[str]:
+        """The IDs of every Subscription on the account that is ours (``metadata.purpose``), paged."""
+        out, after = [], None
+        while True:
+            params: dict[str, Any] = {"limit": 100, "status": "all"}
+            if after:
+                params["starting_after"] = after
+            page = await self.v1.subscriptions.list_async(params=params)
+            out += [s.id for s in page.data if (s.metadata or {}).get("purpose") == SUBSCRIPTION_PURPOSE]
+            if not page.has_more or not page.data:
+                return out
+            after = page.data[-1].id
+
     async def _fee(self, charge: Any) -> int:
         charge_id = charge.get("id") if isinstance(charge, dict) else charge
         if not charge_id:

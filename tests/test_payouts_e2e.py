@@ -71,6 +71,9 @@ async def test_paid_plays_become_a_traceable_payout(paid_appview, make_client, t
 
     # managers: both sides agree for collab; a stranger sees nothing
     assert (await earnings(rt, manager, artist=collab.did)).json()["balance"] == 140
+    combined = (await earnings(rt, manager)).json()
+    assert combined["managed"] == [{"artist": collab.did, "total": 140, "balance": 140, "payoutToManager": True}]
+    assert combined["combinedBalance"] == 140
     denied = await earnings(rt, fan, artist=collab.did)
     assert denied.status_code == 403 and denied.json()["error"] == "NotManager"
 

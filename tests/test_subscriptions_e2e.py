@@ -76,6 +76,8 @@ async def test_subscribe_paid_streams_attestation_cancel(paid_appview, make_clie
     await eventually(lambda: rt.indexer.sql("SELECT type FROM stripe_event WHERE type LIKE 'invoice.%' OR "
                                             "type LIKE 'customer.subscription.%'"), until=lambda rows: len(rows) >= 2)
     assert await rt.indexer.run(lambda: books(rt.indexer.conn)) == (999, [])
+    report = await rt.payments.reconcile(repair=False)  # Stripe's invoices and our ledger agree
+    assert report.checked >= 1 and not [p for p in report.problems if p.startswith("in_")], report.problems
 
     # the broker's signed word, in its repo, for any AppView to read
     rec = await eventually(lambda: broker_record(rt, net, listener.did), until=lambda r: r.get("status") == "active")
