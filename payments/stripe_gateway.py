@@ -149,7 +149,8 @@ class StripeGateway:
             if after:
                 params["starting_after"] = after
             page = await self.v1.subscriptions.list_async(params=params)
-            out += [s.id for s in page.data if (s.metadata or {}).get("purpose") == SUBSCRIPTION_PURPOSE]
+            out += [s["id"] for s in (x.to_dict() for x in page.data)
+                    if (s.get("metadata") or {}).get("purpose") == SUBSCRIPTION_PURPOSE]
             if not page.has_more or not page.data:
                 return out
             after = page.data[-1].id
