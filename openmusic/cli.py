@@ -490,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backfill)
     p = sub.add_parser("ledger", help="check the books, reconcile with Stripe, refund",
                        description="check: the ledger's invariants (exit 1 on a problem). reconcile: compare every "
-                       "credit PaymentIntent on Stripe with the ledger and post what is missing (--dry-run: only "
+                       "credit PaymentIntent and subscription invoice on Stripe with the ledger and post what is missing (--dry-run: only "
                        "report). refund-purchase PI [--amount N]: refund credit through Stripe. refund-tip TIP_URI: "
                        "move a settled tip back to the payer's credit. Payment settings come from OPENMUSIC_* "
                        "variables (see the README).")

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import stripe
 
-from openmusic.db import now_iso
 from payments import subscriptions
 from payments.errors import PaymentError
 from payments.subscriptions import Tier, parse_tiers
@@ -50,8 +49,10 @@ class Billing:
         try:
             customer = await self.p.customer(did)
             await self.p.stripe.set_default_payment_method(customer, payment_method)
+            # one key per attempt: a retry after a timeout gets the same subscription back, never a second
+            (tries,) = (await self.p.indexer.sql("SELECT COUNT(*) FROM subscription WHERE did = ?", (did,)))[0]
             sub = await self.p.stripe.create_subscription(customer, tier.stripe_price, did, tier.id,
-                                                          f"subscription:{did}:{now_iso()[:10]}:{tier.id}")
+                                                          f"subscription:{did}:{tries}:{tier.id}")
         except stripe.CardError as exc:
             raise PaymentError(402, "PaymentFailed", exc.user_message or "the card was declined") from exc
         except stripe.InvalidRequestError as exc:

@@ -127,28 +127,13 @@ class BrokerWorker:
 
     async def publish_pending(self) -> int:
         """Write queued settlement records to the broker's repo. Returns how many were published."""
-        rows = await self.indexer.sql(
-                                      "SELECT tip_uri, rkey, record, attempts FROM broker_settlement "
+        rows = await self.indexer.sql("SELECT tip_uri, rkey, record, attempts FROM broker_settlement "
                                       "WHERE published_cid IS NULL ORDER BY settled_at LIMIT 50")
         published = 0
         for tip_uri, rkey, record, attempts in rows:
-            if attempts and self._waiting(tip_uri, attempts):
-                continue
-            try:
-                pds = await asyncio.to_thread(self.login)
-                ref = await asyncio.to_thread(pds.put_record, SETTLEMENT, rkey, json.loads(record))
-            except PublishError as exc:
-                self._pds = None  # the session may have expired: log in again next time
-                self._failed_at[tip_uri] = time.monotonic()
-                self.counters["publish_failures"] += 1
-                log.warning("publishing the settlement of %s failed (attempt %d): %s", tip_uri, attempts + 1, exc)
-                await self.indexer.sql("UPDATE broker_settlement SET attempts = attempts + 1, "
-                                       "last_error = ? WHERE tip_uri = ?", (str(exc)[:500], tip_uri))
-                continue
-            await self.indexer.sql("UPDATE broker_settlement SET published_cid = ?, published_at = ?, "
-                                   "last_error = NULL WHERE tip_uri = ? AND record = ?", (ref.cid, now_iso(), tip_uri, record))
-            self.counters["published"] += 1
-            published += 1
+            ok = await self._put(SETTLEMENT, rkey, record, attempts, f"the settlement of {tip_uri}",
+                                 "UPDATE broker_settlement SET {} WHERE tip_uri = ?", (tip_uri,))
+            published += ok
         return published
 
     async def publish_outbox(self) -> int:
@@ -158,29 +143,35 @@ class BrokerWorker:
                                       "WHERE published_cid IS NULL ORDER BY updated_at LIMIT 50")
         published = 0
         for collection, rkey, record, attempts in rows:
-            key = f"{collection}/{rkey}"
-            if attempts and self._waiting(key, attempts):
-                continue
-            try:
-                pds = await asyncio.to_thread(self.login)
-                ref = await asyncio.to_thread(pds.put_record, collection, rkey, json.loads(record))
-            except PublishError as exc:
-                self._pds = None
-                self._failed_at[key] = time.monotonic()
-                self.counters["publish_failures"] += 1
-                log.warning("publishing %s failed (attempt %d): %s", key, attempts + 1, exc)
-                await self.indexer.sql("UPDATE broker_outbox SET attempts = attempts + 1, last_error = ? "
-                                       "WHERE collection = ? AND rkey = ?", (str(exc)[:500], collection, rkey))
-                continue
-            await self.indexer.sql("UPDATE broker_outbox SET published_cid = ?, published_at = ?, last_error = NULL "
-                                   "WHERE collection = ? AND rkey = ? AND record = ?",
-                                   (ref.cid, now_iso(), collection, rkey, record))
-            self.counters["published"] += 1
-            published += 1
+            ok = await self._put(collection, rkey, record, attempts, f"{collection}/{rkey}",
+                                 "UPDATE broker_outbox SET {} WHERE collection = ? AND rkey = ?", (collection, rkey))
+            published += ok
         return published
 
-    def _waiting(self, tip_uri: str, attempts: int) -> bool:
-        failed = self._failed_at.get(tip_uri)
+    async def _put(self, collection: str, rkey: str, record: str, attempts: int, what: str, update: str,
+                   where: tuple) -> bool:
+        """``putRecord`` one queued record (JSON text) unless it is backing off; then mark its row with
+        ``update`` (SQL with ``{}`` for the SET clause, ``where`` its arguments): published (only if
+        the row still holds this version), or one more failed attempt. Returns True if published."""
+        if attempts and self._waiting(what, attempts):
+            return False
+        try:
+            pds = await asyncio.to_thread(self.login)
+            ref = await asyncio.to_thread(pds.put_record, collection, rkey, json.loads(record))
+        except PublishError as exc:
+            self._pds = None  # the session may have expired: log in again next time
+            self._failed_at[what] = time.monotonic()
+            self.counters["publish_failures"] += 1
+            log.warning("publishing %s failed (attempt %d): %s", what, attempts + 1, exc)
+            await self.indexer.sql(update.format("attempts = attempts + 1, last_error = ?"), (str(exc)[:500], *where))
+            return False
+        await self.indexer.sql(update.format("published_cid = ?, published_at = ?, last_error = NULL") + " AND record = ?",
+                               (ref.cid, now_iso(), *where, record))
+        self.counters["published"] += 1
+        return True
+
+    def _waiting(self, what: str, attempts: int) -> bool:
+        failed = self._failed_at.get(what)
         return failed is not None and time.monotonic() - failed < min(2 ** attempts, MAX_BACKOFF_S)
 
     async def run(self) -> None:

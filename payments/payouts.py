@@ -26,10 +26,10 @@ from typing import Any
 
 from openmusic.lexicons import PAYOUT
 from payments import ledger, managers
+from payments.earnings import SOURCES
 from payments.records import queue_signed, record_key
 
 PENDING = "payouts:pending"
-SOURCES = {"subscription_share": "subscriptions", "ad_share": "ads", "tip": "tips", "refund": "tips"}
 
 
 def payout_uri(broker_did: str, payout_id: str) -> str:

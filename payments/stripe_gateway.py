@@ -95,13 +95,15 @@ class StripeGateway:
 
     async def credit_payment_intents(self) -> list[dict[str, Any]]:
         """Every PaymentIntent on the account that is one of our credit purchases (paged)."""
+        return await self._ours(self.v1.payment_intents.list_async, PURPOSE, {})
+
+    @staticmethod
+    async def _ours(list_async: Any, purpose: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every object a Stripe list method returns (all pages) whose ``metadata.purpose`` is ours."""
         out, after = [], None
         while True:
-            params: dict[str, Any] = {"limit": 100}
-            if after:
-                params["starting_after"] = after
-            page = await self.v1.payment_intents.list_async(params=params)
-            out += [p for p in (x.to_dict() for x in page.data) if (p.get("metadata") or {}).get("purpose") == PURPOSE]
+            page = await list_async(params={**params, "limit": 100, **({"starting_after": after} if after else {})})
+            out += [o for o in (x.to_dict() for x in page.data) if (o.get("metadata") or {}).get("purpose") == purpose]
             if not page.has_more or not page.data:
                 return out
             after = page.data[-1].id
@@ -143,17 +145,8 @@ class StripeGateway:
 
     async def our_subscription_ids(self) -> list[str]:
         """The IDs of every Subscription on the account that is ours (``metadata.purpose``), paged."""
-        out, after = [], None
-        while True:
-            params: dict[str, Any] = {"limit": 100, "status": "all"}
-            if after:
-                params["starting_after"] = after
-            page = await self.v1.subscriptions.list_async(params=params)
-            out += [s["id"] for s in (x.to_dict() for x in page.data)
-                    if (s.get("metadata") or {}).get("purpose") == SUBSCRIPTION_PURPOSE]
-            if not page.has_more or not page.data:
-                return out
-            after = page.data[-1].id
+        return [s["id"] for s in await self._ours(self.v1.subscriptions.list_async, SUBSCRIPTION_PURPOSE,
+                                                  {"status": "all"})]
 
     async def _fee(self, charge: Any) -> int:
         charge_id = charge.get("id") if isinstance(charge, dict) else charge
