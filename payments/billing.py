@@ -32,9 +32,12 @@ class Billing:
         """fm.openmusic.payment.getTiers."""
         return {"tiers": [t.view(self.p.currency) for t in self.tiers.values()]}
 
+    async def _current(self, did: str) -> Any:
+        return await self.p.indexer.run(lambda: subscriptions.current(self.p.indexer.conn, did))
+
     async def get(self, did: str) -> dict[str, Any]:
         """fm.openmusic.payment.getSubscription for ``did``."""
-        row = await self.p.indexer.run(lambda: subscriptions.current(self.p.indexer.conn, did))
+        row = await self._current(did)
         return subscriptions.view(row, did)
 
     async def create(self, did: str, tier_id: str, payment_method: str) -> dict[str, Any]:
@@ -43,7 +46,7 @@ class Billing:
         tier = self.tiers.get(tier_id)
         if tier is None or not tier.paid:
             raise PaymentError(400, "UnknownTier", f"no paid tier {tier_id!r}; see payment.getTiers")
-        row = await self.p.indexer.run(lambda: subscriptions.current(self.p.indexer.conn, did))
+        row = await self._current(did)
         if row is not None and row["status"] in LIVE:
             raise PaymentError(409, "AlreadySubscribed", f"{did} already has a subscription ({row['status']})")
         try:
@@ -81,7 +84,7 @@ class Billing:
 
     async def cancel(self, did: str, at_period_end: bool = True) -> dict[str, Any]:
         """fm.openmusic.payment.cancelSubscription. Raises ``PaymentError`` (NotSubscribed, UpstreamFailure)."""
-        row = await self.p.indexer.run(lambda: subscriptions.current(self.p.indexer.conn, did))
+        row = await self._current(did)
         if row is None or row["status"] not in LIVE:
             raise PaymentError(400, "NotSubscribed", f"{did} has no subscription to cancel")
         try:

@@ -57,11 +57,6 @@ def period_bounds(period: str) -> tuple[str, str]:
     return f"{year:04d}-{month:02d}-01T00:00:00.000Z", f"{nxt[0]:04d}-{nxt[1]:02d}-01T00:00:00.000Z"
 
 
-def period_of(iso: str) -> str:
-    """The period (``YYYY-MM``) an ISO 8601 timestamp falls in."""
-    return iso[:7]
-
-
 def iso(ts: int) -> str:
     """Unix seconds -> ISO 8601 UTC with milliseconds (the form ``sort_at`` uses)."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
