@@ -4,12 +4,19 @@ when older than ``Settings.identity_ttl_s``).
 
 A handle is shown only when it resolves back to the same DID (atproto handle spec, bidirectional
 verification); otherwise views show ``handle.invalid``.
+
+Only DIDs the indexer put in the ``actor`` table (they appeared in the firehose or a repo we
+index) are stored. DIDs learned from unauthenticated input (a service-auth JWT's ``iss``, a
+handle in a query) are resolved into memory only, and failed resolutions are remembered for a
+while (``FAILED_TTL_S`` / ``TRANSIENT_TTL_S``) rather than tried again on every request. A DID is
+resolved only when its syntax is valid (``valid_did``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,10 +33,68 @@ from openmusic.netguard import BlockedURL, check_url
 
 log = logging.getLogger("openmusic.identity")
 INVALID_HANDLE = "handle.invalid"
-#: Seconds before a DID whose resolution failed is tried again.
+#: Seconds before a stored DID whose resolution failed for now (network, 5xx) is tried again.
 RETRY_FAILED_S = 300
+#: Seconds a failed resolution is remembered in memory: permanent failures (unknown DID, bad
+#: document, bad syntax) and transient ones. Within them the DID is not fetched again.
+FAILED_TTL_S = 3600
+TRANSIENT_TTL_S = 30
+#: Entries kept in each in-memory cache (DIDs, handles, failures); the oldest go first.
+CACHE_SIZE = 50_000
 #: Seconds between sweeps for identities older than the TTL.
 SWEEP_S = 600
+
+#: atproto DID syntax for the methods we resolve: did:plc is 24 base32 characters; did:web is a
+#: hostname (no path), with a port (``%3A``) only on localhost / 127.0.0.1 (atproto DID spec).
+_PLC = re.compile(r"did:plc:[a-z2-7]{24}")
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+_WEB = re.compile(rf"did:web:(?P<host>(?:{_LABEL}\.)*{_LABEL})(?:%3[aA](?P<port>[0-9]{{1,5}}))?")
+_LOCAL = {"localhost", "127.0.0.1"}
+
+
+def valid_did(did: object) -> bool:
+    """True when ``did`` is a did:plc or did:web in its strict atproto syntax (nothing else is
+    resolved: a ``did:plc:../../admin`` never becomes a request)."""
+    if not isinstance(did, str):
+        return False
+    if _PLC.fullmatch(did):
+        return True
+    web = _WEB.fullmatch(did)
+    if not web or len(web["host"]) > 253:
+        return False
+    return web["port"] is None or (web["host"].lower() in _LOCAL and 0 < int(web["port"]) < 65536)
+
+
+class _Expiring:
+    """A bounded in-memory map whose entries expire (per entry TTL); the oldest go first when full."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self._data: dict[str, tuple[float, object]] = {}
+
+    def get(self, key: str, now: float | None = None) -> object | None:
+        """The live value of ``key``, or None."""
+        hit = self._data.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= (time.monotonic() if now is None else now):
+            del self._data[key]
+            return None
+        return hit[1]
+
+    def put(self, key: str, value: object, ttl: float) -> None:
+        """Keep ``value`` under ``key`` for ``ttl`` seconds."""
+        self._data.pop(key, None)
+        while len(self._data) >= self.size:
+            del self._data[next(iter(self._data))]
+        self._data[key] = (time.monotonic() + ttl, value)
+
+    def pop(self, key: str) -> None:
+        """Forget ``key``."""
+        self._data.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 class IdentityError(Exception):
@@ -70,14 +135,14 @@ class IdentityResolver:
 
     async def document(self, did: str) -> dict:
         """``did``'s DID document as JSON (did:plc from the PLC directory, did:web from
-        ``/.well-known/did.json``), checked to describe ``did``. Raises ``IdentityError``."""
+        ``/.well-known/did.json``), checked to describe ``did``. Raises ``IdentityError``, without
+        any request when ``did`` is not a valid did:plc or did:web (``valid_did``)."""
+        if not valid_did(did):
+            raise IdentityError(f"not a valid did:plc or did:web: {did[:300]!r}")
         if did.startswith("did:plc:"):
             url = f"{self.settings.plc_url.rstrip('/')}/{quote(did)}"
         elif did.startswith("did:web:"):
-            host = did[len("did:web:"):]
-            if ":" in host:
-                raise IdentityError(f"did:web with a path is not supported by atproto: {did}")
-            host = host.replace("%3A", ":")
+            host = did[len("did:web:"):].replace("%3a", ":").replace("%3A", ":")
             scheme = "http" if host.split(":")[0] in ("localhost", "127.0.0.1") else "https"
             url = f"{scheme}://{host}/.well-known/did.json"
             try:
@@ -112,22 +177,33 @@ class IdentityResolver:
                     params={"handle": handle}, timeout=10)
             except httpx.HTTPError:
                 return None
-            return resp.json().get("did") if resp.status_code == 200 else None
+            try:
+                did = resp.json().get("did") if resp.status_code == 200 else None
+            except (ValueError, AttributeError):
+                return None
+            return did if valid_did(did) else None
         try:
             await check_url(f"https://{handle}/", self.settings.allow_private_hosts)
         except BlockedURL:
             return None
         try:
-            return await self._dns.resolve(handle)
+            did = await self._dns.resolve(handle)
         except Exception:  # dns / http failures: unresolvable
             return None
+        return did if valid_did(did) else None
 
 
 class IdentityService:
     """Keeps the ``actor`` table's handles, PDS endpoints and signing keys current.
 
     ``conn`` is a writer connection of its own (not the indexer's). ``schedule(did)`` queues a
-    refresh; ``run()`` works the queue (up to 4 at once). ``lookup_handle`` serves queries.
+    refresh; ``run()`` works the queue (up to 4 at once). ``did_for_handle`` serves queries and
+    ``signing_key`` service auth and commit verification.
+
+    Only rows the indexer created are written: a DID without an ``actor`` row (a JWT issuer, the
+    owner of a handle looked up in a query) is resolved into memory (``_docs``, ``_keys``) and never
+    stored. Failed resolutions are remembered (``_failed``) for ``FAILED_TTL_S`` (permanent) or
+    ``TRANSIENT_TTL_S`` (transient); requests do not fetch such a DID again before then.
     """
 
     def __init__(self, settings: Settings, conn: aiosqlite.Connection, resolver: IdentityResolver) -> None:
@@ -137,7 +213,14 @@ class IdentityService:
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self._pending: set[str] = set()
         self._write_lock = asyncio.Lock()
-        self._keys: dict[str, str | None] = {}
+        #: DID -> its #atproto key ("" when its document has none)
+        self._keys = _Expiring()
+        #: DID -> DidInfo, for DIDs resolved but not stored
+        self._docs = _Expiring()
+        #: DID -> the IdentityError of its last resolution, while it is not to be tried again
+        self._failed = _Expiring()
+        #: handle -> its verified DID ("" when it has none)
+        self._handles = _Expiring()
         self.failures = 0
         #: awaited with the DID after its verified handle changed (the indexer refreshes search text)
         self.on_handle_change: Callable[[str], Awaitable[None]] | None = None
@@ -149,12 +232,13 @@ class IdentityService:
             self.queue.put_nowait(did)
 
     async def run(self, concurrency: int = 4) -> None:
-        """Refresh queued DIDs until cancelled."""
+        """Refresh queued DIDs until cancelled. Queued DIDs are the indexer's (new in the firehose,
+        ``#identity`` events) and the sweep's: they are fetched even after a recent failure."""
         async def worker() -> None:
             while True:
                 did = await self.queue.get()
                 try:
-                    await self.refresh(did)
+                    await self.refresh(did, force=True)
                 except Exception:  # never let one identity stop the worker
                     log.exception("identity refresh of %s failed", did)
                 finally:
@@ -165,21 +249,36 @@ class IdentityService:
                 await self.refresh_stale()
         await asyncio.gather(sweeper(), *(worker() for _ in range(concurrency)))
 
+    def _recent_failure(self, did: str, strict: bool) -> bool:
+        """True when ``did`` failed to resolve a moment ago (so it is not fetched again now). With
+        ``strict``, a transient failure raises ``TransientIdentityError`` instead."""
+        failed = self._failed.get(did)
+        if not isinstance(failed, IdentityError):
+            return False
+        if strict and failed.transient:
+            raise TransientIdentityError(str(failed))
+        return True
+
     async def signing_key(self, did: str, refresh: bool = False) -> str | None:
         """``did``'s ``#atproto`` signing key (``did:key``), from memory, the ``actor`` table, or a
-        fresh resolution (always with ``refresh``). None when the DID has no document or key.
-        Raises ``TransientIdentityError`` when the document cannot be fetched right now."""
+        fresh resolution (always with ``refresh``, unless it failed a moment ago). None when the DID
+        has no document or key. Raises ``TransientIdentityError`` when the document cannot be
+        fetched right now."""
         if not refresh:
-            if did in self._keys:
-                return self._keys[did]
+            key = self._keys.get(did)
+            if isinstance(key, str):
+                return key or None
+            if self._recent_failure(did, strict=True):
+                return None
             cur = await self.conn.execute("SELECT signing_key FROM actor WHERE did = ? AND resolved_at IS NOT NULL "
                                           "AND signing_key IS NOT NULL", (did,))
             row = await cur.fetchone()
             if row:
-                self._remember(did, row[0])
+                self._keys.put(did, row[0], self.settings.identity_ttl_s)
                 return row[0]
         await self.refresh(did, strict=True)
-        return self._keys.get(did)
+        key = self._keys.get(did)
+        return key if isinstance(key, str) and key else None
 
     async def pds(self, did: str) -> str | None:
         """The PDS endpoint in ``did``'s document (resolving it when unknown). Raises
@@ -188,42 +287,54 @@ class IdentityService:
         row = await cur.fetchone()
         if row and row[0]:
             return row[0]
+        if not row and isinstance(info := self._docs.get(did), DidInfo):
+            return info.pds
         await self.refresh(did, strict=True)
         cur = await self.conn.execute("SELECT pds FROM actor WHERE did = ?", (did,))
         row = await cur.fetchone()
-        return row[0] if row else None
+        if row:
+            return row[0]
+        info = self._docs.get(did)
+        return info.pds if isinstance(info, DidInfo) else None
 
-    def _remember(self, did: str, key: str | None) -> None:
-        if len(self._keys) > 200_000:
-            self._keys.clear()
-        self._keys[did] = key
+    async def refresh(self, did: str, strict: bool = False, force: bool = False) -> str | None:
+        """Resolve ``did`` now, verify its handle both ways, and store it when it has an ``actor``
+        row (otherwise keep it in memory). Returns the verified handle or None.
 
-    async def refresh(self, did: str, strict: bool = False) -> str | None:
-        """Resolve ``did`` now, verify its handle both ways, store it. Returns the verified handle or None.
-
-        With ``strict``, a transient failure raises ``TransientIdentityError``; a permanent one
-        (unknown DID, bad document) forgets the DID's key."""
+        A DID that failed a moment ago is not fetched again (None) unless ``force``. With
+        ``strict``, a transient failure raises ``TransientIdentityError``; a permanent one
+        (unknown DID, bad document, bad syntax) forgets the DID's key."""
+        if not force and self._recent_failure(did, strict):
+            return None
+        ttl = self.settings.identity_ttl_s
         try:
             info = await self.resolver.resolve_did(did)
         except IdentityError as exc:
             self.failures += 1
-            log.info("cannot resolve %s: %s", did, exc)
+            log.info("cannot resolve %s: %s", did[:300], exc)
+            self._failed.put(did, exc, TRANSIENT_TTL_S if exc.transient else FAILED_TTL_S)
+            if not exc.transient:
+                self._keys.pop(did)
+                self._docs.pop(did)
+            # a stored DID keeps what we knew; it is tried again in RETRY_FAILED_S after a transient
+            # failure and after the TTL after a permanent one (not on every sweep, not on every request)
+            retry_in = RETRY_FAILED_S if exc.transient else ttl
+            if await self._stored(did):
+                async with self._write_lock:
+                    await self.conn.execute("UPDATE actor SET resolved_at = ? WHERE did = ?",
+                                            (time.time() - ttl + retry_in, did))
             if strict and exc.transient:
                 raise TransientIdentityError(str(exc)) from exc
-            if not exc.transient:
-                self._remember(did, None)
-            # keep what we knew, and try again in RETRY_FAILED_S rather than on every request
-            async with self._write_lock:
-                await self.conn.execute(
-                    "INSERT INTO actor (did, resolved_at) VALUES (?, ?) ON CONFLICT (did) DO UPDATE "
-                    "SET resolved_at = excluded.resolved_at",
-                    (did, time.time() - self.settings.identity_ttl_s + RETRY_FAILED_S))
             return None
+        self._failed.pop(did)
         verified = False
         if info.handle:
             verified = (await self.resolver.resolve_handle(info.handle)) == did
         handle = info.handle.lower() if (info.handle and verified) else None
-        self._remember(did, info.signing_key)
+        self._keys.put(did, info.signing_key or "", ttl)
+        if not await self._stored(did):  # learned from a request, not the firehose: memory only
+            self._docs.put(did, info, ttl)
+            return handle
         async with self._write_lock:
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -233,30 +344,35 @@ class IdentityService:
                     await self.conn.execute("UPDATE actor SET handle = NULL, handle_verified = 0 "
                                             "WHERE handle = ? AND did != ?", (handle, did))
                 await self.conn.execute(
-                    "INSERT INTO actor (did, handle, handle_verified, pds, signing_key, resolved_at) "
-                    "VALUES (?,?,?,?,?,?) ON CONFLICT (did) DO UPDATE SET handle = excluded.handle, "
-                    "handle_verified = excluded.handle_verified, pds = excluded.pds, "
-                    "signing_key = excluded.signing_key, resolved_at = excluded.resolved_at",
-                    (did, handle, 1 if handle else 0, info.pds, info.signing_key, time.time()))
+                    "UPDATE actor SET handle = ?, handle_verified = ?, pds = ?, signing_key = ?, resolved_at = ? "
+                    "WHERE did = ?", (handle, 1 if handle else 0, info.pds, info.signing_key, time.time(), did))
                 await self.conn.execute("COMMIT")
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
-        if (not row or row[0] != handle) and self.on_handle_change:
+        if row and row[0] != handle and self.on_handle_change:
             await self.on_handle_change(did)
         return handle
 
+    async def _stored(self, did: str) -> bool:
+        cur = await self.conn.execute("SELECT 1 FROM actor WHERE did = ?", (did,))
+        return await cur.fetchone() is not None
+
     async def did_for_handle(self, handle: str) -> str | None:
-        """A handle -> its DID: from the cache when verified, else resolved (and verified) now."""
+        """A handle -> its DID: from the table when verified there, else resolved (and verified)
+        now and remembered in memory for ``RETRY_FAILED_S``, found or not."""
         handle = handle.lower().lstrip("@")
         cur = await self.conn.execute("SELECT did FROM actor WHERE handle = ? AND handle_verified = 1", (handle,))
         row = await cur.fetchone()
         if row:
             return row[0]
+        cached = self._handles.get(handle)
+        if isinstance(cached, str):
+            return cached or None
         did = await self.resolver.resolve_handle(handle)
-        if did and await self.refresh(did) == handle:
-            return did
-        return None
+        found = did if did and await self.refresh(did) == handle else None
+        self._handles.put(handle, found or "", RETRY_FAILED_S)
+        return found
 
     async def refresh_stale(self) -> int:
         """Queue DIDs never resolved or older than the TTL. Returns how many were queued."""
