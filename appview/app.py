@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -11,20 +12,25 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 
 from appview import metrics
 from appview.blobs import BlobError
 from appview.page import render_index
 from appview.payment_methods import PAYMENT_METHODS, payment_method, stripe_webhook
 from appview.queries import QUERIES
-from appview.xrpc import XrpcError, parse_params
+from appview.xrpc import BodyLimit, XrpcError, head_response, parse_params
 
 if TYPE_CHECKING:
     from openmusic.runtime import Runtime
 
 log = logging.getLogger("openmusic.appview")
 IMMUTABLE = "public, max-age=31536000, immutable"
+#: Request-body limits, bytes, per route (``route(..., max_body=)``): XRPC procedures take small JSON
+#: inputs; Stripe's webhook events are a few kB (256 KiB is generous). Routes that read no body get
+#: the XRPC limit too, so a declared huge body is refused at once.
+XRPC_MAX_BODY = 64 * 1024
+WEBHOOK_MAX_BODY = 256 * 1024
 #: The firehose counts as current while its last event arrived less than this many seconds after it was sent.
 MAX_LAG_S = 60
 
@@ -39,11 +45,12 @@ def create_app(rt: Runtime) -> Starlette:
         handler = QUERIES.get(nsid)
         if handler is None:
             return XrpcError(501, "MethodNotImplemented", f"{nsid} is not served here").response()
-        if request.method != "GET":
+        if request.method not in ("GET", "HEAD"):
             return XrpcError(405, "InvalidRequest", f"{nsid} is a query: use GET").response()
         try:
             params = parse_params(nsid, request)
-            return JSONResponse(await handler(rt.views, params))
+            response = JSONResponse(await handler(rt.views, params))
+            return head_response(response) if request.method == "HEAD" else response
         except XrpcError as exc:
             return exc.response()
         except Exception:
@@ -110,13 +117,22 @@ def create_app(rt: Runtime) -> Starlette:
                       allow_headers=["Range", "Content-Type", "Authorization", "atproto-accept-labelers"],
                       expose_headers=["Content-Range", "Content-Length", "Accept-Ranges"])
     return Starlette(middleware=[cors], routes=[
-        Route("/", index),
-        Route("/health", health),
-        Route("/metrics", metrics_page),
-        Route("/xrpc/_health", health),
-        Route("/xrpc/{nsid}", xrpc, methods=["GET", "POST"]),
-        Route("/.well-known/did.json", did_json),
-        Route("/stripe/webhook", webhook, methods=["POST"]),
-        Route("/audio/{did}/{cid}", audio, methods=["GET", "HEAD"]),
-        Route("/image/{did}/{cid}", image, methods=["GET", "HEAD"]),
+        route("/", index),
+        route("/health", health),
+        route("/metrics", metrics_page),
+        route("/xrpc/_health", health),
+        route("/xrpc/{nsid}", xrpc, methods=["GET", "POST"]),
+        route("/.well-known/did.json", did_json),
+        route("/stripe/webhook", webhook, methods=["POST"], max_body=WEBHOOK_MAX_BODY),
+        route("/audio/{did}/{cid}", audio, methods=["GET", "HEAD"]),
+        route("/image/{did}/{cid}", image, methods=["GET", "HEAD"]),
     ])
+
+
+def route(path: str, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str] | None = None,
+          max_body: int = XRPC_MAX_BODY) -> Route:
+    """A ``Route`` whose request body is limited to ``max_body`` bytes (``BodyLimit``: 413
+    ``PayloadTooLarge``, checked on ``Content-Length`` and counted while streaming). Forms or uploads
+    added later pass their own ``max_body``. GET routes answer HEAD too."""
+    return Route(path, BodyLimit(request_response(endpoint), max_body), methods=methods or ["GET"],
+                 name=endpoint.__name__)

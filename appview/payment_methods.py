@@ -9,6 +9,7 @@ payments off (no Stripe key or broker account configured) these answer 501 ``Pay
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from lexrpc.base import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from appview.xrpc import XrpcError, invalid, parse_params
+from appview.xrpc import XrpcError, head_response, int_cursor, invalid, parse_params
 from openmusic.lexicons import validator
 from payments.auth import AuthError
 from payments.errors import PaymentError
@@ -64,6 +65,7 @@ async def _get_subscription(rt: Runtime, did: str, request: Request) -> dict[str
 
 async def _get_earnings(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
     p = parse_params(NS + "getEarnings", request)
+    int_cursor(p.get("cursor"))  # a forged cursor is refused here, before it reaches SQLite
     return await rt.payments.earnings(did, p.get("artist") or did, p.get("period"), p["limit"], p.get("cursor"))
 
 
@@ -86,28 +88,43 @@ PAYMENT_METHODS: dict[str, tuple[str, bool, Handler]] = {
 
 
 async def _input(nsid: str, request: Request) -> dict[str, Any]:
+    """The JSON input of procedure ``nsid``, validated against its lexicon. Raises ``XrpcError``:
+    400 ``InvalidRequest`` saying what is wrong, 413 ``PayloadTooLarge`` past the route's body limit."""
     if not request.headers.get("content-type", "").startswith("application/json"):
         raise invalid("the input must be application/json")
+    raw = await request.body()
     try:
-        body = await request.json()
+        body = json.loads(raw)
+        json.dumps(body, ensure_ascii=False).encode()  # lone surrogates ("\ud800") are not text
+    except ValueError as exc:  # UnicodeDecodeError / UnicodeEncodeError are ValueErrors too
+        raise invalid("the body is not JSON (UTF-8 text)") from exc
+    except RecursionError as exc:
+        raise invalid("the input is nested too deeply") from exc
+    try:
         validator().validate(nsid, "input", body)
-    except ValueError as exc:
-        raise invalid("the body is not JSON") from exc
     except ValidationError as exc:
-        raise invalid(str(exc).replace(f"in {nsid}, ", "")) from exc
+        raise invalid(_short(str(exc).replace(f"in {nsid}, ", ""))) from exc
+    except RecursionError as exc:
+        raise invalid("the input is nested too deeply") from exc
     return body
+
+
+def _short(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else message[:limit] + "..."
 
 
 async def payment_method(rt: Runtime, nsid: str, request: Request) -> Response:
     """Dispatch one authenticated payment method; errors as XRPC error bodies."""
     try:
         method, needs_auth, handler = PAYMENT_METHODS[nsid]
-        if request.method != method:
+        head = request.method == "HEAD" and method == "GET"
+        if request.method != method and not head:
             raise XrpcError(405, "InvalidRequest", f"{nsid} takes {method}")
         if rt.payments is None or rt.auth is None:
             raise XrpcError(501, "PaymentsDisabled", "payments are not configured on this AppView")
         did = await rt.auth.verify(request.headers.get("authorization"), nsid) if needs_auth else ""
-        return JSONResponse(await handler(rt, did, request))
+        response = JSONResponse(await handler(rt, did, request))
+        return head_response(response) if head else response
     except AuthError as exc:
         resp = XrpcError(401, exc.error, str(exc)).response()
         resp.headers["WWW-Authenticate"] = 'Bearer realm="openmusic"'
@@ -126,8 +143,13 @@ async def stripe_webhook(rt: Runtime, request: Request) -> Response:
     will not retry), 500 when we could not record it (Stripe retries)."""
     if rt.payments is None:
         return XrpcError(501, "PaymentsDisabled", "payments are not configured on this AppView").response()
+    signature = request.headers.get("stripe-signature")
+    if not signature:  # refused before the body is read
+        return invalid("webhook rejected: no Stripe-Signature header").response()
     try:
-        result = await rt.payments.handle_webhook(await request.body(), request.headers.get("stripe-signature"))
+        result = await rt.payments.handle_webhook(await request.body(), signature)
+    except XrpcError as exc:  # PayloadTooLarge, past the route's body limit
+        return exc.response()
     except PaymentError as exc:
         return XrpcError(exc.status, exc.error, str(exc)).response()
     except Exception:

@@ -62,7 +62,7 @@ async def get_tips(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
         where, key = "t.subject = ?", await resolve_actor(ctx, p["artist"])
     args: list[Any] = [key]
     cond = ""
-    if after := decode_cursor(p.get("cursor"), 2):
+    if after := decode_cursor(p.get("cursor"), (str, str)):
         cond = "AND (t.sort_at < ? OR (t.sort_at = ? AND t.uri < ?))"
         args += [after[0], after[0], after[1]]
     cur = await ctx.db.execute(

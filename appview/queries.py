@@ -65,14 +65,13 @@ async def search_tracks(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     if p.get("aiLevel"):
         where.append("t.ai_level = ?")
         args.append(p["aiLevel"])
-    after = decode_cursor(p.get("cursor"), 2)
+    # the cursor's sort key: search_key (int) walking the FTS index, plays (int), or sort_at (str)
+    after = decode_cursor(p.get("cursor"), (int if words or sort == "plays" else str, str))
     if words and sort == "recent":
         key, uri, source = "f.rowid", "t.uri", "track_fts f JOIN track t ON t.search_key = f.rowid"
         where.insert(0, "track_fts MATCH ?")
         args.insert(0, match)
         if after:
-            if not isinstance(after[0], int):
-                raise invalid("malformed cursor")
             where.append("f.rowid < ?")
             args.append(after[0])
         order = "f.rowid DESC"
@@ -104,7 +103,7 @@ async def get_artist_tracks(ctx: ViewContext, p: dict[str, Any]) -> dict[str, An
     did = await resolve_actor(ctx, p["actor"])
     args: list[Any] = [did]
     cond = ""
-    if after := decode_cursor(p.get("cursor"), 2):
+    if after := decode_cursor(p.get("cursor"), (str, str)):
         cond = "AND (sort_at < ? OR (sort_at = ? AND uri < ?))"
         args += [after[0], after[0], after[1]]
     cur = await ctx.db.execute(
@@ -170,7 +169,7 @@ async def get_plays(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     did = await resolve_actor(ctx, p["actor"])
     args: list[Any] = [did]
     cond = ""
-    if after := decode_cursor(p.get("cursor"), 2):
+    if after := decode_cursor(p.get("cursor"), (str, str)):
         cond = "AND (pl.sort_at < ? OR (pl.sort_at = ? AND pl.uri < ?))"
         args += [after[0], after[0], after[1]]
     cur = await ctx.db.execute(
