@@ -23,12 +23,13 @@ test: setup            ## lint, then every test (units and end to end on the ref
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-bench: setup           ## record a real stream once, replay it, and measure query latency
+bench: setup           ## record a real stream once, replay it, and measure query latency (in-process and over HTTP)
 	test -f bench/data/stream.bin || $(BIN)/python -m bench.record
 	test -f bench/data/music/stream.bin || $(BIN)/python -m bench.record --accounts 20 --music-accounts 20 \
 		--music-share 1 --commits 10000 --out bench/data/music
 	$(BIN)/python -m bench.firehose
 	$(BIN)/python -m bench.queries
+	$(BIN)/python -m bench.http --readers 1,2,4
 
 lint: setup
 	$(BIN)/ruff check .

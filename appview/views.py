@@ -9,6 +9,7 @@ from typing import Any
 
 import aiosqlite
 
+from openmusic.db import ReaderPool
 from openmusic.identity import INVALID_HANDLE, IdentityService
 
 ACTIVE = "COALESCE(a.active, 1) = 1"
@@ -16,9 +17,10 @@ ACTIVE = "COALESCE(a.active, 1) = 1"
 
 @dataclass
 class ViewContext:
-    """What hydration needs: a reader connection, the identity service and the public base URL."""
+    """What hydration needs: the readers (the runtime's ``ReaderPool``, or one connection), the
+    identity service and the public base URL."""
 
-    db: aiosqlite.Connection
+    db: ReaderPool | aiosqlite.Connection
     identity: IdentityService
     base_url: str
 

@@ -59,6 +59,10 @@ class Settings:
     verify_workers: int = field(default_factory=lambda: max(0, (os.cpu_count() or 1) - 1))
     #: Most firehose events applied in one database transaction.
     firehose_batch_size: int = 500
+    #: SQLite reader connections serving the AppView's queries (a pool; WAL lets them read at once).
+    #: More readers keep a slow query from holding up the rest; past the core count they cost more in
+    #: thread switching than they give (``bench/http.py``). Default: the CPU count, at most 4.
+    db_readers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     #: Log level for the ``openmusic`` loggers.
     log_level: str = "INFO"
 

@@ -1,13 +1,16 @@
 """The AppView database: SQLite through aiosqlite, schema migrations through yoyo-migrations
-(``openmusic/migrations/``). One writer connection (the indexer) and separate reader connections
-(the AppView); WAL lets them run concurrently."""
+(``openmusic/migrations/``). One writer connection (the indexer) and a pool of reader connections
+(the AppView, ``ReaderPool``); WAL lets them all run concurrently."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 from yoyo import get_backend, read_migrations
@@ -32,7 +35,11 @@ def migrate(db_path: str) -> int:
     return len(pending)
 
 
-async def connect(db_path: str, readonly: bool = False) -> aiosqlite.Connection:
+#: Page cache per connection, KiB (a reader pool shares this much among its connections).
+CACHE_KIB = 65536
+
+
+async def connect(db_path: str, readonly: bool = False, cache_kib: int = CACHE_KIB) -> aiosqlite.Connection:
     """Open a connection with the pragmas we rely on (WAL, NORMAL sync, 10 s busy timeout).
 
     Rows come back as ``sqlite3.Row``. The writer uses explicit ``BEGIN``/``COMMIT``.
@@ -46,8 +53,92 @@ async def connect(db_path: str, readonly: bool = False) -> aiosqlite.Connection:
     if not readonly:
         await conn.execute("PRAGMA journal_mode = WAL")
     await conn.execute("PRAGMA synchronous = NORMAL")
-    await conn.execute("PRAGMA cache_size = -65536")
+    await conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
     return conn
+
+
+class Rows:
+    """The rows of one statement run by ``ReaderPool.execute``, read like an aiosqlite cursor
+    (``await fetchone()``, ``await fetchall()``, ``async for``)."""
+
+    def __init__(self, rows: Iterable[sqlite3.Row]) -> None:
+        self._rows = list(rows)
+        self._next = 0
+
+    async def fetchone(self) -> sqlite3.Row | None:
+        """The next row, or None."""
+        if self._next >= len(self._rows):
+            return None
+        self._next += 1
+        return self._rows[self._next - 1]
+
+    async def fetchall(self) -> list[sqlite3.Row]:
+        """The rows not fetched yet."""
+        rest, self._next = self._rows[self._next:], len(self._rows)
+        return rest
+
+    def __aiter__(self) -> Rows:
+        return self
+
+    async def __anext__(self) -> sqlite3.Row:
+        row = await self.fetchone()
+        if row is None:
+            raise StopAsyncIteration
+        return row
+
+
+class ReaderPool:
+    """Reader connections for the AppView's queries (``query_only``). Each statement runs on the
+    connection with the fewest statements in flight, in one hop to its thread (execute and fetch
+    together), so a slow query holds up one connection, not every request. With WAL, readers
+    do not block each other or the writer. Use ``await ReaderPool.open(path, size)``."""
+
+    def __init__(self, conns: Sequence[aiosqlite.Connection]) -> None:
+        if not conns:
+            raise ValueError("a reader pool needs at least one connection")
+        self.conns = list(conns)
+        self._busy = [0] * len(self.conns)
+        self._turn = 0
+
+    @classmethod
+    async def open(cls, db_path: str, size: int) -> ReaderPool:
+        """``size`` (at least 1) reader connections to ``db_path``, sharing ``CACHE_KIB`` of page cache."""
+        size = max(1, int(size))
+        cache = max(16384, CACHE_KIB // size)
+        conns = []
+        try:
+            for _ in range(size):
+                conn = await connect(db_path, cache_kib=cache)
+                conns.append(conn)
+                await conn.execute("PRAGMA query_only = ON")
+        except BaseException:
+            for conn in conns:
+                await conn.close()
+            raise
+        return cls(conns)
+
+    @property
+    def size(self) -> int:
+        """How many connections the pool holds."""
+        return len(self.conns)
+
+    def _pick(self) -> int:
+        n = len(self.conns)
+        self._turn = (self._turn + 1) % n  # ties go round-robin
+        return min(((self._turn + k) % n for k in range(n)), key=self._busy.__getitem__)
+
+    async def execute(self, sql: str, parameters: Iterable[Any] | dict[str, Any] = ()) -> Rows:
+        """Run one statement on the least busy connection; its rows, read. Raises sqlite3 errors."""
+        i = self._pick()
+        self._busy[i] += 1
+        try:
+            return Rows(await self.conns[i].execute_fetchall(sql, parameters))
+        finally:
+            self._busy[i] -= 1
+
+    async def close(self) -> None:
+        """Close every connection."""
+        await asyncio.gather(*(conn.close() for conn in self.conns), return_exceptions=True)
 
 
 def connect_sync(db_path: str) -> sqlite3.Connection:

@@ -1,8 +1,8 @@
 """Wires the parts together in one process: firehose consumer -> indexer -> SQLite <- AppView.
 
-``Runtime.start()`` migrates the database, opens connections (indexer writer, identity writer,
-AppView reader), and starts the consumer and the identity refresher as tasks; ``serve()`` runs the
-AppView under uvicorn until stopped.
+``Runtime.start()`` migrates the database, opens connections (indexer writer, identity writer, the
+AppView's pool of ``Settings.db_readers`` readers), and starts the consumer and the identity
+refresher as tasks; ``serve()`` runs the AppView under uvicorn until stopped.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Runtime:
         self.broker_worker: BrokerWorker | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._conns: list[aiosqlite.Connection] = []
+        self._pools: list[db.ReaderPool] = []
 
     async def start(self, firehose: bool = True) -> None:
         """Migrate, connect, and (with ``firehose``) start consuming. Raises on a bad database."""
@@ -54,7 +55,8 @@ class Runtime:
         db.migrate(s.db_path)
         self.http = httpx.AsyncClient(follow_redirects=False, headers={"user-agent": "openmusic-appview/0.1"})
         self.identity_conn = await self._connect()
-        self.reader = await self._connect()
+        self.reader = await db.ReaderPool.open(s.db_path, s.db_readers)
+        self._pools.append(self.reader)
         self.identity = IdentityService(s, self.identity_conn, IdentityResolver(s, self.http))
         self.blobs = BlobStore(s.blob_cache_dir, self.http, s.allow_private_hosts, s.max_blob_bytes)
         self.views = ViewContext(self.reader, self.identity, s.base_url)
@@ -161,6 +163,8 @@ class Runtime:
                 await task
         for conn in self._conns:
             await conn.close()
+        for pool in self._pools:
+            await pool.close()
         if self.payments:
             await self.payments.close()
         if self.indexer:

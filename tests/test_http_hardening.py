@@ -307,3 +307,33 @@ async def test_head_is_get_without_a_body(web):
     assert head.status_code == 400 and head.content == b""
     assert (await http.head(f"/xrpc/{NS}nothing.here")).status_code == 501
     assert (await http.head(f"/xrpc/{CREDIT}")).status_code == 405
+
+
+# -- item 19: a pool of readers --
+
+SLOW_SQL = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) SELECT COUNT(*) FROM n"
+
+
+async def test_reader_pool_serves_beside_a_slow_query(web, tmp_path_factory):
+    """With two readers, a quick query is answered while a slow one runs; with one, it waits."""
+    from openmusic.db import ReaderPool
+
+    path = str(next(tmp_path_factory.getbasetemp().glob("hardening*")) / "db.sqlite")
+    for size, waits in ((2, False), (1, True)):
+        pool = await ReaderPool.open(path, size)
+        try:
+            slow = asyncio.create_task(pool.execute(SLOW_SQL))
+            await asyncio.sleep(0.05)
+            rows = await pool.execute("SELECT COUNT(*) FROM track WHERE did = ?", ("did:plc:none",))
+            assert (await rows.fetchone())[0] == 0 and await rows.fetchone() is None
+            assert slow.done() is waits, size
+            assert (await (await slow).fetchall())[0][0] == 3_000_000
+            with pytest.raises(Exception, match="readonly|query_only|attempt to write"):
+                await pool.execute("DELETE FROM track")
+        finally:
+            await pool.close()
+
+
+def test_reader_count_setting():
+    assert Settings.from_env({"OPENMUSIC_DB_READERS": "8"}).db_readers == 8
+    assert 1 <= Settings.from_env({}).db_readers <= 4
