@@ -337,3 +337,27 @@ async def test_reader_pool_serves_beside_a_slow_query(web, tmp_path_factory):
 def test_reader_count_setting():
     assert Settings.from_env({"OPENMUSIC_DB_READERS": "8"}).db_readers == 8
     assert 1 <= Settings.from_env({}).db_readers <= 4
+
+
+GARBAGE = ["", " ", "0", "-1", "1e3", "99999999999999999999999", "NaN", "true", "[]", "{}", "null", "%00", "\x00",
+           "\ud7ff", "did:plc:../../admin", "at://did:plc:x/fm.openmusic.catalog.track/../../x", "a" * 5000,
+           "'; DROP TABLE track; --", '"*', "did:web:localhost%3A1", "@handle.invalid", "é" * 300]
+
+
+async def test_no_query_parameter_gives_a_server_error(web):
+    """Every parameter of every query and GET method, given garbage: an XRPC error or an answer, never a 5xx."""
+    from appview.payment_methods import PAYMENT_METHODS
+    from appview.queries import QUERIES
+    from openmusic.lexicons import validator
+
+    http, _, _, _, _ = web
+    nsids = list(QUERIES) + [n for n, (method, _, _) in PAYMENT_METHODS.items() if method == "GET"]
+    for nsid in nsids:
+        props = (validator().defs[nsid].get("parameters") or {}).get("properties", {})
+        for name in props:
+            for value in GARBAGE:
+                headers = token(nsid) if nsid.startswith(NS + "payment.get") and nsid != NS + "payment.getTips" else {}
+                resp = await http.get(f"/xrpc/{nsid}", params={name: value}, headers=headers)
+                assert resp.status_code < 500, (nsid, name, value, resp.text)
+                if resp.status_code >= 400:
+                    assert set(resp.json()) == {"error", "message"}, resp.text
