@@ -21,8 +21,14 @@ in parallel with the consumer decoding the next batch.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -206,13 +212,56 @@ def verify_many(jobs: list[tuple[Proof, str]], now: float) -> list[tuple[str | N
     return out
 
 
+#: ``prctl`` option: the signal the kernel sends this process when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+#: How often (s) a worker's watcher checks that the process that started it is still its parent.
+PARENT_POLL_S = 1.0
+
+
+def _watch_parent(parent_pid: int, parent_alive: multiprocessing.connection.Connection) -> None:
+    """A worker's daemon thread: exit the worker at once when the pool's parent is gone, which it sees
+    as EOF on ``parent_alive`` (the parent holds the only write end, closed when it dies however it
+    dies) or as a change of ``os.getppid()`` (re-parented to init or a subreaper). Never returns."""
+    while True:
+        try:
+            if parent_alive.poll(PARENT_POLL_S):  # readable: EOF (nothing is ever sent)
+                break
+        except (OSError, EOFError):
+            break
+        if os.getppid() != parent_pid:
+            break
+    os._exit(1)
+
+
+def _worker_init(parent_pid: int, parent_alive: multiprocessing.connection.Connection, deathsig: bool) -> None:
+    """Initializer of each verification worker process: make it exit when the process that started
+    the pool dies, even by SIGKILL or the OOM killer (otherwise the worker, blocked on its call queue,
+    and the pool's resource tracker, which waits for every holder of its pipe, would run forever).
+
+    ``parent_pid``: the pool's parent; ``parent_alive``: the read end of a pipe whose write end only
+    the parent holds; ``deathsig``: on Linux, also ask the kernel for SIGKILL when the parent dies
+    (``prctl(PR_SET_PDEATHSIG)``, immediate). The kernel sends it when the *thread* that spawned the
+    worker ends, so the parent passes True only when that thread is its main thread. The portable
+    watcher thread (``_watch_parent``) runs in every case."""
+    if deathsig and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no usable libc: the watcher below still applies
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid, parent_alive), name="openmusic-parent-watch",
+                     daemon=True).start()
+
+
 class Verifier:
     """Verifies the commits of a batch before the indexer applies it (outside its transaction).
 
     ``workers``: processes for the MST and signature work of busy batches (0: all in this
     process); batches of fewer than ``pool_min`` commits are verified here, where a process hop
     would cost more than it saves. ``counters`` counts verified commits and rejections by reason.
-    Call ``close()`` to stop the workers.
+    Call ``close()`` to stop the workers; they also exit by themselves within about a second when
+    this process dies, however it dies (``_worker_init``).
     """
 
     def __init__(self, keys: KeySource, workers: int = 0, pool_min: int = 32) -> None:
@@ -221,13 +270,20 @@ class Verifier:
         self.pool_min = pool_min
         self.counters: Counter[str] = Counter()
         self._pool: ProcessPoolExecutor | None = None
+        self._parent_end: multiprocessing.connection.Connection | None = None
 
     async def start(self) -> None:
         """Start the worker processes now (they import the verification code, ~1 s), rather than
-        on the first busy batch."""
+        on the first busy batch. All of them are spawned here, from the calling thread."""
         if self.workers > 0 and self._pool is None:
             # spawn: the consumer process has threads (the indexer's writer), which fork would copy mid-state
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            ctx = multiprocessing.get_context("spawn")
+            # Workers watch the read end; the write end stays here alone (pipes are not inherited by
+            # spawned or subprocess children), so its EOF in a worker means this process is gone.
+            child_end, self._parent_end = ctx.Pipe(duplex=False)
+            deathsig = threading.current_thread() is threading.main_thread()
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init,
+                                             initargs=(os.getpid(), child_end, deathsig))
             loop = asyncio.get_running_loop()
             await asyncio.gather(*(loop.run_in_executor(self._pool, verify_many, [], 0.0)
                                    for _ in range(self.workers)))
@@ -237,6 +293,9 @@ class Verifier:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._parent_end is not None:
+            self._parent_end.close()
+            self._parent_end = None
 
     async def check_batch(self, events: list) -> None:
         """Set ``rejected`` on each commit (with ops) that fails. Raises ``TransientIdentityError``
