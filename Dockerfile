@@ -1,16 +1,27 @@
-# The AppView image: Python app + the project's files. The local reference network (devnet/)
-# runs in its own service, see docker-compose.yml.
+# syntax=docker/dockerfile:1
+# The AppView image. `COPY . .` takes the whole project (.dockerignore leaves out local state: .venv,
+# devnet's Node install, data, bench data), so no package can be forgotten here; the build stage makes
+# wheels of the project (every package [tool.setuptools.packages.find] includes, with its package data)
+# and of its dependencies (cbrrr has no binary wheel, hence the compiler), and the runtime stage
+# installs them, without the sources or a compiler. tests/test_packaging.py checks all of this.
+# The local reference network (devnet/) runs in its own service: see docker-compose.yml.
+FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
 FROM python:3.11-slim
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links /wheels openmusic
+# The lexicon documents are read at run time (openmusic.lexicons) and are not a Python package.
+COPY lexicons /app/lexicons
+RUN useradd --system --home-dir /app openmusic && mkdir -p /data && chown openmusic /data
+USER openmusic
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY openmusic ./openmusic
-COPY firehose ./firehose
-COPY indexer ./indexer
-COPY appview ./appview
-COPY feedgen ./feedgen
-COPY lexicons ./lexicons
-RUN pip install --no-cache-dir -e .
-ENV OPENMUSIC_HOST=0.0.0.0 OPENMUSIC_DB_PATH=/data/openmusic.sqlite OPENMUSIC_BLOB_CACHE_DIR=/data/blobs
+ENV OPENMUSIC_LEXICON_DIR=/app/lexicons OPENMUSIC_HOST=0.0.0.0 \
+    OPENMUSIC_DB_PATH=/data/openmusic.sqlite OPENMUSIC_BLOB_CACHE_DIR=/data/blobs
 VOLUME /data
 EXPOSE 8080
 CMD ["openmusic", "run"]
