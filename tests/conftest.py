@@ -222,7 +222,8 @@ def still_running(procs: dict[int, int]) -> dict[int, int]:
 def session_processes(token: str = SESSION_TOKEN) -> dict[int, str]:
     """Live processes of this test session other than pytest itself: those started with
     ``OPENMUSIC_TEST_SESSION=token`` in their environment (orphans included) and descendants of
-    pytest; as ``pid -> command line``."""
+    pytest, except pytest's own multiprocessing resource tracker (it reads a pipe that only pytest
+    and its pool workers hold, so it ends at EOF when they do); as ``pid -> command line``."""
     import os
 
     me = os.getpid()
@@ -244,6 +245,8 @@ def session_processes(token: str = SESSION_TOKEN) -> dict[int, str]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
+        if table[pid][0] == me and "multiprocessing.resource_tracker" in cmd:
+            continue  # pytest's own tracker (in-process verification pools): it exits when pytest does
         out[pid] = cmd
     return out
 
