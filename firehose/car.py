@@ -64,7 +64,10 @@ def read_car(data: bytes, verify: bool = True) -> tuple[list[bytes], dict[bytes,
         raise CarError("bad CAR header") from exc
     if not isinstance(header, dict) or header.get("version") != 1:
         raise CarError("not a CAR v1 header")
-    roots = [bytes(r) for r in header.get("roots") or []]
+    roots_field = header.get("roots") or []
+    if not isinstance(roots_field, list) or not all(isinstance(r, cbrrr.CID) for r in roots_field):
+        raise CarError("the CAR header's roots are not CID links")  # bytes(int) would allocate that many bytes
+    roots = [bytes(r) for r in roots_field]
     pos += header_len
     blocks: dict[bytes, bytes] = {}
     end = len(buf)

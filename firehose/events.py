@@ -4,10 +4,17 @@
 ``AccountEvent``, ``SyncEvent``, ``InfoEvent`` or ``ErrorFrame``; ``None`` for unknown types
 (which the event-stream spec says to ignore). Record bodies are decoded only for ops whose
 collection the caller wants, so most of the network's traffic costs a header decode.
+
+Nothing a frame holds makes decoding raise anything but ``FrameError``: fields are type-checked
+here, and a record block that is too large (``MAX_RECORD_BYTES``, checked before decoding) or not
+DAG-CBOR becomes its op's ``error``, for the indexer to reject that record alone. ``cbrrr`` decodes
+without recursion (a million nested arrays decode in 0.3 s), so nesting is bounded afterwards by
+``openmusic.lexicons.check_data_model``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +23,7 @@ import cbrrr
 import libipld
 
 from firehose.car import CarError, cid_str, read_car
+from openmusic.lexicons import MAX_RECORD_BYTES
 
 
 class FrameError(ValueError):
@@ -26,7 +34,8 @@ class FrameError(ValueError):
 class RecordOp:
     """One repo write: ``action`` is create | update | delete; ``cid`` (str) is None on delete;
     ``record`` is the decoded record (data model as decoded by cbrrr: CIDs are ``cbrrr.CID``) or None
-    when the op is a delete or its block is missing."""
+    when the op is a delete or its block is missing or unusable; ``error`` is then ``(reason,
+    detail)`` when the block was there but too large or not a DAG-CBOR map."""
 
     action: str
     collection: str
@@ -34,6 +43,7 @@ class RecordOp:
     cid: str | None
     record: dict[str, Any] | None = None
     prev: str | None = None
+    error: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -137,67 +147,133 @@ def decode_frame(raw: bytes, wanted: Callable[[str], bool], tracked: Callable[[s
         raise FrameError("frame header or body is not a map")
     op = header.get("op")
     if op == -1:
-        return ErrorFrame(error=str(body.get("error")), message=body.get("message"))
+        message = body.get("message")
+        return ErrorFrame(error=str(body.get("error"))[:200], message=message if isinstance(message, str) else None)
     if op != 1:
         raise FrameError(f"unknown frame op {op!r}")
+    kind = header.get("t")
     try:
-        kind = header.get("t")
         if kind == "#commit":
             return _decode_commit(body, wanted, tracked)
         if kind == "#identity":
-            return IdentityEvent(seq=int(body["seq"]), did=body["did"], handle=body.get("handle"),
-                                 time=body.get("time", ""))
+            return IdentityEvent(seq=_seq(body), did=_str(body, "did"), handle=_str(body, "handle", None),
+                                 time=_str(body, "time", ""))
         if kind == "#account":
-            return AccountEvent(seq=int(body["seq"]), did=body["did"], active=bool(body["active"]),
-                                status=body.get("status"), time=body.get("time", ""))
+            active = body["active"]
+            if not isinstance(active, bool):
+                raise TypeError("active is not a boolean")
+            return AccountEvent(seq=_seq(body), did=_str(body, "did"), active=active,
+                                status=_str(body, "status", None), time=_str(body, "time", ""))
         if kind == "#sync":
-            return SyncEvent(seq=int(body["seq"]), did=body["did"], rev=body["rev"], time=body.get("time", ""))
+            return SyncEvent(seq=_seq(body), did=_str(body, "did"), rev=_tid(body, "rev"), time=_str(body, "time", ""))
         if kind == "#info":
-            return InfoEvent(name=str(body.get("name")), message=body.get("message"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FrameError(f"bad {header.get('t')} body: {exc!r}") from exc
+            return InfoEvent(name=str(body.get("name")), message=_str(body, "message", None))
+    except FrameError:
+        raise
+    except Exception as exc:  # whatever a hostile frame holds, it is this frame's problem only
+        raise FrameError(f"bad {str(kind)[:64]} body: {exc!r}"[:500]) from exc
     return None
+
+
+_REQUIRED = object()
+#: Revisions are TIDs (sync spec); the verifier decodes their timestamp, so syntax is checked here.
+TID_RE = re.compile(r"[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}")
+
+
+def _tid(body: dict[str, Any], key: str, default: Any = _REQUIRED) -> Any:
+    """``body[key]`` as a TID string (``_str``, then TID syntax)."""
+    value = _str(body, key, default)
+    if value is not None and not TID_RE.fullmatch(value):
+        raise ValueError(f"{key} is not a TID")
+    return value
+
+
+def _str(body: dict[str, Any], key: str, default: Any = _REQUIRED) -> Any:
+    """``body[key]`` as a string; ``default`` when absent or null (required when no default)."""
+    value = body.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            raise KeyError(key)
+        return default
+    if not isinstance(value, str):
+        raise TypeError(f"{key} is not a string")
+    return value
+
+
+def _seq(body: dict[str, Any]) -> int:
+    seq = body["seq"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise TypeError("seq is not a non-negative integer")
+    return seq
+
+
+def _link(body: dict[str, Any], key: str) -> bytes | None:
+    """A CID link field as libipld decodes it (binary CID), or None when absent or null."""
+    value = body.get(key)
+    if value is not None and not isinstance(value, bytes):
+        raise TypeError(f"{key} is not a CID link")
+    return value
 
 
 def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool],
                    tracked: Callable[[str], bool] | None) -> CommitEvent:
-    evt = CommitEvent(seq=int(body["seq"]), did=body["repo"], rev=body["rev"], since=body.get("since"),
-                      commit="", time=body.get("time", ""))
+    evt = CommitEvent(seq=_seq(body), did=_str(body, "repo"), rev=_tid(body, "rev"), since=_tid(body, "since", None),
+                      commit="", time=_str(body, "time", ""))
+    wire_ops = body.get("ops") or []
+    if not isinstance(wire_ops, list):
+        raise TypeError("ops is not an array")
     ops = []
-    for op in body.get("ops") or []:
-        path = op["path"]
+    for op in wire_ops:
+        path = op["path"]  # (a non-map op raises TypeError: a FrameError)
+        if not isinstance(path, str):
+            raise TypeError("an op's path is not a string")
         collection, _, rkey = path.partition("/")
         if wanted(collection):
-            ops.append(RecordOp(action=op["action"], collection=collection, rkey=rkey,
-                                cid=_cid(op.get("cid")), prev=_cid(op.get("prev"))))
+            ops.append(RecordOp(action=_str(op, "action"), collection=collection, rkey=rkey,
+                                cid=_cid(_link(op, "cid")), prev=_cid(_link(op, "prev"))))
     if not ops and not (tracked and tracked(evt.did)):
-        return evt
+        return evt  # most of the network: the rest of the frame is never looked at
+    all_ops = [(_str(op, "action"), op["path"], _link(op, "cid"), _link(op, "prev")) for op in wire_ops]
+    commit = _link(body, "commit")
+    if commit is None:
+        raise KeyError("commit")
     evt.ops = ops
-    evt.commit = _cid(body["commit"]) or ""
-    evt.commit_raw = body["commit"] if isinstance(body["commit"], bytes) else None
-    evt.prev_data = body.get("prevData")
-    evt.all_ops = [(op["action"], op["path"], op.get("cid"), op.get("prev")) for op in body["ops"]]
+    evt.commit = _cid(commit) or ""
+    evt.commit_raw = commit
+    evt.prev_data = _link(body, "prevData")
+    evt.all_ops = all_ops
+    blocks_raw = body.get("blocks")
+    if not isinstance(blocks_raw, bytes):
+        raise TypeError("blocks is not bytes")
     try:
-        roots, blocks = read_car(body["blocks"])
+        roots, blocks = read_car(blocks_raw)
     except CarError as exc:
         evt.blocks_error = str(exc)
         return evt
     evt.blocks, evt.root = blocks, (roots[0] if roots else None)
     try:
-        commit = cbrrr.decode_dag_cbor(blocks[evt.root])
-        evt.data = bytes(commit["data"])
+        commit_block = cbrrr.decode_dag_cbor(blocks[evt.root])
+        evt.data = bytes(commit_block["data"])
     except Exception:  # missing or malformed commit block: verification rejects it
         evt.data = None
     for rop in ops:
         if rop.action == "delete" or rop.cid is None:
             continue
-        block = blocks.get(bytes(_cid_bytes(rop.cid)))
-        if block is not None:
-            try:
-                value = cbrrr.decode_dag_cbor(block)
-            except Exception:
-                value = None
-            rop.record = value if isinstance(value, dict) else None
+        block = blocks.get(_cid_bytes(rop.cid))
+        if block is None:
+            continue
+        if len(block) > MAX_RECORD_BYTES:
+            rop.error = ("too_large", f"record block is {len(block)} bytes, over {MAX_RECORD_BYTES}")
+            continue
+        try:
+            value = cbrrr.decode_dag_cbor(block)
+        except Exception as exc:
+            rop.error = ("bad_cbor", f"record block is not DAG-CBOR: {type(exc).__name__}: {exc}"[:500])
+            continue
+        if isinstance(value, dict):
+            rop.record = value
+        else:
+            rop.error = ("not_object", "record is not a map")
     return evt
 
 

@@ -3,7 +3,10 @@
 Each batch commits its writes together with the firehose cursor (the seq of its last event), so
 after a crash the consumer resumes exactly where the durable state ends: no gap, no double effect.
 Within a batch each record op runs in its own SAVEPOINT: a record that fails validation or
-indexing is skipped and counted (table ``rejected_record``) and never stops the stream.
+indexing, or makes any code on its way raise (whatever its content), is skipped and counted (table
+``rejected_record``) and never stops the stream. Only database failures (busy, I/O, disk full)
+abort a batch, to be retried from the cursor. An event whose handling raises otherwise is rolled
+back alone, counted (``event_errors``) and its repo marked desynchronized.
 
 Per repo we keep ``repo_state`` (sync spec, "Record-Level Synchronization"): the last applied
 ``rev`` and MST root, and whether the repo is ``synchronized`` or ``desynchronized``. A commit at
@@ -25,6 +28,7 @@ import logging
 import re
 import sqlite3
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +51,32 @@ MODULES = {m.COLLECTION: m for m in (track, album, profile, play, like, tip, set
 TID_RE = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
 SYNCHRONIZED, DESYNCHRONIZED = "synchronized", "desynchronized"
 T = TypeVar("T")
+#: SQLite primary result codes that mean the database, not the data, failed: the batch is rolled
+#: back and retried (BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR, CORRUPT, FULL, CANTOPEN,
+#: PROTOCOL, NOTADB). Any other SQLite error raised by one record rejects that record.
+SQLITE_INFRA_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
+
+
+def database_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure of the database itself (retry the batch) rather than of the data."""
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None:  # raised by the sqlite3 module itself (binding a bad type: the data's fault)
+            return isinstance(exc, sqlite3.OperationalError)
+        return (code & 0xFF) in SQLITE_INFRA_CODES
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message (file:line in function)`` of the innermost frame: one line, whatever the stack."""
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    if frames:
+        f = frames[-1]
+        where = f" ({f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name})"
+    return f"{type(exc).__name__}: {str(exc)[:500]}{where}"
 
 
 def wanted(collection: str) -> bool:
@@ -158,22 +188,51 @@ class Indexer:
                       desynced: set[str]) -> None:
         now = now_iso()
         for evt in events:
-            if isinstance(evt, CommitEvent):
-                self._commit(evt, now, touched, desynced)
-            elif isinstance(evt, AccountEvent):
-                self._account(evt, desynced)
-            elif isinstance(evt, IdentityEvent):
-                self._identity(evt, touched)
-            elif isinstance(evt, SyncEvent):
-                self._sync(evt, desynced)
-            elif isinstance(evt, InfoEvent) and evt.name == "OutdatedCursor":
-                self._mark_all_desynchronized(desynced)
+            if not (isinstance(evt, CommitEvent) and not evt.ops and evt.did not in self.tracked):
+                self._guarded(self._event, evt, now, touched, desynced)  # (most of the network: nothing to do)
             self.counters["events"] += 1
         if cursor is not None:
             self.conn.execute(
                 "INSERT INTO cursor (source, seq, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
                 (self.source, cursor, now))
+
+    def _event(self, evt: Event, now: str, touched: set[str], desynced: set[str]) -> None:
+        if isinstance(evt, CommitEvent):
+            self._commit(evt, now, touched, desynced)
+        elif isinstance(evt, AccountEvent):
+            self._account(evt, desynced)
+        elif isinstance(evt, IdentityEvent):
+            self._identity(evt, touched)
+        elif isinstance(evt, SyncEvent):
+            self._sync(evt, desynced)
+        elif isinstance(evt, InfoEvent) and evt.name == "OutdatedCursor":
+            self._mark_all_desynchronized(desynced, "firehose cursor is outdated: events were missed")
+
+    def _guarded(self, handle: Callable[..., None], evt: Event, now: str, touched: set[str],
+                 desynced: set[str]) -> None:
+        """``handle(evt, ...)`` in a SAVEPOINT. Record-level problems never get here (``apply_op``
+        keeps them); if handling the event still raises anything but a database failure, the event's
+        writes are rolled back, it is counted in ``event_errors`` and logged, and its repo (if we
+        follow it or the event holds our records) is marked desynchronized so that a resync repairs
+        what the event would have done."""
+        self.conn.execute("SAVEPOINT evt")
+        try:
+            handle(evt, now, touched, desynced)
+        except Exception as exc:
+            if database_failure(exc):
+                raise
+            self.conn.execute("ROLLBACK TO evt")
+            self.conn.execute("RELEASE evt")
+            self.tracked = {r[0] for r in self.query("SELECT did FROM repo_state")}
+            self.inactive = {r[0] for r in self.query("SELECT did FROM actor WHERE active = 0")}
+            self.counters["event_errors"] += 1
+            did = getattr(evt, "did", None)
+            log.error("skipping firehose event seq %s of %s: %s", getattr(evt, "seq", None), did, describe(exc))
+            if isinstance(did, str) and (did in self.tracked or (isinstance(evt, CommitEvent) and evt.ops)):
+                self._mark_desynchronized(did, desynced)  # its records are ours: a resync brings them
+            return
+        self.conn.execute("RELEASE evt")
 
     async def transact(self, work: Callable[..., T], *args: Any) -> T:
         """``work(conn, *args)`` in one write transaction on the indexer's writer connection (its
@@ -269,11 +328,27 @@ class Indexer:
         self.counters["desynchronized"] += 1
         desynced.add(did)
 
-    def _mark_all_desynchronized(self, desynced: set[str]) -> None:
-        log.warning("firehose cursor is outdated: events were missed, every followed repo will be resynced")
+    def _mark_all_desynchronized(self, desynced: set[str], why: str) -> None:
+        log.warning("%s: every followed repo (%d) will be resynced", why, len(self.tracked))
         self.conn.execute("UPDATE repo_state SET status = ?, next_attempt = NULL", (DESYNCHRONIZED,))
         self.counters["desynchronized"] += len(self.tracked)
         desynced.update(self.tracked)
+
+    async def host_reset(self) -> int:
+        """The host's history was reset (``FutureCursor``: our cursor is ahead of everything it has).
+        In one transaction: every followed repo is marked desynchronized (its resync brings what
+        the new history holds) and this source's stored cursor is dropped (the consumer resumes
+        from the host's current head). Returns how many repos were marked."""
+        desynced: set[str] = set()
+
+        def work() -> None:
+            self._mark_all_desynchronized(desynced, "the firehose host's history was reset (FutureCursor)")
+            self.conn.execute("DELETE FROM cursor WHERE source = ?", (self.source,))
+        async with self.lock:
+            await self.run(self._transaction, work)
+        self.counters["host_resets"] += 1
+        self._after(set(), desynced)
+        return len(desynced)
 
     async def mark_desynchronized(self, dids: Iterable[str]) -> None:
         """Mark repos as owed a resync (e.g. discovered by backfill) in their own transaction."""
@@ -288,7 +363,9 @@ class Indexer:
 
     def apply_op(self, did: str, op: RecordOp, rev: str | None, now: str) -> None:
         """Apply one record op (create / update / delete) inside the open transaction, in a
-        SAVEPOINT: an invalid record is rejected and counted, never raised."""
+        SAVEPOINT: an invalid record is rejected and counted, never raised. So is a record that
+        makes anything on its way raise (reason ``index_error``, or ``internal_error`` for what no
+        check foresaw), after its writes are rolled back; only database failures propagate."""
         module = MODULES[op.collection]
         ctx = WriteContext(self.conn, did, op.collection, op.rkey, op.cid, rev, now)
         self.conn.execute("SAVEPOINT op")
@@ -298,6 +375,8 @@ class Indexer:
                 if existed:
                     self.counters["records_deleted"] += 1
             else:
+                if op.error:
+                    raise RecordInvalid(*op.error)
                 if op.record is None:
                     raise RecordInvalid("missing_block", f"record block {op.cid} is not in the commit")
                 check_rkey(op.collection, op.rkey)
@@ -314,10 +393,13 @@ class Indexer:
         except RecordInvalid as exc:
             self.conn.execute("RELEASE op")  # keep the removal of the old version: it is no longer valid
             self._reject(did, op, exc.reason, str(exc), now)
-        except (KeyError, TypeError, ValueError, sqlite3.IntegrityError) as exc:
+        except Exception as exc:
+            if database_failure(exc):
+                raise  # the database, not this record: the batch is retried
             self.conn.execute("ROLLBACK TO op")
             self.conn.execute("RELEASE op")
-            self._reject(did, op, "index_error", f"{type(exc).__name__}: {exc}", now)
+            known = isinstance(exc, KeyError | TypeError | ValueError | sqlite3.IntegrityError)
+            self._reject(did, op, "index_error" if known else "internal_error", describe(exc), now)
 
     def _remove(self, ctx: WriteContext, module: Any) -> bool:
         """Delete the indexed version of ``ctx.uri`` (updates are delete-then-insert). True if one existed."""
@@ -329,13 +411,14 @@ class Indexer:
 
     def _reject(self, did: str, op: RecordOp, reason: str, detail: str, now: str) -> None:
         uri = f"at://{did}/{op.collection}/{op.rkey}"
+        detail = detail[:2000].encode("utf-8", "replace").decode("utf-8")
         cur = self.conn.execute(
             "INSERT INTO rejected_record (uri, cid, reason, detail, rejected_at) SELECT ?,?,?,?,? WHERE NOT EXISTS "
             "(SELECT 1 FROM rejected_record WHERE uri = ? AND cid IS ? AND reason = ?)",
-            (uri, op.cid, reason, detail[:2000], now, uri, op.cid, reason))
+            (uri, op.cid, reason, detail, now, uri, op.cid, reason))
         if cur.rowcount:
             self.rejections[reason] += 1
-            log.warning("skipping invalid record %s (%s): %s", uri, reason, detail)
+            log.warning("skipping invalid record %s (%s): %s", uri, reason, detail[:500])
 
     def _account(self, evt: AccountEvent, desynced: set[str]) -> None:
         # Only accounts we index: the network's other accounts are not our business.

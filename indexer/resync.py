@@ -2,8 +2,11 @@
 fetched whole with ``com.atproto.sync.getRepo`` from their PDS, verified (``firehose.repo``),
 diffed against the index and replaced, while their live commits are buffered by the indexer.
 
-Failures back off per repo (1 minute doubling to 1 hour, as Tap does); requests are spaced per
-host (``per_host_interval_s``) so a burst of resyncs cannot hammer one PDS.
+Every failure, whatever raised it (a fetch, a verification, a record, a bug), is counted, logged
+in one line (its traceback only on a repo's first failure), kept in ``repo_state`` (attempts, last
+error, next attempt) and backs off per repo: 1 minute doubling to 1 hour, as Tap does. The backoff
+is also held in memory, so it holds even when the database cannot record it. Requests are spaced
+per host (``per_host_interval_s``) so a burst of resyncs cannot hammer one PDS.
 """
 
 from __future__ import annotations
@@ -17,16 +20,28 @@ import httpx
 
 from firehose.repo import FetchError, fetch_repo, load_snapshot
 from firehose.verify import TransientIdentityError, VerifyError
-from indexer.core import DESYNCHRONIZED, Indexer
+from indexer.core import DESYNCHRONIZED, Indexer, describe
 from openmusic.identity import IdentityService
 
 log = logging.getLogger("openmusic.resync")
 
 
+#: Backoff after a repo's first failed resync, doubled at each further failure up to ``MAX_RETRY_S``.
+FIRST_RETRY_S = 60.0
+MAX_RETRY_S = 3600.0
+
+
+def retry_delay(attempts: int, first: float = FIRST_RETRY_S, cap: float = MAX_RETRY_S) -> float:
+    """Seconds to wait after a repo's resync failed with ``attempts`` earlier failures."""
+    return min(first * 2 ** min(attempts, 32), cap)
+
+
 class Resyncer:
     """Works the queue of repos to resync. ``schedule(did)`` queues one; ``run()`` works until cancelled.
 
-    ``progress`` counts done / failed / queued for ``/health`` and the backfill command.
+    ``done``, ``failed`` (failed attempts), ``pending`` and ``failing`` (repos whose last attempt
+    failed: ``did -> (attempts, retry at (epoch s), error)``) are for ``/health`` and the backfill
+    command; ``last_error`` is the latest failure's one-line description.
     """
 
     def __init__(self, indexer: Indexer, identity: IdentityService, http: httpx.AsyncClient,
@@ -43,6 +58,8 @@ class Resyncer:
         self._host_lock = asyncio.Lock()
         self.done = 0
         self.failed = 0
+        self.failing: dict[str, tuple[int, float, str]] = {}
+        self.last_error: str | None = None
 
     @property
     def pending(self) -> int:
@@ -50,7 +67,10 @@ class Resyncer:
         return len(self._queued)
 
     def schedule(self, did: str) -> None:
-        """Queue ``did`` (deduplicated) and start buffering its live commits."""
+        """Queue ``did`` (deduplicated) and start buffering its live commits. A repo whose resync
+        failed waits for its backoff (``sweep`` queues it then)."""
+        if did in self.failing and self.failing[did][1] > time.time():
+            return
         if did not in self._queued:
             self._queued.add(did)
             self.indexer.begin_resync(did)
@@ -63,23 +83,30 @@ class Resyncer:
                 did = await self.queue.get()
                 try:
                     await self.resync(did)
-                except Exception:
+                except Exception:  # resync() keeps its failures; this is a last resort
                     log.exception("resync of %s crashed", did)
                 finally:
                     self._queued.discard(did)
 
         async def sweeper() -> None:
             while True:
-                await self.sweep()
+                try:
+                    await self.sweep()
+                except Exception as exc:  # e.g. the database is locked: try again at the next sweep
+                    log.warning("resync sweep failed: %s: %s", type(exc).__name__, exc)
                 await asyncio.sleep(5)
         await asyncio.gather(sweeper(), *(worker() for _ in range(self.concurrency)))
 
     async def sweep(self) -> int:
         """Queue desynchronized repos whose retry time has come. Returns how many were queued."""
-        rows = await self.indexer.sql(
-            "SELECT did FROM repo_state WHERE status = ? AND (next_attempt IS NULL OR next_attempt <= ?)",
-            (DESYNCHRONIZED, time.time()))
-        dids = [r[0] for r in rows if r[0] not in self._queued]
+        now = time.time()
+        rows = await self.indexer.sql("SELECT did, next_attempt FROM repo_state WHERE status = ?", (DESYNCHRONIZED,))
+        owed = {did: next_attempt for did, next_attempt in rows}
+        for did in self.failing.keys() - owed.keys():
+            del self.failing[did]  # synchronized since, or its account was deleted
+        dids = [did for did, next_attempt in owed.items()
+                if (next_attempt is None or next_attempt <= now) and did not in self._queued
+                and not (did in self.failing and self.failing[did][1] > now)]
         for did in dids:
             self.schedule(did)
         return len(dids)
@@ -94,11 +121,13 @@ class Resyncer:
             await asyncio.sleep(start - now)
 
     async def resync(self, did: str) -> bool:
-        """Resync one repo now. Returns True when the index matches its verified snapshot."""
+        """Resync one repo now. Returns True when the index matches its verified snapshot, False
+        when it failed (counted, logged, backed off; never raised)."""
         self.indexer.begin_resync(did)
-        rows = await self.indexer.sql("SELECT resync_attempts FROM repo_state WHERE did = ?", (did,))
-        attempts = rows[0][0] if rows else 0
+        attempts = self.failing[did][0] if did in self.failing else 0
         try:
+            rows = await self.indexer.sql("SELECT resync_attempts FROM repo_state WHERE did = ?", (did,))
+            attempts = max(attempts, rows[0][0] if rows else 0)
             pds = await self.identity.pds(did)
             if not pds:
                 raise FetchError(f"{did} names no PDS", transient=False)
@@ -114,13 +143,30 @@ class Resyncer:
                     raise
                 key = await self.identity.signing_key(did, refresh=True)  # the key may have rotated
                 snap = await asyncio.to_thread(load_snapshot, car, did, key or "")
-        except (FetchError, VerifyError, TransientIdentityError) as exc:
-            self.failed += 1
-            retry = min(60 * 2 ** attempts, 3600)
-            log.warning("resync of %s failed (retry in %ds): %s", did, retry, exc)
-            await self.indexer.resync_failed(did, str(exc), retry)
+            changes = await self.indexer.apply_snapshot(snap)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(did, attempts, exc)
             return False
-        changes = await self.indexer.apply_snapshot(snap)
         self.done += 1
+        self.failing.pop(did, None)
         log.info("resynced %s at rev %s: %s", did, snap.rev, dict(changes))
         return True
+
+    async def _failed(self, did: str, attempts: int, exc: Exception) -> None:
+        """Count, log (one line; the traceback once, for an unexpected error on a repo's first
+        failure), and back off ``did``'s next attempt, in memory and in ``repo_state``."""
+        self.failed += 1
+        retry = retry_delay(attempts)
+        expected = isinstance(exc, FetchError | VerifyError | TransientIdentityError)
+        error = str(exc)[:500] if expected else describe(exc)
+        self.last_error = f"{did}: {error}"
+        self.failing[did] = (attempts + 1, time.time() + retry, error)
+        log.warning("resync of %s failed (attempt %d, retry in %ds): %s", did, attempts + 1, retry, error,
+                    exc_info=exc if not expected and attempts == 0 else None)
+        try:
+            await self.indexer.resync_failed(did, error, retry)
+        except Exception as db_exc:  # the in-memory backoff still holds
+            self.indexer.resyncing.pop(did, None)
+            log.warning("could not record the failed resync of %s: %s", did, describe(db_exc))

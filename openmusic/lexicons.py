@@ -3,6 +3,11 @@
 Validation uses ``lexrpc`` (a maintained lexicon validator) with our documents plus the bundled
 ``com.atproto`` ones (``strongRef``, ``label.defs``). Records follow the atproto data model as
 decoded by ``cbrrr``: CID links are ``cbrrr.CID``; ``to_json`` gives the JSON form.
+
+Records come from anyone. Before any recursive work on one (lexicon validation, ``to_json``,
+``json.dumps``), ``check_data_model`` walks it without recursion and refuses what the atproto data
+model does not allow (floats, integers outside int64, non-string map keys, other types) and what
+is bigger than any record of ours needs to be (``MAX_DEPTH``, ``MAX_VALUES``, ``MAX_RECORD_BYTES``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,20 @@ TIP = "fm.openmusic.payment.tip"
 SETTLEMENT = "fm.openmusic.payment.settlement"
 SUBSCRIPTION = "fm.openmusic.payment.subscription"
 PAYOUT = "fm.openmusic.payment.payout"
+
+#: Deepest nesting of maps and arrays in a record (the record itself is level 1). Ours need about 6;
+#: unknown fields from other apps get room, and every recursive step after the check stays far
+#: below Python's recursion limit (1000).
+MAX_DEPTH = 32
+#: Most values (maps, arrays, scalars) in one record. Our largest legitimate records (an album of
+#: 500 tracks, a play of 1000 segments) hold about 3,500.
+MAX_VALUES = 20_000
+#: Largest record block, bytes (DAG-CBOR), and largest estimate of a decoded record's encoding. An
+#: album of 500 tracks with its longest description is about 130 KiB; the reference PDS takes
+#: records of up to about 1 MB.
+MAX_RECORD_BYTES = 256 * 1024
+#: The atproto data model's integers: signed 64-bit.
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
 class RecordInvalid(ValueError):
@@ -71,11 +90,13 @@ def record_collections() -> set[str]:
 def validate_record(collection: str, record: Any) -> None:
     """Validate ``record`` (dag_cbor data model) as a ``collection`` record.
 
-    Raises ``RecordInvalid`` (reason ``not_object``, ``wrong_type`` or ``lexicon``). Unknown extra
-    fields are allowed (lexicon spec: at worst warnings); the whole record is rejected on any error.
+    Raises ``RecordInvalid`` (reason ``not_object``, ``wrong_type``, ``lexicon``, or one of
+    ``check_data_model``'s). Unknown extra fields are allowed (lexicon spec: at worst warnings) if
+    they are data model values; the whole record is rejected on any error.
     """
     if not isinstance(record, dict):
         raise RecordInvalid("not_object", "record is not a map")
+    check_data_model(record)
     if record.get("$type") != collection:
         raise RecordInvalid("wrong_type", f"$type {record.get('$type')!r} does not match collection {collection}")
     try:
@@ -85,6 +106,57 @@ def validate_record(collection: str, record: Any) -> None:
     except (TypeError, KeyError, AttributeError) as exc:  # defensive: odd shapes inside the validator
         raise RecordInvalid("lexicon", f"{type(exc).__name__}: {exc}") from exc
     _check_blobs(collection, record)
+
+
+def check_data_model(record: Any, max_depth: int = MAX_DEPTH, max_values: int = MAX_VALUES,
+                     max_bytes: int = MAX_RECORD_BYTES) -> None:
+    """Check that ``record`` holds only atproto data model values, within bounds, without recursion.
+
+    Raises ``RecordInvalid`` with reason ``too_deep`` (maps/arrays nested over ``max_depth``),
+    ``too_large`` (over ``max_values`` values, or an encoding estimated over ``max_bytes``) or
+    ``data_model`` (a float, an integer outside int64, a non-string map key, any other type). The
+    walk stops at the first problem, so its cost is bounded by ``max_values`` whatever the input.
+    """
+    stack: list[tuple[Any, int, str]] = [(record, 1, "$")]
+    values = size = 0
+    while stack:
+        value, depth, path = stack.pop()
+        values += 1
+        if values > max_values:
+            raise RecordInvalid("too_large", f"record holds more than {max_values} values")
+        if isinstance(value, dict | list):
+            if depth > max_depth:
+                raise RecordInvalid("too_deep", f"record nests maps/arrays deeper than {max_depth} levels (at {path})")
+            if values + len(stack) + len(value) > max_values:
+                raise RecordInvalid("too_large", f"record holds more than {max_values} values")
+            size += 9
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        raise RecordInvalid("data_model", f"map key {type(key).__name__} at {path} is not a string")
+                    size += len(key) + 9
+                    stack.append((item, depth + 1, f"{path}.{key[:64]}" if len(path) < 256 else path))
+            else:
+                stack.extend((item, depth + 1, f"{path}[{i}]" if len(path) < 256 else path)
+                             for i, item in enumerate(value))
+        elif isinstance(value, str):
+            size += len(value) + 9  # characters: a lower bound of its UTF-8 bytes
+        elif isinstance(value, bytes):
+            size += len(value) + 9
+        elif isinstance(value, bool) or value is None:
+            size += 1
+        elif isinstance(value, int):
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise RecordInvalid("data_model", f"integer at {path} is outside the 64-bit range")
+            size += 9
+        elif isinstance(value, CID_TYPES):
+            size += 41
+        elif isinstance(value, float):
+            raise RecordInvalid("data_model", f"float at {path}: the atproto data model has no floats")
+        else:
+            raise RecordInvalid("data_model", f"{type(value).__name__} at {path} is not a data model value")
+        if size > max_bytes:
+            raise RecordInvalid("too_large", f"record is larger than {max_bytes} bytes")
 
 
 def _check_blobs(collection: str, record: dict[str, Any]) -> None:
@@ -107,12 +179,18 @@ def _check_blobs(collection: str, record: dict[str, Any]) -> None:
             raise RecordInvalid("lexicon", f"{name} size {blob['size']} is over maxSize {max_size}")
 
 
-def to_json(value: Any) -> Any:
-    """atproto data model -> JSON form (CID -> ``{"$link": str}``, bytes -> ``{"$bytes": b64}``)."""
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_json(v) for v in value]
+def to_json(value: Any, _depth: int = 0) -> Any:
+    """atproto data model -> JSON form (CID -> ``{"$link": str}``, bytes -> ``{"$bytes": b64}``).
+
+    Recursive: give it records that passed ``check_data_model`` (``validate_record`` does). Raises
+    ``RecordInvalid`` (``too_deep``) past ``MAX_DEPTH`` levels rather than exhausting the stack.
+    """
+    if isinstance(value, dict | list):
+        if _depth >= MAX_DEPTH:
+            raise RecordInvalid("too_deep", f"value nests deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            return {k: to_json(v, _depth + 1) for k, v in value.items()}
+        return [to_json(v, _depth + 1) for v in value]
     if isinstance(value, CID_TYPES):
         return {"$link": value.encode("base32")}
     if isinstance(value, bytes):
