@@ -84,17 +84,30 @@ def create_app(rt: Runtime) -> Starlette:
         return Response(await metrics.render(rt, registry, collector), media_type=metrics.CONTENT_TYPE)
 
     async def health(request: Request) -> Response:
-        """200 when the firehose is connected and current (under ``MAX_LAG_S`` behind), else 503."""
+        """200 when the firehose is connected and current (under ``MAX_LAG_S`` behind), else 503.
+
+        Lag is derived (``ConsumerStatus.lag``): 0 on a live connection with nothing waiting, however
+        long the stream has been quiet. Also shown: host history resets (``FutureCursor``), resync
+        failures (repos failing, the last error) and the indexer's rejections by reason."""
+        from datetime import UTC, datetime
+
+        def iso(epoch: float | None) -> str | None:
+            return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
         st = rt.consumer.status if rt.consumer else None
         body: dict = {"status": "ok", "firehose": None}
         if st:
-            current = st.connected and (st.lag_s is None or st.lag_s < MAX_LAG_S)
+            lag = st.lag()
+            current = st.connected and (lag is None or lag < MAX_LAG_S)
             body["status"] = "ok" if current else "degraded"
             body["firehose"] = {"url": rt.settings.subscribe_url, "connected": st.connected, "current": current,
-                                "lagSeconds": st.lag_s, "lastSeq": st.last_seq, "frames": st.frames,
-                                "badFrames": st.bad_frames, "lastError": st.last_error}
+                                "lagSeconds": None if lag is None else round(lag, 3), "lastSeq": st.last_seq,
+                                "appliedSeq": st.applied_seq, "backlog": st.backlog, "frames": st.frames,
+                                "badFrames": st.bad_frames, "lastError": st.last_error,
+                                "hostResets": st.host_resets, "lastHostReset": iso(st.last_host_reset_at)}
         if rt.resyncer:
-            body["resync"] = {"done": rt.resyncer.done, "failed": rt.resyncer.failed, "pending": rt.resyncer.pending}
+            body["resync"] = {"done": rt.resyncer.done, "failed": rt.resyncer.failed, "pending": rt.resyncer.pending,
+                              "failing": len(rt.resyncer.failing), "lastError": rt.resyncer.last_error}
         if rt.indexer:
             body["indexer"] = dict(rt.indexer.counters) | {"rejected": dict(rt.indexer.rejections)}
         if rt.verifier:

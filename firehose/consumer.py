@@ -5,6 +5,15 @@ batch with its last seq to a sink (``indexer.core.Indexer``) that applies both a
 Events are applied serially in seq order, so the durable cursor is always the low-water mark of
 fully applied events. On any error it flushes what it has, waits (exponential backoff with
 jitter, 0.5 s doubling to 60 s, reset after a healthy minute) and resumes from the cursor.
+
+Lag (``ConsumerStatus.lag_s``) is derived when asked, not stamped on each event: while events wait
+to be applied it is the age of the oldest of them (by the host's clock); once everything the host
+sent is applied it is 0 as long as the host is heard from (a frame, or a pong to the heartbeat
+ping every ``heartbeat_s``), so a quiet stream is current, not behind.
+
+A ``FutureCursor`` error frame (sync spec: our cursor is ahead of the host's sequence, its history
+was reset) makes the sink mark every followed repo desynchronized and drop its cursor; the
+consumer then resumes from the host's current head, and counts the reset (``host_resets``).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 import websockets
@@ -29,6 +38,23 @@ from firehose.events import ErrorFrame, Event, FrameError, InfoEvent, decode_fra
 log = logging.getLogger("openmusic.firehose")
 
 MAX_FRAME_BYTES = 5 * 1024 * 1024  # event-stream spec: frames up to 5 MB
+#: Seconds between heartbeat pings, and how long a pong may take before the connection is dropped.
+HEARTBEAT_S = 15.0
+HEARTBEAT_TIMEOUT_S = 20.0
+
+
+def host_time(evt: object) -> float | None:
+    """The host's ``time`` of an event as epoch seconds, or None when it has none or it is malformed."""
+    stamp = getattr(evt, "time", None)
+    if not stamp or not isinstance(stamp, str):
+        return None
+    try:
+        sent = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if sent.tzinfo is None:
+        sent = sent.replace(tzinfo=UTC)
+    return sent.timestamp()
 
 
 class RetryLater(Exception):
@@ -50,10 +76,14 @@ class EventSink(Protocol):
         """Work on ``events`` that needs no order (commit verification); may run while the previous
         batch is being applied. Raises like ``apply``."""
 
+    async def host_reset(self) -> int:
+        """Optional. The host's history was reset: mark every followed repo desynchronized and drop
+        the stored cursor, atomically. Returns how many repos were marked."""
+
 
 @dataclass
 class ConsumerStatus:
-    """Live figures for health checks and metrics."""
+    """Live figures for health checks and metrics. ``lag_s`` is derived (see ``lag``)."""
 
     connected: bool = False
     connects: int = 0
@@ -62,9 +92,51 @@ class ConsumerStatus:
     last_seq: int | None = None
     last_event_at: float | None = None
     last_error: str | None = None
-    #: seconds between the last event's ``time`` (set by the host) and our receiving it
-    lag_s: float | None = None
     info: list[str] = field(default_factory=list)
+    #: seq of the last event applied (durable with the cursor)
+    applied_seq: int | None = None
+    #: host's time (epoch s) of the newest applied event that had one
+    applied_event_time: float | None = None
+    #: seconds between the last received event's ``time`` (set by the host) and our receiving it
+    receive_lag_s: float | None = None
+    #: when (epoch s) the host was last heard from: a frame, a pong, or the connection's opening
+    last_heard_at: float | None = None
+    #: frames received in this connection and not yet applied or skipped
+    backlog: int = 0
+    #: host's times (epoch s, None when unknown) of the events decoded and not yet applied, oldest first
+    unapplied_times: collections.deque[float | None] = field(default_factory=collections.deque, repr=False)
+    #: host history resets seen (``FutureCursor``), and when the last one was (epoch s)
+    host_resets: int = 0
+    last_host_reset_at: float | None = None
+    #: silence (s) after which a connected host no longer counts as heard: ping interval + pong timeout
+    heard_window_s: float = HEARTBEAT_S + HEARTBEAT_TIMEOUT_S
+
+    def lag(self, now: float | None = None) -> float | None:
+        """Seconds the index is behind the host, derived now.
+
+        Connected and nothing waiting (``backlog`` 0): 0 while the host was heard from within
+        ``heard_window_s`` (a quiet stream on a live connection is current), else the silence.
+        Events waiting: the age, by the host's clock, of the oldest one decoded and not yet applied
+        (frames not yet decoded: the receive lag of the last event decoded). Disconnected: the time
+        since the host was last heard, or None when it never was.
+        """
+        now = time.time() if now is None else now
+        heard = None if self.last_heard_at is None else max(0.0, now - self.last_heard_at)
+        if not self.connected:
+            return heard
+        if self.backlog > 0:
+            oldest = next((t for t in self.unapplied_times if t is not None), None)
+            if oldest is not None:
+                return max(0.0, now - oldest)
+            return self.receive_lag_s or 0.0
+        if heard is None or heard <= self.heard_window_s:
+            return 0.0
+        return heard
+
+    @property
+    def lag_s(self) -> float | None:
+        """``lag()`` now."""
+        return self.lag()
 
 
 class FirehoseConsumer:
@@ -74,12 +146,14 @@ class FirehoseConsumer:
     picks the ops to decode; ``tracked(did)`` the repos whose every commit is decoded.
     ``start_cursor`` is used only while no cursor is stored (None: live head). Events that have
     arrived are applied together, up to ``batch_size`` a transaction: under load batches fill,
-    when the stream is quiet each event is applied as soon as it arrives.
+    when the stream is quiet each event is applied as soon as it arrives. The host is pinged every
+    ``heartbeat_s``; without a pong within ``heartbeat_timeout_s`` the connection is dropped.
     """
 
     def __init__(self, url: str, sink: EventSink, wanted: Callable[[str], bool], batch_size: int = 500,
                  max_backoff_s: float = 60.0, start_cursor: int | None = None,
-                 tracked: Callable[[str], bool] | None = None) -> None:
+                 tracked: Callable[[str], bool] | None = None, heartbeat_s: float = HEARTBEAT_S,
+                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> None:
         self.url = url
         self.sink = sink
         self.wanted = wanted
@@ -87,8 +161,12 @@ class FirehoseConsumer:
         self.max_backoff_s = max_backoff_s
         self.start_cursor = start_cursor
         self.tracked = tracked
-        self.status = ConsumerStatus()
+        self.heartbeat_s = heartbeat_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.status = ConsumerStatus(heard_window_s=heartbeat_s + heartbeat_timeout_s)
         self._stop = asyncio.Event()
+        #: after a host reset: connect without a cursor until an event is applied (and so stored)
+        self._at_head = False
         #: batches handed to the sink and not yet applied (at most two: one verifying, one writing)
         self._inflight: collections.deque[asyncio.Task[None]] = collections.deque()
 
@@ -123,25 +201,31 @@ class FirehoseConsumer:
             backoff = min(backoff * 2, self.max_backoff_s)
 
     async def _session(self) -> None:
-        cursor = await self.sink.load_cursor()
-        if cursor is None:
+        cursor = None if self._at_head else await self.sink.load_cursor()
+        if cursor is None and not self._at_head:
             cursor = self.start_cursor
         url = self.url if cursor is None else f"{self.url}?cursor={cursor}"
         log.info("connecting to %s", url)
-        async with websockets.connect(url, max_size=MAX_FRAME_BYTES, open_timeout=15, ping_interval=20,
-                                      ping_timeout=30, close_timeout=2) as ws:
+        # Keepalive is ours (``_heartbeat``): it also tells ``lag`` that a quiet host is alive.
+        async with websockets.connect(url, max_size=MAX_FRAME_BYTES, open_timeout=15, ping_interval=None,
+                                      close_timeout=2) as ws:
             self.status.connected = True
             self.status.connects += 1
+            self.status.last_heard_at = time.time()
+            self.status.backlog = 0
+            self.status.unapplied_times.clear()
             # A reader task fills a bounded queue (backpressure); this loop drains whatever has
             # arrived into one batch and hands it to the sink when the batch is full or the queue
             # runs dry. One batch is applied (verified, then written) while the next is decoded;
             # batches are still applied one at a time, in order.
             queue: asyncio.Queue[bytes | str | None] = asyncio.Queue(maxsize=self.batch_size * 4)
             reader = asyncio.create_task(self._read(ws, queue))
+            heartbeat = asyncio.create_task(self._heartbeat(ws))
             stopper = asyncio.ensure_future(self._stop.wait())
             self._inflight.clear()
             batch: list[Event] = []
             last_seq = cursor
+            future_cursor: ErrorFrame | None = None
             try:
                 while True:
                     if queue.empty():
@@ -165,16 +249,23 @@ class FirehoseConsumer:
                         break  # the connection ended; the reader's error (if any) is raised below
                     evt = self._decode(raw)
                     if evt is None:
+                        self.status.backlog -= 1
                         continue
                     if isinstance(evt, ErrorFrame):
+                        self.status.backlog -= 1
+                        if evt.error == "FutureCursor" and cursor is not None:
+                            future_cursor = evt
                         break
                     if isinstance(evt, InfoEvent):
                         batch.append(evt)  # no seq: the sink learns of the gap (OutdatedCursor)
+                        self.status.unapplied_times.append(None)
                         continue
                     if last_seq is not None and evt.seq <= last_seq:
+                        self.status.backlog -= 1
                         continue  # replayed (cursor is inclusive on some hosts) or out of order
                     last_seq = evt.seq
                     batch.append(evt)
+                    self.status.unapplied_times.append(host_time(evt))
                     if len(batch) >= self.batch_size:
                         await self._submit(batch, last_seq)
                         batch = []
@@ -184,11 +275,16 @@ class FirehoseConsumer:
                 with contextlib.suppress(Exception):
                     await self._drain()  # unapplied batches are dropped: they are replayed from the cursor
                 raise
+            finally:
+                heartbeat.cancel()
             stopper.cancel()
             reader.cancel()
             await self._drain()
             if batch:
                 await self.sink.apply(batch, last_seq)
+                self._applied(batch, last_seq)
+            if future_cursor is not None:
+                await self._host_reset(cursor, future_cursor)
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             if reader.done() and not reader.cancelled() and reader.exception():
@@ -213,11 +309,57 @@ class FirehoseConsumer:
                 raise
             if prep is None:
                 await self.sink.apply(batch, last_seq)
-                return
-            await prep
-            await self.sink.apply(batch, last_seq, prepared=True)
+            else:
+                await prep
+                await self.sink.apply(batch, last_seq, prepared=True)
+            self._applied(batch, last_seq)
 
         self._inflight.append(asyncio.create_task(in_order()))
+
+    def _applied(self, batch: list[Event], last_seq: int | None) -> None:
+        """Account for ``batch`` applied up to ``last_seq`` (backlog, lag, the cursor now stored)."""
+        st = self.status
+        st.backlog = max(0, st.backlog - len(batch))
+        for _ in range(min(len(batch), len(st.unapplied_times))):
+            st.unapplied_times.popleft()
+        if last_seq is not None:
+            st.applied_seq = last_seq
+            self._at_head = False
+        for evt in reversed(batch):
+            sent = host_time(evt)
+            if sent is not None:
+                st.applied_event_time = sent
+                break
+
+    async def _host_reset(self, cursor: int | None, frame: ErrorFrame) -> None:
+        """The host answered our ``cursor`` with ``FutureCursor``: its history was reset. Tell the
+        sink (every followed repo desynchronized, cursor dropped) and resume from its current head."""
+        log.error("firehose host %s reset its history: our cursor %s is ahead of its sequence (%s); resuming "
+                  "from its current head, every followed repo will be resynced", self.url, cursor, frame.message)
+        reset = getattr(self.sink, "host_reset", None)
+        if reset is not None:
+            await reset()  # raises (e.g. database locked): the next connection meets FutureCursor again
+        self.start_cursor = None  # the configured start applies to a fresh index, which this is not
+        self._at_head = True
+        self.status.host_resets += 1
+        self.status.last_host_reset_at = time.time()
+
+    async def _heartbeat(self, ws: websockets.ClientConnection) -> None:
+        """Ping the host every ``heartbeat_s``; a pong counts as hearing from it. Without a pong in
+        ``heartbeat_timeout_s`` the connection is closed (the session ends and reconnects)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                pong = await ws.ping()
+                await asyncio.wait_for(pong, self.heartbeat_timeout_s)
+            except TimeoutError:
+                self.status.last_error = f"no pong from the host within {self.heartbeat_timeout_s:g}s"
+                log.warning("firehose %s: %s; reconnecting", self.url, self.status.last_error)
+                await ws.close(1011, "keepalive ping timeout")
+                return
+            except ConnectionClosed:
+                return
+            self.status.last_heard_at = time.time()
 
     async def _drain(self) -> None:
         """Wait for the batches in flight; raises the first error."""
@@ -228,6 +370,8 @@ class FirehoseConsumer:
         try:
             async for raw in ws:
                 self.status.frames += 1
+                self.status.backlog += 1
+                self.status.last_heard_at = time.time()
                 await queue.put(raw)
         finally:
             with contextlib.suppress(asyncio.QueueFull):
@@ -254,8 +398,7 @@ class FirehoseConsumer:
             now = time.time()
             self.status.last_seq = evt.seq
             self.status.last_event_at = now
-            if evt.time:
-                with contextlib.suppress(ValueError):
-                    sent = datetime.fromisoformat(evt.time.replace("Z", "+00:00")).timestamp()
-                    self.status.lag_s = max(0.0, now - sent)
+            sent = host_time(evt)
+            if sent is not None:
+                self.status.receive_lag_s = max(0.0, now - sent)
         return evt
