@@ -209,6 +209,8 @@ def verify_many(jobs: list[tuple[Proof, str]], now: float) -> list[tuple[str | N
             out.append((None, None, verify_proof(proof, key, now)))
         except VerifyError as exc:
             out.append((exc.reason, str(exc), False))
+        except Exception as exc:  # a signed commit over a hostile MST makes atmst raise: reject it, never stop
+            out.append(("unverifiable", f"{type(exc).__name__}: {exc}"[:500], False))
     return out
 
 

@@ -247,6 +247,45 @@ async def test_an_event_whose_handling_raises_is_skipped_and_its_repo_resynced(i
     assert desynced == [LISTENER]
 
 
+def test_a_signed_commit_with_a_hostile_mst_is_rejected_not_raised():
+    """An account controls its signing key, so it can sign a commit over any MST: here a chain of
+    5,000 empty nodes, on which the MST library raises ValueError. Verification rejects the commit
+    (reason ``unverifiable``) instead of raising out of the batch and stopping the stream."""
+    import coincurve
+    from atproto_crypto.did import format_did_key
+
+    from firehose.car import cid_str
+    from firehose.events import CommitEvent, RecordOp
+    from firehose.verify import TID_ALPHABET, proof_of, verify_many
+
+    key = coincurve.PrivateKey()
+    did_key = format_did_key("ES256K", key.public_key.format(compressed=True))
+    blocks: dict[bytes, bytes] = {}
+    node = None
+    for _ in range(5000):
+        raw = cbrrr.encode_dag_cbor({"e": [], "l": node})
+        node = cbrrr.CID(bytes(cid_of(raw)))
+        blocks[bytes(node)] = raw
+    record = play(f"at://{DID}/{TRACK}/{tid(1)}", "bafyreia")
+    record_block = dag_cbor.encode(record)
+    record_cid = bytes(cid_of(record_block))
+    blocks[record_cid] = record_block
+    value = int(time.time() * 1_000_000) << 10
+    rev = "".join(TID_ALPHABET[(value >> (5 * i)) & 31] for i in reversed(range(13)))
+    unsigned = {"data": node, "did": DID, "prev": None, "rev": rev, "version": 3}
+    signature = coincurve.ecdsa.serialize_compact(coincurve.ecdsa.der_to_cdata(key.sign(cbrrr.encode_dag_cbor(unsigned))))
+    commit_block = cbrrr.encode_dag_cbor({**unsigned, "sig": signature})
+    commit_cid = bytes(cid_of(commit_block))
+    blocks[commit_cid] = commit_block
+    path = f"{PLAY}/{tid(2)}"
+    evt = CommitEvent(seq=1, did=DID, rev=rev, since=None, commit=cid_str(commit_cid), time=NOW,
+                      ops=[RecordOp("create", PLAY, tid(2), cid_str(record_cid), record)], blocks=blocks,
+                      root=commit_cid, commit_raw=commit_cid, prev_data=None, data=bytes(node),
+                      all_ops=[("create", path, record_cid, None)])
+    [(reason, detail, inverted)] = verify_many([(proof_of(evt), did_key)], time.time())
+    assert reason == "unverifiable" and "ValueError" in detail and not inverted
+
+
 class BrokenIdentity:
     """An identity service whose lookups raise what no resync code expects."""
 
