@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup demo test lint run bench clean
+.PHONY: setup chromium demo test lint run bench clean
 
-setup: $(VENV)/.installed devnet/node_modules/.openmusic-installed
+setup: $(VENV)/.installed devnet/node_modules/.openmusic-installed chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 
 devnet/node_modules/.openmusic-installed: devnet/package.json devnet/install.sh
 	bash devnet/install.sh
+
+chromium:              ## Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 demo: setup            ## local reference PDS + PLC, seeded catalog, AppView on http://127.0.0.1:8080
 	$(BIN)/openmusic demo
