@@ -1,0 +1,306 @@
+"""The web app's sign-in pages (Starlette + Jinja2, rendered on the server, no scripts).
+
+``WebApp`` holds what the pages need (settings, the database connection, the OAuth client) and
+is started and stopped by whoever serves it: ``create_web_app`` for a stand-alone app, or the
+composition root, which mounts ``routes(web)`` beside the AppView's and calls ``start``/``stop``.
+
+Routes: ``GET/POST /login``, ``GET /oauth/callback``, ``POST /logout``, ``GET /me``,
+``GET /oauth/client-metadata.json``, ``GET /oauth/jwks.json``, ``/static/web/*``.
+
+Cookies (all HttpOnly, SameSite=Lax, Secure unless the public URL is loopback http):
+``om_session`` (the session: an opaque random ID), ``om_csrf`` (anonymous CSRF binding for the
+sign-in form), ``om_oauth`` (binds a sign-in in flight to the browser that started it, 10 min).
+Every POST carries a CSRF token (``web.csrf``); bad input gets a page saying what went wrong,
+with a 4xx status, and changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import httpx
+import jinja2
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from openmusic import db
+from openmusic.config import Settings
+from openmusic.identity import IdentityResolver
+from web import csrf
+from web.oauth.client import OAuthClient, SessionEnded, SignInError, UserSession, is_loopback_url
+from web.oauth.http import guarded_client
+from web.oauth.store import SessionStore, digest
+from web.sealing import Sealer, load_keys
+from web.settings import WebSettings
+
+log = logging.getLogger("openmusic.web")
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "om_session"
+ANON_COOKIE = "om_csrf"
+BINDING_COOKIE = "om_oauth"
+#: Headers on every page: no caching of personal pages, no framing, no referrer leaking codes.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+
+class PageError(Exception):
+    """Stop a request with an error page (``status``, ``title``, ``message``)."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(title)
+        self.status, self.title, self.message = status, title, message
+
+
+class WebApp:
+    """The web app's dependencies and endpoints. ``await start()`` before serving, ``await stop()`` after.
+
+    ``transport``: an httpx transport under the SSRF guard (tests use a mock authorization server)."""
+
+    def __init__(self, settings: Settings, web_settings: WebSettings | None = None, *,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.web = web_settings or WebSettings.from_env()
+        self._transport = transport
+        self.secure_cookies = not is_loopback_url(settings.base_url)
+        self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                                            autoescape=jinja2.select_autoescape(default=True))
+        self.conn = None
+        self.http: httpx.AsyncClient | None = None
+        self.sealer: Sealer | None = None
+        self.store: SessionStore | None = None
+        self.oauth: OAuthClient | None = None
+
+    async def start(self) -> None:
+        """Migrate the database, open a connection and the HTTP client, load the keys. Raises
+        ``KeyConfigError`` / ``ClientConfigError`` on missing or bad secrets."""
+        keys = load_keys(self.web.session_key, self.settings.allow_private_hosts, Path(self.settings.db_path).parent)
+        self.sealer = Sealer(keys)
+        await asyncio.to_thread(db.migrate, self.settings.db_path)
+        self.conn = await db.connect(self.settings.db_path)
+        self.http = guarded_client(self.settings.allow_private_hosts, self._transport)
+        self.store = SessionStore(self.conn, self.sealer)
+        try:
+            self.oauth = OAuthClient(self.settings, self.web, self.store, self.http,
+                                     IdentityResolver(self.settings, self.http))
+        except Exception:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Close the HTTP client and the database connection."""
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None
+        if self.conn is not None:
+            await self.conn.close()
+            self.conn = None
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def render(self, name: str, status: int = 200, **context: object) -> HTMLResponse:
+        html = self.templates.get_template(name).render(**context)
+        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+    def error_page(self, status: int, title: str, message: str, user: UserSession | None = None) -> HTMLResponse:
+        return self.render("error.html", status=status, title=title, message=message, user=user)
+
+    def set_cookie(self, resp: Response, name: str, value: str, max_age: int) -> None:
+        resp.set_cookie(name, value, max_age=max_age, path="/", httponly=True, samesite="lax",
+                        secure=self.secure_cookies)
+
+    def drop_cookie(self, resp: Response, name: str) -> None:
+        resp.delete_cookie(name, path="/", httponly=True, samesite="lax", secure=self.secure_cookies)
+
+    async def read_form(self, request: Request) -> dict[str, str]:
+        """An urlencoded form body, at most ``max_form_bytes``. Raises ``PageError``."""
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/x-www-form-urlencoded":
+            raise PageError(415, "Unsupported form", "Send this form from our page.")
+        limit = self.web.max_form_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise PageError(413, "Form too large", f"This form may carry at most {limit} bytes.")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PageError(413, "Form too large", f"This form may carry at most {limit} bytes.")
+        try:
+            parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20, strict_parsing=False)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise PageError(400, "Unreadable form", "This form could not be read.") from exc
+        return {k: v[0] for k, v in parsed.items()}
+
+    async def current_user(self, request: Request) -> UserSession | None:
+        assert self.oauth is not None
+        return await self.oauth.session(request.cookies.get(SESSION_COOKIE))
+
+    def _canonical_redirect(self, request: Request) -> Response | None:
+        """The loopback client's redirect is on 127.0.0.1: a visit to ``localhost`` moves there first,
+        so its cookies are the callback's."""
+        assert self.oauth is not None
+        if self.oauth.loopback and request.url.hostname == "localhost":
+            return RedirectResponse(f"{self.oauth.base_url}{request.url.path}", status_code=307)
+        return None
+
+    # -- endpoints ---------------------------------------------------------------------------------
+    async def login_page(self, request: Request, *, status: int = 200, error: tuple[str, str] | None = None,
+                         identifier: str = "") -> Response:
+        """GET /login: the sign-in form (a signed-in visitor goes to /me)."""
+        if (moved := self._canonical_redirect(request)) is not None:
+            return moved
+        if error is None and await self.current_user(request) is not None:
+            return RedirectResponse("/me", status_code=303)
+        assert self.sealer is not None
+        anon = request.cookies.get(ANON_COOKIE)
+        fresh = not anon or len(anon) > 64
+        if fresh:
+            anon = secrets.token_urlsafe(24)
+        resp = self.render("login.html", status=status, error=error, identifier=identifier,
+                           signed_out=request.query_params.get("signed_out") == "1",
+                           csrf_field=csrf.FIELD, csrf_token=csrf.token(self.sealer.csrf_key, f"anon:{anon}"))
+        if fresh:
+            self.set_cookie(resp, ANON_COOKIE, anon, max_age=86400)
+        return resp
+
+    async def login_submit(self, request: Request) -> Response:
+        """POST /login: check the form, send the PAR, redirect to the authorization page."""
+        assert self.oauth is not None and self.sealer is not None
+        try:
+            form = await self.read_form(request)
+        except PageError as exc:
+            return self.error_page(exc.status, exc.title, exc.message)
+        anon = request.cookies.get(ANON_COOKIE)
+        if not csrf.check(self.sealer.csrf_key, f"anon:{anon}" if anon else None, form.get(csrf.FIELD)):
+            return self.error_page(403, "Form expired", "This form was not sent from our sign-in page, or it "
+                                   "expired. Open the sign-in page again.")
+        identifier = form.get("identifier", "")
+        binding = secrets.token_urlsafe(24)
+        try:
+            url = await self.oauth.authorize(identifier, binding)
+        except SignInError as exc:
+            return await self.login_page(request, status=exc.status, error=(exc.title, exc.message),
+                                         identifier=identifier[:200])
+        resp = RedirectResponse(url, status_code=303)
+        self.set_cookie(resp, BINDING_COOKIE, binding, max_age=self.web.auth_request_ttl_s)
+        return resp
+
+    async def callback(self, request: Request) -> Response:
+        """GET /oauth/callback: finish signing in; a session cookie and /me, or an error page."""
+        assert self.oauth is not None
+        params = {k: v for k, v in request.query_params.items() if len(v) <= 4096}
+        try:
+            cookie, data, next_url = await self.oauth.callback(params, request.cookies.get(BINDING_COOKIE))
+        except SignInError as exc:
+            resp = self.error_page(exc.status, exc.title, exc.message)
+            self.drop_cookie(resp, BINDING_COOKIE)
+            return resp
+        log.info("signed in %s", data.did)
+        resp = RedirectResponse(next_url, status_code=303)
+        self.set_cookie(resp, SESSION_COOKIE, cookie, max_age=self.web.session_ttl_s)
+        self.drop_cookie(resp, BINDING_COOKIE)
+        return resp
+
+    async def logout(self, request: Request) -> Response:
+        """POST /logout: revoke the tokens, forget the session, back to /login."""
+        assert self.oauth is not None and self.sealer is not None
+        try:
+            form = await self.read_form(request)
+        except PageError as exc:
+            return self.error_page(exc.status, exc.title, exc.message)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        user = await self.oauth.session(cookie)
+        if user is None:
+            resp = RedirectResponse("/login", status_code=303)
+            self.drop_cookie(resp, SESSION_COOKIE)
+            return resp
+        if not csrf.check(self.sealer.csrf_key, f"session:{user.key}", form.get(csrf.FIELD)):
+            return self.error_page(403, "Form expired", "This sign-out was not sent from our page. You are still "
+                                   "signed in; use the Sign out button on your page.", user=user)
+        await self.oauth.sign_out(cookie)
+        log.info("signed out %s", user.did)
+        resp = RedirectResponse("/login?signed_out=1", status_code=303)
+        self.drop_cookie(resp, SESSION_COOKIE)
+        return resp
+
+    async def me(self, request: Request) -> Response:
+        """GET /me: who is signed in (no cookie: to /login; a cookie we do not know: 401)."""
+        assert self.sealer is not None
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            return RedirectResponse("/login", status_code=303)
+        user = await self.current_user(request)
+        if user is None:
+            resp = self.error_page(401, "Not signed in", "Your session has ended or is not valid. Sign in again.")
+            self.drop_cookie(resp, SESSION_COOKIE)
+            return resp
+        return self.render("me.html", user=user, csrf_field=csrf.FIELD,
+                           csrf_token=csrf.token(self.sealer.csrf_key, f"session:{user.key}"))
+
+    async def client_metadata(self, request: Request) -> Response:
+        """GET /oauth/client-metadata.json (404 for the loopback client, which has none)."""
+        assert self.oauth is not None
+        meta = self.oauth.client_metadata()
+        if meta is None:
+            return JSONResponse({"error": "NotFound", "message": "this server uses the loopback client"},
+                                status_code=404)
+        return JSONResponse(meta, headers={"Cache-Control": "public, max-age=600"})
+
+    async def jwks(self, request: Request) -> Response:
+        """GET /oauth/jwks.json: the confidential client's public keys."""
+        assert self.oauth is not None
+        return JSONResponse(self.oauth.jwks(), headers={"Cache-Control": "public, max-age=600"})
+
+    async def user_session(self, cookie: str | None) -> UserSession | None:
+        """The ``UserSession`` of a session cookie value (for other rooms of the web app)."""
+        assert self.oauth is not None
+        try:
+            return await self.oauth.session(cookie)
+        except SessionEnded:
+            return None
+
+
+def routes(web: WebApp) -> list[BaseRoute]:
+    """The web app's routes, to mount beside the AppView's (the caller starts and stops ``web``)."""
+    return [
+        Route("/login", web.login_page, methods=["GET"]),
+        Route("/login", web.login_submit, methods=["POST"]),
+        Route("/oauth/callback", web.callback, methods=["GET"]),
+        Route("/logout", web.logout, methods=["POST"]),
+        Route("/me", web.me, methods=["GET"]),
+        Route("/oauth/client-metadata.json", web.client_metadata, methods=["GET"]),
+        Route("/oauth/jwks.json", web.jwks, methods=["GET"]),
+        Mount("/static/web", StaticFiles(directory=HERE / "static"), name="web-static"),
+    ]
+
+
+def create_web_app(settings: Settings, web_settings: WebSettings | None = None, *,
+                   transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """A Starlette app serving only the web app's routes (``app.state.web`` is the ``WebApp``)."""
+    web = WebApp(settings, web_settings, transport=transport)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await web.start()
+        try:
+            yield
+        finally:
+            await web.stop()
+
+    app = Starlette(routes=routes(web), lifespan=lifespan)
+    app.state.web = web
+    return app
+
+
+__all__ = ["WebApp", "create_web_app", "digest", "routes"]

@@ -1,0 +1,63 @@
+"""Settings of the web app that ``openmusic.config.Settings`` does not hold (yet): secrets and the
+OAuth client's choices. Each field is read from ``OPENMUSIC_<FIELD_NAME_UPPER>``.
+
+Dev/test mode is not a separate switch: it is ``Settings.allow_private_hosts`` (the same flag that
+lets the AppView reach a loopback PDS and PLC). Only in that mode may the session key be generated
+into the data directory, and may OAuth servers be reached over plain http on private addresses."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+#: What the app asks for today. The target is a permission set of our own plus blob scopes
+#: (``TARGET_SCOPE``); until ``fm.openmusic`` publishes one, every PDS gets this.
+DEFAULT_SCOPE = "atproto transition:generic"
+#: The scope we mean to ask for once the permission-set lexicon is published (see web/oauth/README.md).
+TARGET_SCOPE = "atproto include:fm.openmusic.authFull blob:audio/* blob:image/*"
+
+
+@dataclass
+class WebSettings:
+    """Secrets and OAuth choices of the web app (``OPENMUSIC_*`` environment variables)."""
+
+    #: AES-256-GCM key(s) for tokens and DPoP keys at rest: 32 bytes, base64url or hex. Several,
+    #: comma-separated, for rotation: the first seals, all open. Empty: refused outside dev mode; in
+    #: dev mode a key is generated into ``<data dir>/web-session.key`` (mode 0600).
+    session_key: str = field(default="", repr=False)
+    #: The confidential client's ES256 (P-256) private key, a JWK (JSON) or PEM. Required when the
+    #: public URL is not loopback http; its public half is served at ``/oauth/jwks.json``.
+    oauth_private_key: str = field(default="", repr=False)
+    #: Scopes to request (space-separated, ``atproto`` first).
+    oauth_scope: str = DEFAULT_SCOPE
+    #: Asked for instead when the authorization server refuses ``oauth_scope`` with ``invalid_scope``
+    #: (a PDS that knows no permission sets, or one that cannot resolve ours).
+    oauth_fallback_scope: str = DEFAULT_SCOPE
+    #: Longest a browser session lasts, seconds (it also ends when the PDS refuses a refresh).
+    session_ttl_s: int = 14 * 86400
+    #: Seconds a pending sign-in (from the PDS redirect to the callback) stays valid.
+    auth_request_ttl_s: int = 600
+    #: Refresh an access token this many seconds before it expires.
+    refresh_margin_s: int = 60
+    #: Largest form body accepted, bytes.
+    max_form_bytes: int = 16 * 1024
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> WebSettings:
+        """Read ``OPENMUSIC_*`` variables (default ``os.environ``), then apply non-None ``overrides``.
+        Raises ``ValueError`` for an integer that does not parse."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = environ.get(f"OPENMUSIC_{f.name.upper()}")
+            if raw is None:
+                continue
+            if f.type in ("int", int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError as exc:
+                    raise ValueError(f"OPENMUSIC_{f.name.upper()} must be an integer, got {raw!r}") from exc
+            else:
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
