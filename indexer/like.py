@@ -19,19 +19,20 @@ def check(record: dict[str, Any]) -> None:
 
 
 def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
-    """Index one like and count it."""
+    """Index one like and count it: once per (account, subject), and only while the subject is an
+    indexed track (``stats.like_changed``)."""
     subject = record["subject"]
     ctx.tx.execute(
         "INSERT INTO like_record (uri, did, rkey, cid, subject_uri, subject_cid, created_at, indexed_at) "
         "VALUES (?,?,?,?,?,?,?,?)",
         (ctx.uri, ctx.did, ctx.rkey, ctx.cid, subject["uri"], subject["cid"],
          normalize_datetime(record["createdAt"]) or ctx.now, ctx.now))
-    stats.add_like(ctx.tx, subject["uri"])
+    stats.like_changed(ctx.tx, ctx.did, subject["uri"], 1)
 
 
 def delete(ctx: WriteContext) -> None:
-    """Remove a like and uncount it."""
+    """Remove a like and uncount it (when it was the account's last like of that subject)."""
     cur = ctx.tx.execute("DELETE FROM like_record WHERE uri = ? RETURNING subject_uri", (ctx.uri,))
     row = cur.fetchone()
     if row:
-        stats.add_like(ctx.tx, row[0], sign=-1)
+        stats.like_changed(ctx.tx, ctx.did, row[0], -1)

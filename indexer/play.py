@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from indexer import stats, streams
@@ -23,27 +24,37 @@ def check(record: dict[str, Any]) -> None:
 
 
 def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
-    """Index one play, decide whether it is a stream (paid or free, ``indexer.streams``) and count
-    it in the track's stats."""
+    """Index one play, decide whether it is a stream (paid or free, ``indexer.streams``; a play of a
+    track not indexed yet is decided when the track appears) and count it in the track's stats."""
     track_uri = record["track"]["uri"]
     listened = record["listenedMs"]
     completed = bool(record.get("completed"))
+    created = normalize_datetime(record["createdAt"])
     at = sort_at(record["createdAt"], ctx.now)
-    s = streams.classify(ctx.tx, ctx.did, track_uri, at, listened)
+    segments = streams.merge_segments(record.get("segments"))
+    s = streams.classify(ctx.tx, ctx.did, track_uri, created, at, ctx.now, listened, segments)
+    heard = s.heard if s.heard is not None or created else 0  # an unreadable date never earns: decided now
     ctx.tx.execute(
         "INSERT INTO play (uri, did, rkey, cid, track_uri, track_cid, track_did, created_at, sort_at, listened_ms, "
-        "completed, client, country, indexed_at, stream, paid, stream_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "completed, client, country, indexed_at, stream, paid, stream_ms, heard_ms, segments) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (ctx.uri, ctx.did, ctx.rkey, ctx.cid, track_uri, record["track"]["cid"], split_uri(track_uri)[0],
-         normalize_datetime(record["createdAt"]) or ctx.now, at, listened,
-         1 if completed else 0, record.get("client"), (record.get("country") or "").upper() or None, ctx.now,
-         int(s.stream), int(s.paid), s.ms))
-    stats.add_play(ctx.tx, track_uri, ctx.did, listened, completed, stream=s.stream, paid=s.paid)
+         created or ctx.now, at, listened, 1 if completed else 0, record.get("client"),
+         (record.get("country") or "").upper() or None, ctx.now, int(s.stream), int(s.paid), s.ms, heard,
+         json.dumps(segments, separators=(",", ":")) if segments else None))
+    if s.stream:
+        streams.book(ctx.tx, ctx.did, at, s.ms)
+    stats.add_play(ctx.tx, track_uri, ctx.did, heard or 0, completed, stream=s.stream, paid=s.paid)
 
 
 def delete(ctx: WriteContext) -> None:
-    """Remove a play and uncount it."""
-    cur = ctx.tx.execute("DELETE FROM play WHERE uri = ? RETURNING track_uri, listened_ms, completed, stream, paid",
-                         (ctx.uri,))
+    """Remove a play and uncount it (its weight leaves its listener's day)."""
+    cur = ctx.tx.execute("DELETE FROM play WHERE uri = ? RETURNING track_uri, heard_ms, completed, stream, paid, "
+                         "stream_ms, sort_at", (ctx.uri,))
     row = cur.fetchone()
     if row:
-        stats.add_play(ctx.tx, row[0], ctx.did, row[1], bool(row[2]), sign=-1, stream=bool(row[3]), paid=bool(row[4]))
+        track_uri, heard, completed, stream, paid, ms, at = row
+        if stream:
+            streams.book(ctx.tx, ctx.did, at, -ms)
+        stats.add_play(ctx.tx, track_uri, ctx.did, heard or 0, bool(completed), sign=-1, stream=bool(stream),
+                       paid=bool(paid))

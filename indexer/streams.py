@@ -1,41 +1,142 @@
 """Which plays are streams, and which streams are paid (the rules payouts and stats share).
 
-A play (``fm.openmusic.listen.play``) is a **stream** when it was heard for at least
-``min(STREAM_MIN_MS, duration / 2)`` and it is among the first ``DAILY_CAP`` streams of that track
-by that listener on that UTC day (so one listener cannot farm counts). A stream is **paid** when
-its listener held a paid tier for the play's time (``sort_at``): a paid Stripe invoice whose
-service period covers it (table ``subscription_invoice``). Its weight in payouts is
-``stream_ms`` = the milliseconds heard, at most the track's duration.
+A play record (``fm.openmusic.listen.play``) is written by the listener, about a track URI, a
+``listenedMs`` and a ``createdAt`` the listener chooses. None of that is evidence, so a play is a
+**stream** (it earns, paid or free) only when all of these hold:
 
-The flags are decided when the play is indexed; a subscription paid later (webhook after the plays)
-turns that listener's free streams of the period into paid ones (``mark_paid``). Columns:
-``play.stream``, ``play.paid``, ``play.stream_ms``; counters ``track_stats.paid_streams`` and
-``track_stats.free_streams``.
+- **its track is indexed**: a play of a URI we hold no track record for is kept and counted as a
+  play but earns nothing; it is decided when that track appears (firehose order across repos is
+  arbitrary, and a backfill brings tracks and plays in any order: ``track_appeared``);
+- **it is dated honestly**: its ``createdAt`` is at most ``FUTURE_TOLERANCE_MS`` after we first
+  indexed the play, at most ``MAX_AGE_MS`` before it (a player that was offline for a week still
+  earns; older claims, and history a backfill imports later, do not), and not before the track
+  existed (the track's ``sort_at``: its ``createdAt``, never later than when we first indexed it),
+  less ``TRACK_TOLERANCE_MS``;
+- **it was heard long enough**: its weight, ``heard_ms`` = ``min(listenedMs, duration)``, or with
+  ``segments`` ``min(listenedMs, |union of the segments within [0, duration]|)``, is at least
+  ``min(STREAM_MIN_MS, duration / 2)``;
+- **within the listener's caps**, per UTC day of ``sort_at``: at most ``DAILY_CAP`` streams of one
+  (real, indexed) track, and at most ``DAILY_MS_CAP`` (24 h) of stream weight in all, and no more
+  than the day had lasted when the play was indexed (plus ``FUTURE_TOLERANCE_MS``): nobody
+  listens more than the day holds. A stream that would pass a cap is cut to what is left (and is
+  no stream if that is under the threshold). The caps are per listener, so one listener's plays
+  can never change another's.
+
+A stream is **paid** when its listener held a paid tier at the play's time (``sort_at``): a paid
+Stripe invoice whose service period covers it (table ``subscription_invoice``). Its weight in
+payouts is ``stream_ms`` (ms, at most ``heard_ms``).
+
+Decisions are made once per play, in the order plays are indexed (a play arriving before its track
+is decided when the track appears, in ``sort_at`` order); a later play never changes an earlier
+decision. A subscription paid later (webhook after the plays) turns that listener's free streams of
+the period into paid ones (``mark_paid``). A deleted track keeps its plays' decisions, but the
+period close pays only tracks indexed, of active accounts, at close time (``payments.period``): a
+track's deletion takes its streams out of every period not yet closed, and re-creating it brings
+them back. Columns: ``play.heard_ms`` (NULL while the track is unknown), ``play.segments`` (the
+merged segments, JSON), ``play.stream``, ``play.paid``, ``play.stream_ms``; table ``listener_day``
+(stream weight per listener and UTC day); counters ``track_stats.paid_streams`` and
+``free_streams``.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from indexer import stats
 
 #: A play shorter than this (or than half the track, if less) is not a stream, ms.
 STREAM_MIN_MS = 30_000
 #: Streams of one track by one listener counted per UTC day.
 DAILY_CAP = 10
+#: One day, ms.
+DAY_MS = 86_400_000
+#: Stream weight one listener can earn per UTC day, ms: nobody listens more than 24 h a day.
+DAILY_MS_CAP = DAY_MS
+#: How far in the future a play's ``createdAt`` may be, against our clock when we index it, ms.
+FUTURE_TOLERANCE_MS = 5 * 60_000
+#: How long before its indexing a play's ``createdAt`` may be, ms (7 days).
+MAX_AGE_MS = 7 * DAY_MS
+#: How long before the track's own date a play's ``createdAt`` may be (clock skew), ms.
+TRACK_TOLERANCE_MS = 5 * 60_000
 
 
 @dataclass(frozen=True, slots=True)
 class Stream:
-    """The decision for one play: ``stream`` (counts), ``paid``, ``ms`` (payout weight)."""
+    """The decision for one play: ``stream`` (counts), ``paid``, ``ms`` (payout weight) and
+    ``heard`` (the capped ms heard, what stats count; None while the track is unknown)."""
 
     stream: bool
     paid: bool
     ms: int
+    heard: int | None
+
+
+NOT_YET = Stream(False, False, 0, None)
 
 
 def threshold_ms(duration_ms: int | None) -> int:
-    """The shortest listen that is a stream: 30 s, or half the track when that is less."""
+    """The shortest listen that is a stream, ms: 30 s, or half the track when that is less."""
     return STREAM_MIN_MS if not duration_ms else max(1, min(STREAM_MIN_MS, duration_ms // 2))
+
+
+def epoch_ms(value: str | None) -> int | None:
+    """A normalized datetime string (``openmusic.db.normalize_datetime``) -> Unix ms, or None."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def merge_segments(segments: Iterable[dict] | None) -> list[list[int]] | None:
+    """A play's ``segments`` [{startMs, endMs}] -> their union as sorted, disjoint [start, end]
+    pairs (ms into the track), or None when the play has none."""
+    pairs = sorted((int(s["startMs"]), int(s["endMs"])) for s in segments or [] if s["endMs"] >= s["startMs"])
+    if not pairs:
+        return None
+    out: list[list[int]] = []
+    for start, end in pairs:
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return out
+
+
+def heard_ms(listened_ms: int, segments: list[list[int]] | None, duration_ms: int) -> int:
+    """What a play can have been heard for, ms: ``listenedMs``, at most the track's duration and,
+    when the play lists segments, at most their union within the track."""
+    heard = max(0, min(listened_ms, duration_ms))
+    if segments is not None:
+        heard = min(heard, sum(max(0, min(end, duration_ms) - start) for start, end in segments))
+    return heard
+
+
+def dated_honestly(created_at: str | None, indexed_at: str, track_since: str) -> bool:
+    """Whether a play claiming ``created_at`` and first indexed at ``indexed_at`` may earn from a
+    track that exists since ``track_since`` (see the module docstring)."""
+    created, indexed, since = epoch_ms(created_at), epoch_ms(indexed_at), epoch_ms(track_since)
+    if created is None or indexed is None or since is None:
+        return False
+    return (indexed - MAX_AGE_MS <= created <= indexed + FUTURE_TOLERANCE_MS
+            and created >= since - TRACK_TOLERANCE_MS)
+
+
+def day_budget_ms(day: str, indexed_at: str) -> int:
+    """Stream weight a listener can have on UTC ``day`` (YYYY-MM-DD), as known at ``indexed_at``:
+    24 h, or what of the day had passed by then (plus the tolerance), ms."""
+    start, indexed = epoch_ms(day + "T00:00:00.000Z"), epoch_ms(indexed_at)
+    if start is None or indexed is None:
+        return 0
+    return max(0, min(DAILY_MS_CAP, indexed - start + FUTURE_TOLERANCE_MS))
 
 
 def holds_paid_tier(tx: sqlite3.Connection, did: str, at: str) -> bool:
@@ -44,27 +145,85 @@ def holds_paid_tier(tx: sqlite3.Connection, did: str, at: str) -> bool:
                       "AND period_end > ? LIMIT 1", (did, at, at)).fetchone() is not None
 
 
-def classify(tx: sqlite3.Connection, did: str, track_uri: str, sort_at: str, listened_ms: int) -> Stream:
-    """Decide a play about to be indexed (see the module docstring)."""
-    row = tx.execute("SELECT duration_ms FROM track WHERE uri = ?", (track_uri,)).fetchone()
-    duration = row[0] if row else None
-    if listened_ms < threshold_ms(duration):
-        return Stream(False, False, 0)
+def classify(tx: sqlite3.Connection, did: str, track_uri: str, created_at: str | None, sort_at: str,
+             indexed_at: str, listened_ms: int, segments: list[list[int]] | None) -> Stream:
+    """Decide one play of ``track_uri`` by ``did`` that is not (yet) counted anywhere, against the
+    listener's streams decided so far (see the module docstring). ``created_at`` is the play's
+    normalized ``createdAt`` (None if unreadable), ``indexed_at`` when we first indexed it,
+    ``segments`` as ``merge_segments`` gives them."""
+    row = tx.execute("SELECT duration_ms, sort_at FROM track WHERE uri = ?", (track_uri,)).fetchone()
+    if row is None:
+        return NOT_YET
+    duration, since = row
+    heard = heard_ms(listened_ms, segments, duration)
+    need = threshold_ms(duration)
+    if heard < need or not dated_honestly(created_at, indexed_at, since):
+        return Stream(False, False, 0, heard)
     day = sort_at[:10]
     (today,) = tx.execute("SELECT count(*) FROM play WHERE did = ? AND track_uri = ? AND stream = 1 AND sort_at >= ? "
                           "AND sort_at < ?", (did, track_uri, day, day + "T99")).fetchone()
     if today >= DAILY_CAP:
-        return Stream(False, False, 0)
-    ms = min(listened_ms, duration) if duration else listened_ms
-    return Stream(True, holds_paid_tier(tx, did, sort_at), ms)
+        return Stream(False, False, 0, heard)
+    used = tx.execute("SELECT stream_ms FROM listener_day WHERE did = ? AND day = ?", (did, day)).fetchone()
+    ms = min(heard, day_budget_ms(day, indexed_at) - (used[0] if used else 0))
+    if ms < need:
+        return Stream(False, False, 0, heard)
+    return Stream(True, holds_paid_tier(tx, did, sort_at), ms, heard)
+
+
+def book(tx: sqlite3.Connection, did: str, sort_at: str, ms: int) -> None:
+    """Add (``ms`` > 0) or take back (< 0) a stream's weight in its listener's day."""
+    tx.execute("INSERT INTO listener_day (did, day, stream_ms) VALUES (?,?,?) "
+               "ON CONFLICT (did, day) DO UPDATE SET stream_ms = stream_ms + excluded.stream_ms",
+               (did, sort_at[:10], ms))
+
+
+def _decide_pending(tx: sqlite3.Connection, where: str, args: tuple, count: bool) -> int:
+    """Decide the plays ``where`` selects (not yet decided: ``heard_ms IS NULL``) in ``sort_at``
+    order and store the decisions; with ``count``, move the stats of active listeners' plays."""
+    rows = tx.execute(
+        "SELECT p.uri, p.did, p.track_uri, p.created_at, p.sort_at, p.indexed_at, p.listened_ms, p.segments, "
+        "(a.active IS NULL OR a.active = 1) FROM play p LEFT JOIN actor a ON a.did = p.did "
+        f"WHERE p.heard_ms IS NULL AND {where} ORDER BY p.sort_at, p.uri", args).fetchall()
+    decided = 0
+    for uri, did, track_uri, created_at, sort_at, indexed_at, listened, segments, active in rows:
+        s = classify(tx, did, track_uri, created_at, sort_at, indexed_at, listened,
+                     json.loads(segments) if segments else None)
+        if s.heard is None:
+            continue
+        tx.execute("UPDATE play SET heard_ms = ?, stream = ?, paid = ?, stream_ms = ? WHERE uri = ?",
+                   (s.heard, int(s.stream), int(s.paid), s.ms, uri))
+        if s.stream:
+            book(tx, did, sort_at, s.ms)
+        if count and active:
+            stats.add_decision(tx, track_uri, s.heard, s.stream, s.paid)
+        decided += 1
+    return decided
+
+
+def track_appeared(tx: sqlite3.Connection, track_uri: str) -> int:
+    """A track was indexed: decide the plays of it that arrived before it (in ``sort_at`` order),
+    and count them in its stats. Returns how many were decided."""
+    return _decide_pending(tx, "p.track_uri = ?", (track_uri,), count=True)
+
+
+def reevaluate_all(tx: sqlite3.Connection) -> int:
+    """Decide every play again from scratch, in ``sort_at`` order (the migration that brought these
+    rules). ``play.segments`` must be filled; the stats are left to ``stats.recount_all``."""
+    tx.execute("UPDATE play SET heard_ms = NULL, stream = 0, paid = 0, stream_ms = 0")
+    tx.execute("DELETE FROM listener_day")
+    return _decide_pending(tx, "1", (), count=False)
 
 
 def mark_paid(tx: sqlite3.Connection, did: str, start: str, end: str) -> int:
     """Turn ``did``'s free streams in [``start``, ``end``) into paid ones (a paid invoice for that
-    period was recorded); returns how many changed. The listener's stats move with them."""
+    period was recorded); returns how many changed. The stats move with them while the listener's
+    account is active (an inactive one's are counted back, as they are then, on reactivation)."""
     rows = tx.execute("UPDATE play SET paid = 1 WHERE did = ? AND stream = 1 AND paid = 0 AND sort_at >= ? "
                       "AND sort_at < ? RETURNING track_uri", (did, start, end)).fetchall()
-    for (track_uri,) in rows:
-        tx.execute("UPDATE track_stats SET paid_streams = paid_streams + 1, free_streams = free_streams - 1 "
-                   "WHERE track_uri = ?", (track_uri,))
+    active = tx.execute("SELECT active FROM actor WHERE did = ?", (did,)).fetchone()
+    if active is None or active[0]:
+        for (track_uri,) in rows:
+            tx.execute("UPDATE track_stats SET paid_streams = paid_streams + 1, free_streams = free_streams - 1 "
+                       "WHERE track_uri = ?", (track_uri,))
     return len(rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from indexer import search
+from indexer import search, stats, streams
 from indexer.base import WriteContext, blob_cid, blob_mime, split_uri
 from openmusic.db import normalize_datetime, sort_at
 from openmusic.lexicons import ALBUM, TRACK, RecordInvalid
@@ -28,7 +28,8 @@ def check(record: dict[str, Any]) -> None:
 
 
 def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
-    """Index one track record (create, or the insert half of an update)."""
+    """Index one track record (create, or the insert half of an update). Plays of it that arrived
+    before it are decided now (``indexer.streams.track_appeared``) and its likes recounted."""
     album = record.get("album") or {}
     audio = record["audio"]
     created = normalize_datetime(record["createdAt"]) or ctx.now
@@ -44,9 +45,14 @@ def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
          created, sort_at(record["createdAt"], ctx.now), ctx.now))
     ctx.tx.execute("INSERT OR IGNORE INTO track_stats (track_uri) VALUES (?)", (ctx.uri,))
     search.index_track(ctx.tx, ctx.uri, ctx.did, record)
+    streams.track_appeared(ctx.tx, ctx.uri)
+    stats.recount_likes(ctx.tx, ctx.uri)
 
 
 def delete(ctx: WriteContext) -> None:
-    """Remove a track from the catalog. Its plays and stats stay: they belong to the listeners."""
+    """Remove a track from the catalog. Its plays stay (they belong to the listeners) and keep their
+    decisions, but the period close pays only indexed tracks (``indexer.streams``); its likes stop
+    counting."""
     search.unindex_track(ctx.tx, ctx.uri)
+    stats.clear_likes(ctx.tx, ctx.uri)
     ctx.tx.execute("DELETE FROM track WHERE uri = ?", (ctx.uri,))

@@ -7,8 +7,10 @@ Periods are UTC calendar months (``YYYY-MM``). Money is integers in minor units 
   platform keeps ``floor(net * platform_bps / 10000)``; the rest, the pool, goes to the tracks *that
   subscriber* streamed during the service period, in proportion to the milliseconds heard
   (``play.stream_ms`` of paid streams, ``indexer.streams``), and within each track by its
-  ``splits``. One largest-remainder allocation over (track, recipient) weights ``ms * share_bps``
-  makes the parts sum to the pool exactly. A subscriber who streamed nothing leaves the pool to
+  ``splits``. Only plays of tracks indexed at close time, by active accounts, can be streams, and a
+  stream weighs at most its track's duration: what a listener claims about a track that does not
+  exist, or heard longer than it lasts, earns nothing. One largest-remainder allocation over
+  (track, recipient) weights ``ms * share_bps`` makes the parts sum to the pool exactly. A subscriber who streamed nothing leaves the pool to
   the platform (the line says so). The invoice counts in the period its service period starts in.
 - **Ad pool, by free-tier listening.** The operator enters the period's ad revenue
   (``enter_ad_revenue``); at close it is split the same way over every free stream of the period.
@@ -77,17 +79,22 @@ def stream_weights(tx: sqlite3.Connection, start: str, end: str, listener: str |
                    paid: bool) -> list[tuple[tuple[str, str, int, int], int]]:
     """Weights for one split: [((track uri, recipient DID, share bps, ms heard), ms * bps)], sorted.
     The streams are ``listener``'s (None: everyone's) with ``paid`` status in [start, end), by
-    listeners whose account is active. A deleted track's share goes to its repo's DID."""
+    listeners whose account is active, of tracks indexed now whose artist's account is active
+    (``indexer.streams``: a play of anything else never earns). Each stream weighs at most the
+    track's duration. The recipients are the track record's ``splits``, or else the DID of the repo
+    that holds the track: never a DID taken from a URI a listener wrote."""
     args: list = [int(paid), start, end]
     who = ""
     if listener is not None:
         who = "AND p.did = ? "
         args.append(listener)
     rows = tx.execute(
-        "SELECT p.track_uri, p.track_did, SUM(p.stream_ms), r.json FROM play p "
-        "LEFT JOIN actor a ON a.did = p.did LEFT JOIN record r ON r.uri = p.track_uri "
+        "SELECT t.uri, t.did, SUM(MIN(p.stream_ms, t.duration_ms)), r.json FROM play p "
+        "JOIN track t ON t.uri = p.track_uri LEFT JOIN record r ON r.uri = t.uri "
+        "LEFT JOIN actor a ON a.did = p.did LEFT JOIN actor ta ON ta.did = t.did "
         f"WHERE p.stream = 1 AND p.paid = ? AND p.sort_at >= ? AND p.sort_at < ? {who}"
-        "AND (a.active IS NULL OR a.active = 1) GROUP BY p.track_uri ORDER BY p.track_uri", args).fetchall()
+        "AND (a.active IS NULL OR a.active = 1) AND (ta.active IS NULL OR ta.active = 1) "
+        "GROUP BY t.uri ORDER BY t.uri", args).fetchall()
     out = []
     for track_uri, track_did, ms, raw in rows:
         for did, bps in _splits(raw, track_did):

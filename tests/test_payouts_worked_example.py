@@ -23,6 +23,7 @@ import json
 import shutil
 import time
 from datetime import UTC, datetime
+from unittest import mock
 
 import pytest
 
@@ -60,8 +61,26 @@ def invoice(inv_id: str, amount: int) -> dict:
             "lines": {"data": [{"type": "subscription", "period": {"start": NOV, "end": DEC}}]}}
 
 
+class Clock:
+    """The indexer's clock, set by the test: plays earn only when indexed within a week of their
+    ``createdAt`` (``indexer.streams``), so these November plays are indexed in November."""
+
+    now = "2026-11-09T12:00:00.000Z"
+
+    def __call__(self) -> str:
+        return self.now
+
+
 @pytest.fixture
 async def ix(tmp_path):
+    clock = Clock()
+    with mock.patch("indexer.core.now_iso", clock):
+        async for ix in _indexer(tmp_path):
+            ix.clock = clock
+            yield ix
+
+
+async def _indexer(tmp_path):
     path = str(tmp_path / "w.sqlite")
     db.migrate(path)
     conn = await db.connect(path)
@@ -137,6 +156,7 @@ async def test_worked_example_to_the_cent(ix):
 
 
 async def test_streams_threshold_and_daily_cap(ix):
+    ix.clock.now = "2026-11-11T12:00:00.000Z"
     short = {**track("short"), "duration": 40_000}  # half the track (20 s) is under 30 s
     await ix.apply([commit(1, X, 1, create(TRACK, rkey(1), short))], 1)
     plays = [create(PLAY, rkey(100 + i), play(X1, 25, 10)) for i in range(12)]  # 12 streams of 25 s in one day
