@@ -39,9 +39,11 @@ def add_play(tx: sqlite3.Connection, track_uri: str, listener: str, heard_ms: in
             tx.execute("DELETE FROM track_listener WHERE track_uri = ? AND did = ?", (track_uri, listener))
             listener_delta = -1
     tx.execute(
-        "UPDATE track_stats SET plays = plays + ?, listeners = listeners + ?, completions = completions + ? "
-        "WHERE track_uri = ?", (sign, listener_delta, sign * (1 if completed else 0), track_uri))
-    add_decision(tx, track_uri, heard_ms, stream, paid, sign)
+        "UPDATE track_stats SET plays = plays + ?, listeners = listeners + ?, listened_ms = listened_ms + ?, "
+        "completions = completions + ?, paid_streams = paid_streams + ?, free_streams = free_streams + ? "
+        "WHERE track_uri = ?",
+        (sign, listener_delta, sign * heard_ms, sign * (1 if completed else 0), sign * int(stream and paid),
+         sign * int(stream and not paid), track_uri))
 
 
 def add_decision(tx: sqlite3.Connection, track_uri: str, heard_ms: int, stream: bool, paid: bool,
