@@ -178,13 +178,13 @@ def book(tx: sqlite3.Connection, did: str, sort_at: str, ms: int) -> None:
                (did, sort_at[:10], ms))
 
 
-def _decide_pending(tx: sqlite3.Connection, where: str, args: tuple, count: bool) -> int:
-    """Decide the plays ``where`` selects (not yet decided: ``heard_ms IS NULL``) in ``sort_at``
-    order and store the decisions; with ``count``, move the stats of active listeners' plays."""
-    rows = tx.execute(
-        "SELECT p.uri, p.did, p.track_uri, p.created_at, p.sort_at, p.indexed_at, p.listened_ms, p.segments, "
-        "(a.active IS NULL OR a.active = 1) FROM play p LEFT JOIN actor a ON a.did = p.did "
-        f"WHERE p.heard_ms IS NULL AND {where} ORDER BY p.sort_at, p.uri", args).fetchall()
+_PENDING = ("SELECT p.uri, p.did, p.track_uri, p.created_at, p.sort_at, p.indexed_at, p.listened_ms, p.segments, "
+            "(a.active IS NULL OR a.active = 1) FROM play p LEFT JOIN actor a ON a.did = p.did WHERE p.heard_ms IS NULL ")
+
+
+def _decide(tx: sqlite3.Connection, rows: list[tuple], count: bool) -> int:
+    """Decide ``rows`` of ``_PENDING`` in order and store the decisions; with ``count``, move the
+    stats of active listeners' plays. Returns how many were decided (their track is indexed)."""
     decided = 0
     for uri, did, track_uri, created_at, sort_at, indexed_at, listened, segments, active in rows:
         s = classify(tx, did, track_uri, created_at, sort_at, indexed_at, listened,
@@ -204,15 +204,22 @@ def _decide_pending(tx: sqlite3.Connection, where: str, args: tuple, count: bool
 def track_appeared(tx: sqlite3.Connection, track_uri: str) -> int:
     """A track was indexed: decide the plays of it that arrived before it (in ``sort_at`` order),
     and count them in its stats. Returns how many were decided."""
-    return _decide_pending(tx, "p.track_uri = ?", (track_uri,), count=True)
+    rows = tx.execute(_PENDING + "AND p.track_uri = ? ORDER BY p.sort_at, p.uri", (track_uri,)).fetchall()
+    return _decide(tx, rows, count=True)
 
 
-def reevaluate_all(tx: sqlite3.Connection) -> int:
-    """Decide every play again from scratch, in ``sort_at`` order (the migration that brought these
-    rules). ``play.segments`` must be filled; the stats are left to ``stats.recount_all``."""
+def reevaluate_all(tx: sqlite3.Connection, page: int = 10_000) -> int:
+    """Decide every play again from scratch, in ``sort_at`` order, ``page`` plays at a time (the
+    migration that brought these rules). ``play.segments`` must be filled; the stats are left to
+    ``stats.recount_all``. Returns how many were decided."""
     tx.execute("UPDATE play SET heard_ms = NULL, stream = 0, paid = 0, stream_ms = 0")
     tx.execute("DELETE FROM listener_day")
-    return _decide_pending(tx, "1", (), count=False)
+    decided, after = 0, ("", "")
+    while rows := tx.execute(_PENDING + "AND (p.sort_at, p.uri) > (?, ?) ORDER BY p.sort_at, p.uri LIMIT ?",
+                             (*after, page)).fetchall():
+        decided += _decide(tx, rows, count=False)
+        after = (rows[-1][4], rows[-1][0])
+    return decided
 
 
 def mark_paid(tx: sqlite3.Connection, did: str, start: str, end: str) -> int:
