@@ -191,7 +191,7 @@ async def test_sign_in_act_and_sign_out_in_chromium(net, make_client, site, brow
 
     # Sign out: tokens revoked at the PDS, session forgotten, /me goes to /login.
     before = user.data
-    await page.get_by_role("button", name="Sign out").click()
+    await page.get_by_role("button", name="Sign out", exact=True).click()
     await page.wait_for_url(f"{site.url}/login?signed_out=1")
     await page.screenshot(path=str(shots / "06-signed-out.png"))
     assert "signed out" in await page.text_content("main")

@@ -305,7 +305,7 @@ async def signed_in(net: FakeNet, web: WebApp) -> str:
     """Sign in through authorize + callback on the fake network; returns the session cookie."""
     url = await web.oauth.authorize(HANDLE, "binding")
     assert url.startswith(f"{ISS}/oauth/authorize?client_id=http%3A%2F%2Flocalhost")
-    row = await (await web.conn.execute("SELECT state_hash, sealed FROM web_oauth_request ORDER BY created_at DESC"
+    row = await (await web.conn.execute("SELECT state_hash, sealed FROM web_oauth_request WHERE used_at IS NULL"
                                         )).fetchone()
     # The state only reaches the browser; read it back from the sealed row for the test.
     state = web.sealer.open(row["sealed"], f"web_oauth_request:{row['state_hash']}")["state"]
@@ -476,3 +476,34 @@ async def test_pages_answer_bad_input_with_clear_4xx(fake):
         assert out.status_code == 303 and out.headers["location"] == "/login?signed_out=1"
         assert await web.oauth.session(cookie) is None
         assert [hint for hint, _ in net.revoked] == ["refresh_token", "access_token"]
+
+
+async def test_sessions_survive_a_restart_and_sign_out_everywhere(tmp_path):
+    """Dev mode: the generated key is kept beside the database, so a restarted app opens its
+    sessions; "sign out everywhere" revokes and forgets every session of the account."""
+    net = FakeNet()
+    settings = fake_settings(tmp_path)
+
+    async def started() -> WebApp:
+        web = WebApp(settings, WebSettings(), transport=httpx.MockTransport(net.handler))
+        await web.start()
+        return web
+
+    web = await started()
+    first, second = await signed_in(net, web), await signed_in(net, web)
+    await web.stop()
+    assert (tmp_path / "web-session.key").exists()
+    web = await started()
+    try:
+        user = await web.oauth.session(first)
+        assert user.did == DID and (await user.describe_repo())["did"] == DID
+        app = Starlette(routes=routes(web))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://127.0.0.1:8123",
+                                     cookies={"om_session": first}) as http:
+            token = csrf.token(web.sealer.csrf_key, f"session:{digest(first)}")
+            out = await http.post("/logout", data={"csrf_token": token, "everywhere": "1"})
+        assert out.status_code == 303
+        assert await web.oauth.session(first) is None and await web.oauth.session(second) is None
+        assert len(net.revoked) == 4
+    finally:
+        await web.stop()

@@ -213,7 +213,8 @@ class WebApp:
         return resp
 
     async def logout(self, request: Request) -> Response:
-        """POST /logout: revoke the tokens, forget the session, back to /login."""
+        """POST /logout: revoke the tokens, forget the session (with ``everywhere=1``: every session
+        of the account, in every browser), back to /login."""
         assert self.oauth is not None and self.sealer is not None
         try:
             form = await self.read_form(request)
@@ -228,8 +229,12 @@ class WebApp:
         if not csrf.check(self.sealer.csrf_key, f"session:{user.key}", form.get(csrf.FIELD)):
             return self.error_page(403, "Form expired", "This sign-out was not sent from our page. You are still "
                                    "signed in; use the Sign out button on your page.", user=user)
-        await self.oauth.sign_out(cookie)
-        log.info("signed out %s", user.did)
+        if form.get("everywhere") == "1":
+            count = await self.oauth.sign_out_everywhere(user.did)
+            log.info("signed out %s everywhere (%d sessions)", user.did, count)
+        else:
+            await self.oauth.sign_out(cookie)
+            log.info("signed out %s", user.did)
         resp = RedirectResponse("/login?signed_out=1", status_code=303)
         self.drop_cookie(resp, SESSION_COOKIE)
         return resp

@@ -280,7 +280,9 @@ class OAuthClient:
         if not info.pds:
             raise SignInError(400, "No PDS", f"{did} names no PDS.")
         if handle is None:
-            handle = info.handle
+            # A DID was typed: show its handle only when the handle resolves back to it.
+            if info.handle and await self.identity.resolve_handle(info.handle) == did:
+                handle = info.handle
         elif info.handle != handle:
             handle = None  # the DID document does not claim it: not verified both ways
         return did, handle, info.pds.rstrip("/")
@@ -442,7 +444,7 @@ class OAuthClient:
 
     async def refresh(self, user: UserSession) -> None:
         """New tokens for ``user`` (refresh grant). Raises ``SessionEnded`` when the server refuses
-        (the session is deleted), ``PdsError``-free: network trouble raises ``SignInError``."""
+        (the session is deleted), ``SignInError`` when it cannot be reached (the session is kept)."""
         async with self._lock(user.key):
             # Another request (or process) may have refreshed while this one waited.
             current = await self.store.load(user.key)
@@ -550,7 +552,8 @@ class UserSession:
     async def request(self, method: str, nsid: str, *, params: dict | None = None, json: object = None,
                       content: bytes | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
         """Call ``/xrpc/<nsid>`` on the user's PDS as the user. Raises ``SessionEnded`` when the
-        session cannot go on, ``httpx.HTTPError`` / ``BlockedURL`` on network trouble."""
+        session cannot go on, ``httpx.HTTPError`` / ``BlockedURL`` on network trouble with the PDS,
+        ``SignInError`` when a needed refresh cannot reach the authorization server."""
         url = f"{self.data.pds_url}/xrpc/{nsid}"
         margin = self.client.web.refresh_margin_s
         if self.data.token_expires_at is not None and self.data.token_expires_at - margin <= _now():
