@@ -247,8 +247,10 @@ async def test_denied_authorization_and_bad_input(net, make_client, site, browse
     await pds_sign_in(page, net, PASSWORD, tmp_path, "deny")
     deny = page.get_by_role("button", name="Deny access")
     await deny.wait_for(state="visible", timeout=30_000)
-    await deny.click()
-    await page.wait_for_url(lambda u: u.startswith(f"{site.url}/oauth/callback"), timeout=30_000)
+    async with page.expect_response(lambda r: r.url.startswith(f"{site.url}/oauth/callback"),
+                                    timeout=30_000) as info:
+        await deny.click()
+    assert (await info.value).status == 403
     await page.wait_for_load_state()
     assert "Sign-in cancelled" in await page.text_content("main")
     await page.screenshot(path=str(tmp_path / "denied.png"))
