@@ -27,13 +27,13 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Protocol
 
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from firehose.events import ErrorFrame, Event, FrameError, InfoEvent, decode_frame
+from openmusic.db import parse_datetime
 
 log = logging.getLogger("openmusic.firehose")
 
@@ -45,16 +45,8 @@ HEARTBEAT_TIMEOUT_S = 20.0
 
 def host_time(evt: object) -> float | None:
     """The host's ``time`` of an event as epoch seconds, or None when it has none or it is malformed."""
-    stamp = getattr(evt, "time", None)
-    if not stamp or not isinstance(stamp, str):
-        return None
-    try:
-        sent = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if sent.tzinfo is None:
-        sent = sent.replace(tzinfo=UTC)
-    return sent.timestamp()
+    sent = parse_datetime(getattr(evt, "time", None))
+    return None if sent is None else sent.timestamp()
 
 
 class RetryLater(Exception):

@@ -44,9 +44,9 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from indexer import stats
+from openmusic.db import parse_datetime
 
 #: A play shorter than this (or than half the track, if less) is not a stream, ms.
 STREAM_MIN_MS = 30_000
@@ -85,15 +85,8 @@ def threshold_ms(duration_ms: int | None) -> int:
 
 def epoch_ms(value: str | None) -> int | None:
     """A normalized datetime string (``openmusic.db.normalize_datetime``) -> Unix ms, or None."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    parsed = parse_datetime(value)
+    return None if parsed is None else int(parsed.timestamp() * 1000)
 
 
 def merge_segments(segments: Iterable[dict] | None) -> list[list[int]] | None:

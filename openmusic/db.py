@@ -158,16 +158,23 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def normalize_datetime(value: str | None) -> str | None:
-    """An atproto datetime string -> UTC ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (sortable as text); None if unparsable."""
-    if not value:
+def parse_datetime(value: object) -> datetime | None:
+    """An atproto datetime string -> an aware ``datetime`` (no zone means UTC); None when ``value``
+    is empty, not a string, or unparsable."""
+    if not value or not isinstance(value, str):
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def normalize_datetime(value: str | None) -> str | None:
+    """An atproto datetime string -> UTC ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (sortable as text); None if unparsable."""
+    parsed = parse_datetime(value)
+    if parsed is None:
+        return None
     return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
