@@ -11,11 +11,11 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, request_response
 
 from appview import metrics
-from appview.blobs import BlobError
+from appview.blobs import BlobError, blob_response
 from appview.page import render_index
 from appview.payment_methods import PAYMENT_METHODS, payment_method, stripe_webhook
 from appview.queries import QUERIES
@@ -69,8 +69,8 @@ def create_app(rt: Runtime) -> Starlette:
             path = await rt.blobs.get(did, cid, pds)
         except BlobError as exc:
             return XrpcError(exc.status, exc.error, str(exc)).response()
-        return FileResponse(path, media_type=mime, headers={
-            "Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff", "Accept-Ranges": "bytes"})
+        # The declared type only when it is one allowed type of this kind; a malformed Range is ignored.
+        return blob_response(path, mime, kind)
 
     async def audio(request: Request) -> Response:
         return await blob(request, "audio")
