@@ -95,3 +95,15 @@ async def ordered_track_views(ctx: ViewContext, uris: list[str]) -> list[dict[st
     """``track_views`` as a list in the order of ``uris``, leaving out missing ones."""
     views = await track_views(ctx, uris)
     return [views[u] for u in uris if u in views]
+
+
+async def viewer_likes(ctx: ViewContext, viewer: str, uris: list[str]) -> dict[str, str]:
+    """The viewer's indexed ``fm.openmusic.social.like`` per subject: {subject AT-URI: like AT-URI}
+    (the newest when there are several), for the subjects in ``uris`` the viewer (a DID) likes."""
+    if not uris:
+        return {}
+    marks = ",".join("?" * len(uris))
+    cur = await ctx.db.execute(
+        f"SELECT subject_uri, uri FROM like_record WHERE did = ? AND subject_uri IN ({marks}) "
+        f"ORDER BY created_at", [viewer, *uris])
+    return {subject: uri for subject, uri in await cur.fetchall()}

@@ -48,15 +48,22 @@ def not_found(error: str, message: str) -> XrpcError:
 
 
 def parse_params(nsid: str, request: Request) -> dict[str, Any]:
-    """Decode and validate ``request``'s query string against ``nsid``'s lexicon ``parameters``.
+    """Decode and validate ``request``'s query string against ``nsid``'s lexicon ``parameters``
+    (``validate_params``). Raises ``XrpcError`` (400 ``InvalidRequest``)."""
+    return validate_params(nsid, request.query_params.multi_items())
 
-    Unknown parameters are ignored; defaults from the lexicon are filled in.
+
+def validate_params(nsid: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Decode and validate query ``pairs`` (name, text value) against ``nsid``'s lexicon ``parameters``.
+
+    Unknown parameters are ignored; defaults from the lexicon are filled in. Other callers of the
+    query handlers (the web app's pages) validate their parameters here too.
     Raises ``XrpcError`` (400 ``InvalidRequest``).
     """
     lex = validator()
     schema = lex.defs[nsid].get("parameters") or {}
     props = schema.get("properties", {})
-    pairs = [(k, v) for k, v in request.query_params.multi_items() if k in props]
+    pairs = [(k, v) for k, v in pairs if k in props]
     try:
         params = lex.decode_params(nsid, pairs)
         for name, prop in props.items():

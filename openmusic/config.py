@@ -16,6 +16,31 @@ def _env_bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_values(cls: type, environ: dict[str, str] | None, overrides: dict[str, object]) -> dict[str, object]:
+    """Constructor arguments of the dataclass ``cls`` from ``OPENMUSIC_<FIELD_NAME_UPPER>`` variables
+    of ``environ`` (default ``os.environ``; int and bool fields parsed; ``extra`` skipped), then the
+    non-None ``overrides``. Raises ``ValueError`` when an integer variable does not parse."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, object] = {}
+    for f in fields(cls):
+        if f.name == "extra":
+            continue
+        raw = environ.get(f"OPENMUSIC_{f.name.upper()}")
+        if raw is None:
+            continue
+        if f.type in ("int", int):
+            try:
+                values[f.name] = int(raw)
+            except ValueError as exc:
+                raise ValueError(f"OPENMUSIC_{f.name.upper()} must be an integer, got {raw!r}") from exc
+        elif f.type in ("bool", bool):
+            values[f.name] = _env_bool(raw)
+        else:
+            values[f.name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
 @dataclass
 class Settings:
     """Runtime settings of the AppView, firehose consumer and indexer.
@@ -49,6 +74,9 @@ class Settings:
     identity_ttl_s: int = 86400
     #: Largest blob (bytes) the AppView fetches and caches from a PDS.
     max_blob_bytes: int = 100 * 1024 * 1024
+    #: Bound of the blob cache (``blob_cache_dir``), bytes: past it the least recently served blobs
+    #: are deleted (they are fetched again when asked for).
+    blob_cache_max_bytes: int = 2 * 1024 ** 3
     #: Where to start when no cursor is stored yet: -1 = the live head (default; backfill older
     #: records separately), 0 = replay everything the host still holds (a local PDS).
     start_cursor: int = -1
@@ -109,24 +137,7 @@ class Settings:
 
         Raises ``ValueError`` when an integer variable does not parse.
         """
-        environ = dict(os.environ if environ is None else environ)
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            if f.name == "extra":
-                continue
-            raw = environ.get(f"OPENMUSIC_{f.name.upper()}")
-            if raw is None:
-                continue
-            if f.type in ("int", int):
-                try:
-                    values[f.name] = int(raw)
-                except ValueError as exc:
-                    raise ValueError(f"OPENMUSIC_{f.name.upper()} must be an integer, got {raw!r}") from exc
-            elif f.type in ("bool", bool):
-                values[f.name] = _env_bool(raw)
-            else:
-                values[f.name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values = env_values(cls, environ, overrides)
         return cls(**values)  # type: ignore[arg-type]
 
     @property

@@ -141,13 +141,31 @@ class Runtime:
         return row[0], pds
 
     async def serve(self) -> None:
-        """Run the AppView HTTP server until cancelled."""
-        from appview.app import create_app
+        """Run the HTTP server until cancelled: the AppView (``appview.app``), and unless
+        ``OPENMUSIC_WEB_ENABLED=0`` the web app's pages and sign-in (``web``) on the same origin, its
+        routes first (``/`` is the web app's home). Raises ``KeyConfigError``/``ClientConfigError``
+        (``web``) when the web app's secrets are missing outside local development."""
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
 
-        config = uvicorn.Config(create_app(self), host=self.settings.host, port=self.settings.port,
+        from appview.app import create_app
+        from web import WebApp, WebSettings
+        from web import routes as web_routes
+
+        app = create_app(self)
+        web_settings = WebSettings.from_env()
+        web = WebApp(self.settings, web_settings, views=self.views) if web_settings.web_enabled else None
+        if web is not None:
+            await web.start()
+            app = Starlette(routes=[*web_routes(web), Mount("", app=app)])
+        config = uvicorn.Config(app, host=self.settings.host, port=self.settings.port,
                                 log_level=self.settings.log_level.lower(), access_log=False, lifespan="off")
         server = uvicorn.Server(config)
-        await server.serve()
+        try:
+            await server.serve()
+        finally:
+            if web is not None:
+                await web.stop()
 
     async def stop(self) -> None:
         """Stop the consumer (flushing its batch), the tasks and the connections."""

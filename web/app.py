@@ -20,7 +20,7 @@ import contextlib
 import logging
 import secrets
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jinja2
@@ -30,10 +30,12 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from appview.views import ViewContext
 from openmusic import db
 from openmusic.config import Settings
 from openmusic.identity import IdentityResolver
 from web import csrf
+from web.errors import PageError
 from web.oauth.client import OAuthClient, SessionEnded, SignInError, UserSession, is_loopback_url
 from web.oauth.http import guarded_client
 from web.oauth.store import SessionStore, digest
@@ -46,36 +48,38 @@ SESSION_COOKIE = "om_session"
 ANON_COOKIE = "om_csrf"
 BINDING_COOKIE = "om_oauth"
 #: Headers on every page: no caching of personal pages, no framing, no referrer leaking codes.
+#: Scripts only from our own origin (``/static/web``); audio and images also from the AppView's
+#: public origin, which the views' URLs name (``{media}``).
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: {media}; media-src 'self' {media}; "
+                               "frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
 
 
-class PageError(Exception):
-    """Stop a request with an error page (``status``, ``title``, ``message``)."""
-
-    def __init__(self, status: int, title: str, message: str) -> None:
-        super().__init__(title)
-        self.status, self.title, self.message = status, title, message
-
-
 class WebApp:
     """The web app's dependencies and endpoints. ``await start()`` before serving, ``await stop()`` after.
 
-    ``transport``: an httpx transport under the SSRF guard (tests use a mock authorization server)."""
+    ``transport``: an httpx transport under the SSRF guard (tests use a mock authorization server).
+    ``views``: the AppView's ``ViewContext``; with it, the catalog pages and the listener's writes
+    (``web.pages``) are served too."""
 
     def __init__(self, settings: Settings, web_settings: WebSettings | None = None, *,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, views: ViewContext | None = None) -> None:
         self.settings = settings
         self.web = web_settings or WebSettings.from_env()
         self._transport = transport
+        self.views = views
         self.secure_cookies = not is_loopback_url(settings.base_url)
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                             autoescape=jinja2.select_autoescape(default=True))
+        self.templates.filters.update(duration=format_duration, plural=plural)
+        media = "{0.scheme}://{0.netloc}".format(urlsplit(settings.base_url))
+        self.page_headers = dict(PAGE_HEADERS)
+        self.page_headers["Content-Security-Policy"] = PAGE_HEADERS["Content-Security-Policy"].format(media=media)
         self.conn = None
         self.http: httpx.AsyncClient | None = None
         self.sealer: Sealer | None = None
@@ -110,7 +114,7 @@ class WebApp:
     # -- helpers -----------------------------------------------------------------------------------
     def render(self, name: str, status: int = 200, **context: object) -> HTMLResponse:
         html = self.templates.get_template(name).render(**context)
-        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+        return HTMLResponse(html, status_code=status, headers=self.page_headers)
 
     def error_page(self, status: int, title: str, message: str, user: UserSession | None = None) -> HTMLResponse:
         return self.render("error.html", status=status, title=title, message=message, user=user)
@@ -276,9 +280,27 @@ class WebApp:
             return None
 
 
+def format_duration(ms: int | None) -> str:
+    """Milliseconds as ``m:ss`` (or ``h:mm:ss``); empty for None."""
+    if ms is None:
+        return ""
+    seconds = max(0, int(ms)) // 1000
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def plural(n: int, one: str, many: str) -> str:
+    """``"1 play"``, ``"2 plays"``: ``n`` with the right form of the noun."""
+    return f"{n} {one if n == 1 else many}"
+
+
 def routes(web: WebApp) -> list[BaseRoute]:
-    """The web app's routes, to mount beside the AppView's (the caller starts and stops ``web``)."""
-    return [
+    """The web app's routes, to mount beside the AppView's (the caller starts and stops ``web``).
+    With ``web.views`` set, the catalog pages and the listener's writes come first (``web.pages``)."""
+    from web.pages import Pages
+
+    catalog = Pages(web).routes() if web.views is not None else []
+    return [*catalog,
         Route("/login", web.login_page, methods=["GET"]),
         Route("/login", web.login_submit, methods=["POST"]),
         Route("/oauth/callback", web.callback, methods=["GET"]),

@@ -7,8 +7,9 @@ into the data directory, and may OAuth servers be reached over plain http on pri
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+
+from openmusic.config import env_values
 
 #: What the app asks for today. The target is a permission set of our own plus blob scopes
 #: (``TARGET_SCOPE``); until ``fm.openmusic`` publishes one, every PDS gets this.
@@ -21,6 +22,8 @@ TARGET_SCOPE = "atproto include:fm.openmusic.authFull blob:audio/* blob:image/*"
 class WebSettings:
     """Secrets and OAuth choices of the web app (``OPENMUSIC_*`` environment variables)."""
 
+    #: Serve the web app (pages, sign-in) beside the AppView in ``openmusic run``. Off: the XRPC API only.
+    web_enabled: bool = True
     #: AES-256-GCM key(s) for tokens and DPoP keys at rest: 32 bytes, base64url or hex. Several,
     #: comma-separated, for rotation: the first seals, all open. Empty: refused outside dev mode; in
     #: dev mode a key is generated into ``<data dir>/web-session.key`` (mode 0600).
@@ -44,20 +47,7 @@ class WebSettings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> WebSettings:
-        """Read ``OPENMUSIC_*`` variables (default ``os.environ``), then apply non-None ``overrides``.
-        Raises ``ValueError`` for an integer that does not parse."""
-        environ = dict(os.environ if environ is None else environ)
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            raw = environ.get(f"OPENMUSIC_{f.name.upper()}")
-            if raw is None:
-                continue
-            if f.type in ("int", int):
-                try:
-                    values[f.name] = int(raw)
-                except ValueError as exc:
-                    raise ValueError(f"OPENMUSIC_{f.name.upper()} must be an integer, got {raw!r}") from exc
-            else:
-                values[f.name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        """Read ``OPENMUSIC_*`` variables (default ``os.environ``), then apply non-None ``overrides``
+        (``openmusic.config.env_values``). Raises ``ValueError`` for an integer that does not parse."""
+        values = env_values(cls, environ, overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,307 @@
+"""The catalog pages and the listener's writes (skeleton -> hydration -> presentation: the AppView's
+query handlers do the first two, the templates the last; no SQL here).
+
+Pages (anyone): ``GET /`` newest tracks, ``GET /search`` (``q``, ``sort``, ``cursor``),
+``GET /track/{did}/{rkey}``, ``GET /artist/{actor}`` (handle or DID, ``cursor``),
+``GET /album/{did}/{rkey}``. Each calls the handler that serves the same data over XRPC
+(``fm.openmusic.catalog.*``, ``actor.getProfile``, ``listen.getTrackStats``), with its parameters
+validated against the same lexicon, so what a page shows, any other player can get.
+
+Writes (signed in, CSRF-checked), each a record in **the listener's own PDS** through their OAuth
+session; the firehose brings it back to our index:
+- ``POST /play`` (``static/web/player.js`` sends it when a listening ends): an
+  ``fm.openmusic.listen.play`` with the heard ``segments`` (ms, merged, clipped to the track's
+  duration) and ``listenedMs`` = their union. Answers JSON: ``{"uri", "listenedMs"}`` or an XRPC-style
+  ``{"error", "message"}`` with 400/401/403/404/409/502.
+- ``POST /like`` and ``POST /unlike`` (forms): create or delete the viewer's
+  ``fm.openmusic.social.like`` of a track, then back to the page (303), waiting up to
+  ``INDEX_WAIT_S`` for the index to show it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from appview.queries import QUERIES
+from appview.views import viewer_likes
+from appview.xrpc import XrpcError, validate_params
+from openmusic.lexicons import LIKE, PLAY, TRACK
+from web import csrf
+from web.errors import PageError
+from web.oauth.client import PdsError, SessionEnded, UserSession
+
+if TYPE_CHECKING:
+    from web.app import WebApp
+
+log = logging.getLogger("openmusic.web")
+#: Tracks per page on lists.
+PAGE_SIZE = 25
+#: Longest wait, seconds, for a like written to the PDS to come back through the firehose.
+INDEX_WAIT_S = 3.0
+#: Most heard segments a play may carry (the lexicon's ``maxLength``).
+MAX_SEGMENTS = 1000
+#: XRPC-style error names of ``POST /play``'s answers, by HTTP status.
+JSON_ERRORS = {400: "InvalidRequest", 401: "AuthRequired", 403: "InvalidCsrfToken", 404: "NotFound",
+               409: "TrackChanged", 413: "PayloadTooLarge", 415: "InvalidRequest"}
+#: What the play records' ``client`` says.
+CLIENT = "openmusic-web/0.1"
+
+
+class Pages:
+    """Endpoints of the catalog pages and the listener's writes, over a started ``WebApp`` with views."""
+
+    def __init__(self, web: WebApp) -> None:
+        assert web.views is not None
+        self.web = web
+        self.views = web.views
+        web.templates.filters.update(track_path=track_path, album_path=album_path)
+
+    def routes(self) -> list[BaseRoute]:
+        """The routes, to put before the sign-in routes (``web.app.routes``)."""
+        return [
+            Route("/", self.home, methods=["GET"]),
+            Route("/search", self.search, methods=["GET"]),
+            Route("/track/{did}/{rkey}", self.track, methods=["GET"]),
+            Route("/artist/{actor}", self.artist, methods=["GET"]),
+            Route("/album/{did}/{rkey}", self.album, methods=["GET"]),
+            Route("/play", self.play, methods=["POST"]),
+            Route("/like", self.like, methods=["POST"]),
+            Route("/unlike", self.unlike, methods=["POST"]),
+        ]
+
+    # -- helpers -----------------------------------------------------------------------------------
+    async def query(self, nsid: str, **params: object) -> dict[str, Any]:
+        """Call the XRPC handler ``nsid`` with ``params`` (validated by its lexicon). Raises
+        ``PageError`` (404 for ``NotFound``/``ActorNotFound``, else the XRPC error's status)."""
+        pairs = [(k, str(v)) for k, v in params.items() if v not in (None, "")]
+        try:
+            return await QUERIES[nsid](self.views, validate_params(nsid, pairs))
+        except XrpcError as exc:
+            if exc.error.endswith("NotFound"):  # XRPC answers these 400 with the name; a page is 404
+                raise PageError(404, "Not found", exc.message) from exc
+            raise PageError(exc.status, "Cannot show this", exc.message) from exc
+
+    async def viewer(self, request: Request) -> tuple[UserSession | None, str | None]:
+        """The signed-in user (or None) and the CSRF token for their forms."""
+        user = await self.web.user_session(request.cookies.get("om_session"))
+        if user is None:
+            return None, None
+        assert self.web.sealer is not None
+        return user, csrf.token(self.web.sealer.csrf_key, f"session:{user.key}")
+
+    async def page(self, request: Request, name: str, status: int = 200, **context: object) -> Response:
+        """Render ``name`` with the viewer (``user``, ``csrf_token``) and ``context``."""
+        user, token = await self.viewer(request)
+        return self.web.render(name, status=status, user=user, csrf_field=csrf.FIELD, csrf_token=token,
+                               **context)
+
+    async def guarded(self, request: Request, build) -> Response:
+        """Run ``build()`` (a page); a ``PageError`` becomes an error page with its status."""
+        try:
+            return await build()
+        except PageError as exc:
+            user, _ = await self.viewer(request)
+            return self.web.error_page(exc.status, exc.title, exc.message, user=user)
+
+    async def liked(self, user: UserSession | None, uris: list[str]) -> dict[str, str]:
+        return await viewer_likes(self.views, user.did, uris) if user else {}
+
+    # -- pages -------------------------------------------------------------------------------------
+    async def home(self, request: Request) -> Response:
+        """GET /: the newest tracks, and the search box."""
+        async def build() -> Response:
+            result = await self.query("fm.openmusic.catalog.searchTracks", sort="recent", limit=PAGE_SIZE)
+            return await self.page(request, "home.html", tracks=result["tracks"], cursor=result.get("cursor"))
+        return await self.guarded(request, build)
+
+    async def search(self, request: Request) -> Response:
+        """GET /search?q=&sort=recent|plays&cursor=: search results, a page at a time."""
+        q = request.query_params.get("q", "")[:256]
+        sort = request.query_params.get("sort", "recent")
+        cursor = request.query_params.get("cursor")
+
+        async def build() -> Response:
+            result = await self.query("fm.openmusic.catalog.searchTracks", q=q, sort=sort, cursor=cursor,
+                                      limit=PAGE_SIZE)
+            return await self.page(request, "search.html", q=q, sort=sort, tracks=result["tracks"],
+                                   cursor=result.get("cursor"), paged=bool(cursor))
+        return await self.guarded(request, build)
+
+    async def track(self, request: Request) -> Response:
+        """GET /track/{did}/{rkey}: the track, its player, its numbers, like/unlike."""
+        uri = f"at://{request.path_params['did']}/{TRACK}/{request.path_params['rkey']}"
+
+        async def build() -> Response:
+            track = (await self.query("fm.openmusic.catalog.getTrack", uri=uri))["track"]
+            stats = await self.query("fm.openmusic.listen.getTrackStats", uri=uri)
+            user, _ = await self.viewer(request)
+            return await self.page(request, "track.html", track=track, stats=stats,
+                                   like=(await self.liked(user, [uri])).get(uri),
+                                   notice=request.query_params.get("notice", ""))
+        return await self.guarded(request, build)
+
+    async def artist(self, request: Request) -> Response:
+        """GET /artist/{actor}: the profile and the artist's tracks, newest first."""
+        actor = request.path_params["actor"]
+        cursor = request.query_params.get("cursor")
+
+        async def build() -> Response:
+            profile = await self.query("fm.openmusic.actor.getProfile", actor=actor)
+            result = await self.query("fm.openmusic.catalog.getArtistTracks", actor=actor, cursor=cursor,
+                                      limit=PAGE_SIZE)
+            return await self.page(request, "artist.html", profile=profile, tracks=result["tracks"],
+                                   cursor=result.get("cursor"), paged=bool(cursor))
+        return await self.guarded(request, build)
+
+    async def album(self, request: Request) -> Response:
+        """GET /album/{did}/{rkey}: the album's tracks in its order."""
+        uri = f"at://{request.path_params['did']}/fm.openmusic.catalog.album/{request.path_params['rkey']}"
+
+        async def build() -> Response:
+            album = (await self.query("fm.openmusic.catalog.getAlbum", uri=uri))["album"]
+            return await self.page(request, "album.html", album=album, tracks=album["tracks"])
+        return await self.guarded(request, build)
+
+    # -- writes ------------------------------------------------------------------------------------
+    async def _signed_in_form(self, request: Request) -> tuple[UserSession, dict[str, str]]:
+        """The form of a signed-in user with a valid CSRF token. Raises ``PageError`` (401, 403, 4xx)."""
+        form = await self.web.read_form(request)
+        user, token = await self.viewer(request)
+        if user is None:
+            raise PageError(401, "Not signed in", "Sign in to do this.")
+        if not csrf.check(self.web.sealer.csrf_key, f"session:{user.key}", form.get(csrf.FIELD)):  # type: ignore[union-attr]
+            raise PageError(403, "Form expired", "This was not sent from our page, or the page is too old. "
+                            "Reload the page and try again.")
+        return user, form
+
+    async def play(self, request: Request) -> Response:
+        """POST /play: write the listener's ``fm.openmusic.listen.play`` to their PDS (module docstring)."""
+        try:
+            user, form = await self._signed_in_form(request)
+            uri = form.get("uri", "")
+            track = (await self.query("fm.openmusic.catalog.getTrack", uri=uri))["track"]
+            if form.get("cid") != track["cid"]:
+                raise PageError(409, "Track changed", "the track changed since the page was loaded; reload it")
+            segments = parse_segments(form.get("segments", ""), track.get("durationMs"))
+            heard = sum(end - start for start, end in segments)
+            if heard <= 0:
+                raise PageError(400, "Nothing heard", "no part of the track was heard")
+            record = {"$type": PLAY, "track": {"uri": uri, "cid": track["cid"]},
+                      "createdAt": started_at(form.get("started", ""), heard),
+                      "listenedMs": heard, "segments": [{"startMs": s, "endMs": e} for s, e in segments],
+                      "completed": form.get("completed") == "1", "client": CLIENT}
+            created = await user.create_record(PLAY, record)
+        except PageError as exc:
+            return JSONResponse({"error": JSON_ERRORS.get(exc.status, "InvalidRequest"), "message": exc.message},
+                                status_code=exc.status)
+        except SessionEnded:
+            return JSONResponse({"error": "AuthRequired", "message": "your session ended: sign in again"},
+                                status_code=401)
+        except PdsError as exc:
+            log.warning("writing a play for %s failed: %s", user.did, exc)
+            return JSONResponse({"error": "UpstreamFailure", "message": f"your PDS refused the play: {exc}"},
+                                status_code=502)
+        return JSONResponse({"uri": created.get("uri"), "listenedMs": heard})
+
+    async def like(self, request: Request) -> Response:
+        """POST /like (``uri``, ``cid`` of a track, ``next``): like it from the viewer's repo."""
+        return await self._like(request, True)
+
+    async def unlike(self, request: Request) -> Response:
+        """POST /unlike (``uri`` of a track, ``next``): delete the viewer's like of it."""
+        return await self._like(request, False)
+
+    async def _like(self, request: Request, on: bool) -> Response:
+        user: UserSession | None = None
+        try:
+            user, form = await self._signed_in_form(request)
+            uri = form.get("uri", "")
+            track = (await self.query("fm.openmusic.catalog.getTrack", uri=uri))["track"]
+            existing = (await self.liked(user, [uri])).get(uri)
+            if on and not existing:
+                await user.create_record(LIKE, {"$type": LIKE, "subject": {"uri": uri, "cid": track["cid"]},
+                                                "createdAt": now_iso()})
+            elif not on and existing:
+                await user.delete_record(LIKE, existing.rsplit("/", 1)[-1])
+            await self._until(lambda: self.liked(user, [uri]), lambda got: bool(got) == on)
+        except PageError as exc:
+            return self.web.error_page(exc.status, exc.title, exc.message, user=user)
+        except SessionEnded:
+            return RedirectResponse("/login", status_code=303)
+        except PdsError as exc:
+            return self.web.error_page(502, "Your PDS refused", f"Your PDS did not save this: {exc}", user=user)
+        return RedirectResponse(local_path(form.get("next"), fallback=track_path(uri)), status_code=303)
+
+    async def _until(self, check, done) -> None:
+        """Poll ``check()`` until ``done(result)``, at most ``INDEX_WAIT_S`` (the firehose's round trip)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(INDEX_WAIT_S):
+                while not done(await check()):  # noqa: ASYNC110 (the index is polled: no event to wait on)
+                    await asyncio.sleep(0.1)
+
+
+def parse_segments(text: str, duration_ms: int | None) -> list[tuple[int, int]]:
+    """``"0-15000,20000-31000"`` (ms) -> sorted, merged ``[(start, end)]``, each clipped to
+    ``[0, duration_ms]``; empty ones dropped. Raises ``PageError`` (400) on malformed input or more
+    than ``MAX_SEGMENTS`` segments."""
+    parts = [p for p in text.split(",") if p]
+    if len(parts) > MAX_SEGMENTS:
+        raise PageError(400, "Too many segments", f"at most {MAX_SEGMENTS} segments")
+    limit = duration_ms if duration_ms and duration_ms > 0 else 86_400_000
+    spans = []
+    for part in parts:
+        start_s, sep, end_s = part.partition("-")
+        if not sep or not start_s.isdigit() or not end_s.isdigit() or len(start_s) > 9 or len(end_s) > 9:
+            raise PageError(400, "Bad segment", f"a segment is start-end in ms, not {part[:40]!r}")
+        start, end = min(int(start_s), limit), min(int(end_s), limit)
+        if end > start:
+            spans.append((start, end))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def started_at(epoch_ms: str, heard_ms: int, now: float | None = None) -> str:
+    """When listening began, as an atproto datetime: the player's ``epoch_ms`` when it is within
+    the last day and not in the future, else now minus what was heard."""
+    now_ms = int((time.time() if now is None else now) * 1000)
+    value = int(epoch_ms) if epoch_ms.isdigit() and len(epoch_ms) < 16 else None
+    if value is None or not now_ms - 86_400_000 <= value <= now_ms:
+        value = now_ms - heard_ms
+    return datetime.fromtimestamp(value / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_iso() -> str:
+    """Now as an atproto datetime (UTC, ms, ``Z``)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def track_path(uri: str) -> str:
+    """``at://did/fm.openmusic.catalog.track/rkey`` -> ``/track/did/rkey``."""
+    did, _, rkey = uri.removeprefix("at://").partition(f"/{TRACK}/")
+    return f"/track/{did}/{rkey}"
+
+
+def album_path(uri: str) -> str:
+    """``at://did/fm.openmusic.catalog.album/rkey`` -> ``/album/did/rkey``."""
+    did, _, rkey = uri.removeprefix("at://").partition("/fm.openmusic.catalog.album/")
+    return f"/album/{did}/{rkey}"
+
+
+def local_path(value: str | None, fallback: str) -> str:
+    """``value`` when it is a path on this site (``/...``, not ``//host`` nor ``/\\host``), else ``fallback``."""
+    if value and value.startswith("/") and not value.startswith(("//", "/\\")) and len(value) <= 2048:
+        return value
+    return fallback
