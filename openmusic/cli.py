@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -343,7 +344,94 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     return 0
 
 
+class DemoBusy(Exception):
+    """Another demo holds the data directory, or a port the demo needs is taken; ``str()`` says which."""
+
+
+def lock_data_dir(data: Path):
+    """Take the demo's exclusive lock on ``data``: ``flock`` on ``<data>.lock`` beside it (not inside:
+    the directory is wiped). Returns the open lock file; the lock lasts while it is open (the process's
+    life). Raises ``DemoBusy`` naming the process that holds it."""
+    import fcntl
+
+    path = data.parent / f"{data.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(path, "a+")  # noqa: SIM115 - held open for the life of the demo
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()
+        lock.close()
+        raise DemoBusy(f"another openmusic demo is running on {data} (it holds {path}"
+                       + (f", process {holder}" if holder else "") + "); stop it first, or give this one "
+                       "another --data-dir and --port") from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Raise ``DemoBusy`` unless ``port`` can be bound on ``host`` now (every address ``host`` names),
+    the way a server binds it (``SO_REUSEADDR``, so only a socket in use counts)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise DemoBusy(f"cannot bind {what} on {host}: {exc}") from None
+    for family, kind, proto, _name, addr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and addr[0] == "::":
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # as localstripe binds it
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                raise DemoBusy(f"port {port} ({what}) is in use on {host} ({exc.strerror}): is another "
+                               "openmusic demo running? Stop it, or give this one another --port "
+                               f"(the demo uses --port, --port + 1 and --port + 2)") from None
+
+
+def demo_preflight(args: argparse.Namespace):
+    """Before the demo deletes or starts anything: take the data directory's lock and check that its
+    three ports are free. Returns the lock file (keep it open). Raises ``DemoBusy``."""
+    lock = lock_data_dir(Path(args.data_dir))
+    try:
+        check_port_free(args.host, args.port, "the AppView and web app")
+        check_port_free("::" if _has_dual_stack() else "0.0.0.0", args.port + 1, "localstripe")
+        check_port_free("127.0.0.1", args.port + 2, "the Stripe Connect stub")
+    except DemoBusy:
+        lock.close()
+        raise
+    return lock
+
+
+def _has_dual_stack() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            return True
+    except OSError:
+        return False
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        lock = demo_preflight(args)  # first: a second demo must not wipe the first one's data
+    except DemoBusy as exc:
+        print(f"error: {exc}. Nothing was deleted or started.", file=sys.stderr)
+        return 1
+    try:
+        return _run_demo(args)
+    finally:
+        lock.close()
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     from openmusic import devnet
     from openmusic.connect_stub import serve_in_thread
     from openmusic.demo_payments import create_monthly_price, demo_subscription_and_payout, start_localstripe
@@ -356,9 +444,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("starting the local reference PDS + PLC, and localstripe ...", flush=True)
     stripe_port = args.port + 1
     stripe_proc = start_localstripe(stripe_port)
-    _stub, stub_server = serve_in_thread(args.port + 2)  # Stripe Connect, which localstripe lacks
-    price = create_monthly_price(f"http://127.0.0.1:{stripe_port}", "plan_openmusic_plus", 999, "USD", "Plus")
+    stub_server = None
     try:
+        _stub, stub_server = serve_in_thread(args.port + 2)  # Stripe Connect, which localstripe lacks
+        price = create_monthly_price(f"http://127.0.0.1:{stripe_port}", "plan_openmusic_plus", 999, "USD", "Plus")
         with devnet.Devnet() as net:
             net.create_account("openmusic-broker.test", "broker-password-1234")
             # atproto accepts a did:web with a port only on localhost: the service DID is did:web:localhost%3A<port>.
@@ -399,7 +488,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             asyncio.run(_run_until_signal(settings, on_ready=ready))
     finally:
         stripe_proc.terminate()
-        stub_server.should_exit = True
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            stripe_proc.wait(timeout=10)
+        if stub_server is not None:
+            stub_server.should_exit = True
     return 0
 
 
@@ -546,7 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="local network + seeded catalog + AppView")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--data-dir", default="data/demo", help="wiped at start")
+    p.add_argument("--data-dir", default="data/demo",
+                   help="wiped at start (default data/demo); locked while the demo runs (<data-dir>.lock)")
     p.add_argument("--log-level", default="WARNING")
     p.add_argument("--exit-after-seed", action="store_true", help="stop once the catalog is indexed (smoke test)")
     p.set_defaults(func=cmd_demo)
