@@ -52,6 +52,45 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 
+def _database_problem(path: str) -> str | None:
+    """None when ``path`` is an Open Music database (an SQLite file with our migrations applied),
+    else what is wrong with it. Opens it read-only: never creates or changes anything."""
+    import sqlite3
+
+    file = Path(path)
+    if not file.exists():
+        return f"there is no database at {path}"
+    if not file.is_file():
+        return f"{path} is not a file"
+    try:
+        conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            ours = conn.execute("SELECT 1 FROM sqlite_master WHERE name = '_yoyo_migration'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"{path} is not an SQLite database ({exc})"
+    return None if ours else f"{path} is not an Open Music database (no migrations were ever applied to it)"
+
+
+def _require_database(args: argparse.Namespace, settings: Settings) -> bool:
+    """For commands that read an AppView's state: True when ``settings.db_path`` is an existing
+    Open Music database; otherwise print why and how to name one, and return False."""
+    problem = _database_problem(settings.db_path)
+    if problem is None:
+        return True
+    if getattr(args, "db_path", None):
+        source = "given with --db-path"
+    elif os.environ.get("OPENMUSIC_DB_PATH"):
+        source = "from OPENMUSIC_DB_PATH"
+    else:
+        source = "the default; neither --db-path nor OPENMUSIC_DB_PATH is set"
+    print(f"error: {problem} ({source}). This command reads an AppView's state: point --db-path or "
+          "OPENMUSIC_DB_PATH at the database `openmusic run` (or the demo) writes. Nothing was created.",
+          file=sys.stderr)
+    return False
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -142,6 +181,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from payments import ledger
 
     settings = _settings(args)
+    if not _require_database(args, settings):
+        return 2
     _logging(settings.log_level)
     if args.action == "check":
         migrate(settings.db_path)
@@ -190,6 +231,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 def cmd_payouts(args: argparse.Namespace) -> int:
     """openmusic payouts close PERIOD | ad-revenue PERIOD --amount N | run | explain DID [--period P]."""
     settings = _settings(args)
+    if not _require_database(args, settings):
+        return 2
     _logging(settings.log_level)
     if args.action == "explain":
         from openmusic.db import connect_sync, migrate

@@ -1,5 +1,5 @@
-"""The ``openmusic`` command refuses what would hurt: a second demo on the same data or ports.
-All in-process, no network."""
+"""The ``openmusic`` command refuses what would hurt: a second demo on the same data or ports, and
+state-reading commands on a database that does not exist. All in-process, no network."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import socket
 import pytest
 
 from openmusic import cli
+from openmusic.db import migrate
+
+TIP = "at://did:plc:payer0000000000000000000/fm.openmusic.payment.tip/3kabcdefghij2"
 
 
 @pytest.fixture(autouse=True)
@@ -89,3 +92,59 @@ def test_demo_refuses_a_taken_port_before_deleting_anything(tmp_path, capsys, no
     assert f"port {base + offset}" in err and what in err
     assert (data / "marker").read_text() == "the first demo's data"
     cli.lock_data_dir(data).close()  # the refused demo let go of its lock
+
+
+# --- item 4: state-reading commands refuse a missing database --------------------------------------
+
+READERS = [
+    ["ledger", "check"],
+    ["ledger", "reconcile", "--dry-run"],
+    ["ledger", "refund-purchase", "pi_123"],
+    ["ledger", "refund-tip", TIP],
+    ["payouts", "close", "2026-01"],
+    ["payouts", "ad-revenue", "2026-01", "--amount", "500"],
+    ["payouts", "run"],
+    ["payouts", "explain", "did:plc:artist00000000000000000"],
+    ["payouts", "explain", "aurora-tide.test"],
+]
+
+
+def _files(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("argv", READERS, ids=" ".join)
+@pytest.mark.parametrize("how", ["default", "flag", "env"])
+def test_state_commands_refuse_a_missing_database(tmp_path, capsys, monkeypatch, argv, how):
+    extra: list[str] = []
+    path = "data/openmusic.sqlite"
+    if how == "flag":
+        path = str(tmp_path / "wrong" / "place.sqlite")
+        extra = ["--db-path", path]
+    elif how == "env":
+        path = str(tmp_path / "elsewhere.sqlite")
+        monkeypatch.setenv("OPENMUSIC_DB_PATH", path)
+    rc = cli.main(argv + extra)
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert path in captured.err and "--db-path" in captured.err and "OPENMUSIC_DB_PATH" in captured.err
+    assert "the books balance" not in captured.out
+    assert _files(tmp_path) == []  # no database, no data/ folder
+
+
+def test_state_commands_refuse_a_file_that_is_not_our_database(tmp_path, capsys):
+    (tmp_path / "empty.sqlite").write_bytes(b"")
+    (tmp_path / "text.sqlite").write_text("not a database at all" * 10)
+    for name in ("empty.sqlite", "text.sqlite"):
+        before = (tmp_path / name).read_bytes()
+        assert cli.main(["ledger", "check", "--db-path", name]) == 2
+        assert "not" in capsys.readouterr().err
+        assert (tmp_path / name).read_bytes() == before
+    assert _files(tmp_path) == ["empty.sqlite", "text.sqlite"]
+
+
+def test_ledger_check_still_reads_a_real_database(tmp_path, capsys):
+    migrate(str(tmp_path / "om.sqlite"))
+    assert cli.main(["ledger", "check", "--db-path", "om.sqlite"]) == 0
+    out = capsys.readouterr().out
+    assert "0 ledger transactions in om.sqlite" in out and "the books balance" in out
