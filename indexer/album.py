@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from indexer.base import WriteContext, blob_cid, blob_mime, split_uri
+from indexer.track import check_blob_type
 from openmusic.db import normalize_datetime, sort_at
 from openmusic.lexicons import ALBUM, TRACK, RecordInvalid
 
@@ -12,7 +13,9 @@ COLLECTION = ALBUM
 
 
 def check(record: dict[str, Any]) -> None:
-    """Every entry of ``tracks`` must point at a track record. Raises ``RecordInvalid``."""
+    """Every entry of ``tracks`` must point at a track record; ``artwork`` must declare one raster
+    image type (``indexer.track.check_blob_type``). Raises ``RecordInvalid``."""
+    check_blob_type(record, "artwork", "image")
     for ref in record.get("tracks") or []:
         if split_uri(ref["uri"])[1] != TRACK:
             raise RecordInvalid("bad_reference", f"album entry {ref['uri']} is not a {TRACK} record")

@@ -7,6 +7,7 @@ from typing import Any
 
 from indexer import search
 from indexer.base import WriteContext, blob_cid, blob_mime
+from indexer.track import check_blob_type
 from openmusic.db import normalize_datetime
 from openmusic.lexicons import PROFILE, to_json
 
@@ -14,7 +15,10 @@ COLLECTION = PROFILE
 
 
 def check(record: dict[str, Any]) -> None:
-    """Nothing beyond the lexicon."""
+    """``avatar`` and ``banner`` must declare one raster image type (``indexer.track.check_blob_type``).
+    Raises ``RecordInvalid``."""
+    check_blob_type(record, "avatar", "image")
+    check_blob_type(record, "banner", "image")
 
 
 def insert(ctx: WriteContext, record: dict[str, Any]) -> None:

@@ -8,13 +8,18 @@ from indexer import search, stats, streams
 from indexer.base import WriteContext, blob_cid, blob_mime, split_uri
 from openmusic.db import normalize_datetime, sort_at
 from openmusic.lexicons import ALBUM, TRACK, RecordInvalid
+from openmusic.mediatype import blob_media_type
 
 COLLECTION = TRACK
 
 
 def check(record: dict[str, Any]) -> None:
     """Rules the lexicon cannot state: ``splits`` name distinct DIDs and sum to 10000 bps;
-    ``album`` points at an album record. Raises ``RecordInvalid``."""
+    ``album`` points at an album record; ``audio`` declares exactly one audio type and ``artwork`` one
+    raster image type (``openmusic.mediatype``: the lexicon's ``audio/*`` admits ``audio/x,text/html``).
+    Raises ``RecordInvalid``."""
+    check_blob_type(record, "audio", "audio")
+    check_blob_type(record, "artwork", "image")
     splits = record.get("splits")
     if splits is not None:
         total = sum(s["shareBps"] for s in splits)
@@ -25,6 +30,13 @@ def check(record: dict[str, Any]) -> None:
     if album := record.get("album"):
         if split_uri(album["uri"])[1] != ALBUM:
             raise RecordInvalid("bad_reference", f"album {album['uri']} is not an {ALBUM} record")
+
+
+def check_blob_type(record: dict[str, Any], name: str, kind: str) -> None:
+    """Raise ``RecordInvalid`` (``lexicon``) when the blob ``record[name]``, if present, does not declare
+    a ``kind`` media type it may be served as (``openmusic.mediatype.blob_media_type``)."""
+    if name in record and blob_media_type(blob_mime(record[name]), kind) is None:
+        raise RecordInvalid("lexicon", f"{name} mimeType {blob_mime(record[name])!r} is not a single {kind} type")
 
 
 def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
