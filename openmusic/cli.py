@@ -229,7 +229,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_payouts(args: argparse.Namespace) -> int:
-    """openmusic payouts close PERIOD | ad-revenue PERIOD --amount N | run | explain DID [--period P]."""
+    """openmusic payouts close PERIOD | ad-revenue PERIOD --amount N | run | explain ARTIST [--month P]."""
     settings = _settings(args)
     if not _require_database(args, settings):
         return 2
@@ -239,12 +239,15 @@ def cmd_payouts(args: argparse.Namespace) -> int:
         from openmusic.demo_payments import explain
         from payments.earnings import earnings
 
-        if not args.period or not args.period.startswith("did:"):
-            print("explain needs the artist's DID", file=sys.stderr)
-            return 2
         migrate(settings.db_path)
+        artist = asyncio.run(_artist_did(settings, args.period))
+        if artist is None:
+            print(f"error: unknown artist {args.period}: no account with that handle is known in "
+                  f"{settings.db_path}, and it does not resolve to one; give the artist's handle as indexed, "
+                  "or their DID", file=sys.stderr)
+            return 1
         try:
-            view = earnings(connect_sync(settings.db_path), args.period, settings.currency.upper(), args.month, 500, None)
+            view = earnings(connect_sync(settings.db_path), artist, settings.currency.upper(), args.month, 500, None)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -283,20 +286,54 @@ def cmd_payouts(args: argparse.Namespace) -> int:
         return 1
 
 
+async def _artist_did(settings: Settings, actor: str) -> str | None:
+    """A DID as given; a handle resolved the way the XRPC queries resolve their ``actor`` and ``artist``
+    parameters (``appview.queries.resolve_actor``: the database's actor table, else the network), or
+    None when no account known to the database has it."""
+    if actor.startswith("did:"):
+        return actor
+    import httpx
+
+    from appview.queries import resolve_actor
+    from appview.views import ViewContext
+    from appview.xrpc import XrpcError
+    from openmusic.db import connect
+    from openmusic.identity import IdentityResolver, IdentityService
+
+    conn = await connect(settings.db_path)
+    try:
+        async with httpx.AsyncClient() as http:
+            identity = IdentityService(settings, conn, IdentityResolver(settings, http))
+            try:
+                return await resolve_actor(ViewContext(conn, identity, settings.base_url), actor, require_active=False)
+            except XrpcError:
+                return None
+    finally:
+        await conn.close()
+
+
 def cmd_verify_settlement(args: argparse.Namespace) -> int:
-    """openmusic verify-settlement AT-URI: check a settlement from the network alone."""
+    """openmusic verify-settlement AT-URI: check a settlement (given by its own AT-URI or its tip's)
+    from the network alone."""
     import httpx
 
     from openmusic.identity import IdentityError, IdentityResolver
-    from payments.verify import NotVerified, verify_settlement
+    from payments.verify import NotVerified, is_tip_uri, verify_settlement
 
     settings = _settings(args)
+    uri, tip_uri = args.uri, None
+    if is_tip_uri(uri):
+        tip_uri = uri
+        uri = _settlement_of_tip(args, settings, tip_uri)
+        if uri is None:
+            return 2
+        print(f"the settlement of {tip_uri} is {uri}")
 
     async def go() -> int:
         async with httpx.AsyncClient() as http:
             try:
-                lines = await verify_settlement(args.uri, IdentityResolver(settings, http), http,
-                                                settings.allow_private_hosts)
+                lines = await verify_settlement(uri, IdentityResolver(settings, http), http,
+                                                settings.allow_private_hosts, tip_uri=tip_uri)
             except (NotVerified, IdentityError, httpx.HTTPError) as exc:
                 print(f"NOT VERIFIED: {exc}")
                 return 1
@@ -306,6 +343,38 @@ def cmd_verify_settlement(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(go())
+
+
+def _settlement_of_tip(args: argparse.Namespace, settings: Settings, tip_uri: str) -> str | None:
+    """The settlement AT-URI of ``tip_uri``: derived from the tip with ``--broker``, else the one an
+    AppView database indexed for it (read-only). None, with the reason printed, when neither says."""
+    import sqlite3
+
+    from payments.verify import settlement_uri
+
+    if args.broker:
+        if not args.broker.startswith("did:"):
+            print(f"error: --broker takes the broker repo's DID, not {args.broker!r}", file=sys.stderr)
+            return None
+        return settlement_uri(args.broker, tip_uri)
+    if not args.db_path and not os.environ.get("OPENMUSIC_DB_PATH") and not Path(settings.db_path).exists():
+        print(f"error: {tip_uri} is a tip; to find its settlement give --broker DID (the broker repo that "
+              "settles it: the settlement's key is derived from the tip) or --db-path / OPENMUSIC_DB_PATH "
+              "(an AppView database that indexed it). Or give the settlement's own AT-URI.", file=sys.stderr)
+        return None
+    if not _require_database(args, settings):
+        return None
+    conn = sqlite3.connect(f"{Path(settings.db_path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT uri FROM settlement WHERE tip_uri = ? ORDER BY verified = 1 DESC, settled_at DESC "
+                           "LIMIT 1", (tip_uri,)).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        print(f"error: {settings.db_path} holds no settlement of {tip_uri} (not settled yet, or not indexed "
+              "there); with --broker DID the settlement is looked up on the broker's PDS instead", file=sys.stderr)
+        return None
+    return row[0]
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -524,7 +593,8 @@ def _run_demo(args: argparse.Namespace) -> int:
                 print("a listener subscribes and plays; the month closes; the artist is paid out ...", flush=True)
                 payout_uri, aurora = await demo_subscription_and_payout(rt, net, result)
                 print(_demo_banner(settings.base_url, result, tracks, plays, tip_uri, payout_uri, aurora,
-                                   net.pds_url), flush=True)
+                                   pds=net.pds_url, plc=net.plc_url, broker=rt.payments.broker.did,
+                                   db_path=settings.db_path), flush=True)
                 if args.exit_after_seed:
                     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -572,16 +642,24 @@ async def _demo_tips(rt, net, result) -> str:
     return song_tip.uri
 
 
-def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payout_uri: str, earnings: dict,
-                 pds: str) -> str:
+#: The demo's accounts (``openmusic.seed``; the broker is made by ``cmd_demo``) and their password.
+DEMO_PASSWORD = "demo-password-1234"
+
+
+
+def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payout_uri: str, earnings: dict, *,
+                 pds: str, plc: str, broker: str, db_path: str) -> str:
+    """What the demo prints once it is ready: where things are and commands that work on it as printed."""
     from openmusic.demo_payments import explain
 
     artist = "aurora-tide.test"
     t = result.tracks[0].uri
     album = result.albums[0].uri if result.albums else ""
+    cli = ".venv/bin/openmusic"
     lines = [
         "", f"Open Music AppView is up: {tracks} tracks and {plays} plays indexed from the PDS firehose.",
-        f"  Browse and listen:  {base}/", f"  Health:             {base}/health", "", "Try:",
+        f"  Browse and listen:  {base}/", f"  Health:             {base}/health",
+        "", "Try:",
         f"  curl '{base}/xrpc/fm.openmusic.catalog.searchTracks?q=neon'",
         f"  curl '{base}/xrpc/fm.openmusic.catalog.searchTracks?sort=plays&limit=5'",
         f"  curl '{base}/xrpc/fm.openmusic.catalog.getArtistTracks?actor={artist}'",
@@ -595,7 +673,9 @@ def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payou
         f"  curl '{base}/xrpc/fm.openmusic.payment.getTips?artist={artist}'",
         f"  curl '{base}/xrpc/fm.openmusic.payment.getSettlement?uri={tip_uri}'",
         f"  curl '{base}/.well-known/did.json'      # the key that signs settlements",
-        "  .venv/bin/openmusic ledger check --db-path data/demo/openmusic.sqlite",
+        "Verify the song tip's settlement from the network alone (the broker's and River's PDS, DID documents):",
+        f"  {cli} verify-settlement {tip_uri} --broker {broker} --plc-url {plc} --allow-private-hosts",
+        f"  {cli} ledger check --db-path {db_path}",
         "", "Subscriptions and payouts: sam-hears.test subscribed to Plus and played two of Aurora's songs (paid",
         "streams); the demo closed Sam's month early and paid Aurora out through Stripe Connect (a stub here).",
         "The signed payout record, in the broker's repo:",
@@ -603,7 +683,7 @@ def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payou
         f"&collection=fm.openmusic.payment.payout&rkey={payout_uri.rsplit('/', 1)[-1]}'",
         "and what it covers, line by line down to the seconds heard (payment.getEarnings, as Aurora sees it):",
         *explain(earnings),
-        f"  .venv/bin/openmusic payouts explain {earnings['artist']} --db-path data/demo/openmusic.sqlite",
+        f"  {cli} payouts explain {artist} --db-path {db_path}",
         "", "Press Ctrl-C to stop.",
     ]
     return "\n".join(lines)
@@ -640,16 +720,23 @@ def build_parser() -> argparse.ArgumentParser:
                        "ended) among the tracks they streamed, and the ad pool by free-tier listening. ad-revenue "
                        "PERIOD --amount N: enter the period's ad revenue (minor units), once. run: pay every artist "
                        "whose earnings reach OPENMUSIC_PAYOUT_THRESHOLD through Stripe Connect, with a signed payout "
-                       "record; safe to schedule and to run again (nothing is paid twice). explain DID [--month P]: an artist's "
+                       "record; safe to schedule and to run again (nothing is paid twice). explain ARTIST [--month P]: an artist's "
                        "earnings line by line, down to the seconds heard. PERIOD is YYYY-MM (UTC).")
     p.add_argument("action", choices=["close", "ad-revenue", "run", "explain"])
-    p.add_argument("period", nargs="?", help="YYYY-MM (close, ad-revenue); the artist's DID (explain)")
+    p.add_argument("period", nargs="?", help="YYYY-MM (close, ad-revenue); the artist's handle or DID (explain)")
     p.add_argument("--amount", type=int, help="ad-revenue: minor units")
     p.add_argument("--month", help="explain: only this period (YYYY-MM)")
     _add_settings_flags(p)
     p.set_defaults(func=cmd_payouts)
-    p = sub.add_parser("verify-settlement", help="verify a settlement record from the network alone")
-    p.add_argument("uri", help="at://<broker DID>/fm.openmusic.payment.settlement/<rkey>")
+    p = sub.add_parser("verify-settlement", help="verify a settlement record from the network alone",
+                       description="URI is a settlement's AT-URI or its tip's. For a tip, the settlement is found "
+                       "with --broker DID (its record key is derived from the tip: only the network is read), or "
+                       "else in the AppView database given by --db-path / OPENMUSIC_DB_PATH (only to find its "
+                       "AT-URI; the checks still read the network alone). On the demo's local network give "
+                       "--plc-url and --allow-private-hosts, as its banner prints them.")
+    p.add_argument("uri", metavar="URI", help="at://<broker DID>/fm.openmusic.payment.settlement/<rkey>, or "
+                   "at://<payer DID>/fm.openmusic.payment.tip/<rkey>")
+    p.add_argument("--broker", metavar="DID", help="with a tip's URI: the DID of the broker repo that settles it")
     _add_settings_flags(p)
     p.set_defaults(func=cmd_verify_settlement)
     p = sub.add_parser("migrate", help="apply database migrations")

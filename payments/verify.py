@@ -6,6 +6,10 @@ the lexicon, checks its inline signature against the key in the signer's DID doc
 name the broker repo in ``alsoKnownAs``), fetches the tip from the payer's PDS, and checks that the
 two agree (tip CID, payer, artist, amount, currency, record key derived from the tip).
 ``openmusic verify-settlement AT-URI`` runs it. Every outbound fetch goes through the SSRF guard.
+
+A tip's AT-URI names its settlement only together with the broker: the settlement's record key is
+derived from the tip (``settlement_uri(broker, tip_uri)``), and ``verify_settlement(...,
+tip_uri=...)`` then also checks that the settlement found is that tip's.
 """
 
 from __future__ import annotations
@@ -26,6 +30,17 @@ class NotVerified(Exception):
     """The settlement does not verify; ``str()`` says which check failed."""
 
 
+def is_tip_uri(uri: str) -> bool:
+    """Whether ``uri`` has the shape of a tip record's AT-URI (``at://<did>/fm.openmusic.payment.tip/<rkey>``)."""
+    return uri.startswith("at://") and f"/{TIP}/" in uri and uri.count("/") == 4
+
+
+def settlement_uri(broker: str, tip_uri: str) -> str:
+    """The AT-URI at which the broker repo ``broker`` (a DID) keeps the settlement of ``tip_uri``:
+    its record key is derived from the tip (``payments.settle.settlement_rkey``)."""
+    return f"at://{broker}/{SETTLEMENT}/{settlement_rkey(tip_uri)}"
+
+
 async def _get_record(resolver: IdentityResolver, http: httpx.AsyncClient, uri: str, allow_private: bool) -> dict[str, Any]:
     did, collection, rkey = uri[len("at://"):].split("/")
     pds = (await resolver.resolve_did(did)).pds
@@ -43,9 +58,10 @@ async def _get_record(resolver: IdentityResolver, http: httpx.AsyncClient, uri: 
 
 
 async def verify_settlement(uri: str, resolver: IdentityResolver, http: httpx.AsyncClient,
-                            allow_private: bool = False) -> list[str]:
+                            allow_private: bool = False, tip_uri: str | None = None) -> list[str]:
     """The checks that passed, one line each. Raises ``NotVerified`` at the first that fails, and
-    ``IdentityError`` when a DID document cannot be fetched."""
+    ``IdentityError`` when a DID document cannot be fetched. With ``tip_uri``, the settlement must
+    also be the one of that tip."""
     if not uri.startswith("at://") or f"/{SETTLEMENT}/" not in uri or uri.count("/") != 4:
         raise NotVerified(f"{uri} is not an at://<did>/{SETTLEMENT}/<rkey> URI")
     broker = uri[len("at://"):].split("/")[0]
@@ -61,6 +77,8 @@ async def verify_settlement(uri: str, resolver: IdentityResolver, http: httpx.As
     if not key_id:
         raise NotVerified("no signature verifies with a key whose DID document names the broker repo")
     passed.append(f"signature by {key_id} verifies, and that DID document names at://{broker}")
+    if tip_uri is not None and record["tip"]["uri"] != tip_uri:
+        raise NotVerified(f"{uri} settles {record['tip']['uri']}, not {tip_uri}")
     tip_uri = record["tip"]["uri"]
     if f"/{TIP}/" not in tip_uri or not tip_uri.startswith(f"at://{record['payer']}/"):
         raise NotVerified(f"{tip_uri} is not a tip in the payer's repo")

@@ -1,19 +1,27 @@
 """The ``openmusic`` command refuses what would hurt: a second demo on the same data or ports, and
-state-reading commands on a database that does not exist. All in-process, no network."""
+state-reading commands on a database that does not exist. ``verify-settlement`` takes a tip's
+AT-URI and ``payouts explain`` a handle. All in-process, no network."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import random
+import shlex
 import socket
+import sqlite3
 
 import pytest
 
 from openmusic import cli
 from openmusic.db import migrate
+from openmusic.publish import StrongRef
+from openmusic.seed import SeedResult
+from payments.settle import settlement_rkey
 
 TIP = "at://did:plc:payer0000000000000000000/fm.openmusic.payment.tip/3kabcdefghij2"
+BROKER = "did:plc:broker000000000000000000"
 
 
 @pytest.fixture(autouse=True)
@@ -106,6 +114,7 @@ READERS = [
     ["payouts", "run"],
     ["payouts", "explain", "did:plc:artist00000000000000000"],
     ["payouts", "explain", "aurora-tide.test"],
+    ["verify-settlement", TIP],
 ]
 
 
@@ -124,6 +133,13 @@ def test_state_commands_refuse_a_missing_database(tmp_path, capsys, monkeypatch,
     elif how == "env":
         path = str(tmp_path / "elsewhere.sqlite")
         monkeypatch.setenv("OPENMUSIC_DB_PATH", path)
+    if argv[0] == "verify-settlement" and how == "default":
+        # no database named and none at the default: it says what a tip needs
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "--broker" in err and "--db-path" in err and "OPENMUSIC_DB_PATH" in err
+        assert _files(tmp_path) == []
+        return
     rc = cli.main(argv + extra)
     captured = capsys.readouterr()
     assert rc == 2
@@ -148,3 +164,128 @@ def test_ledger_check_still_reads_a_real_database(tmp_path, capsys):
     assert cli.main(["ledger", "check", "--db-path", "om.sqlite"]) == 0
     out = capsys.readouterr().out
     assert "0 ledger transactions in om.sqlite" in out and "the books balance" in out
+
+
+# --- item 5: verify-settlement takes a tip's AT-URI ---------------------------------------------------
+
+@pytest.fixture
+def verified(monkeypatch):
+    """Replace the network part: record what verify_settlement was asked."""
+    import payments.verify
+
+    calls: list[tuple[str, str | None, bool]] = []
+
+    async def fake(uri, resolver, http, allow_private=False, tip_uri=None):
+        calls.append((uri, tip_uri, allow_private))
+        return ["checked"]
+
+    monkeypatch.setattr(payments.verify, "verify_settlement", fake)
+    return calls
+
+
+def test_verify_settlement_derives_a_tips_settlement_with_broker(verified, capsys):
+    assert cli.main(["verify-settlement", TIP, "--broker", BROKER, "--allow-private-hosts"]) == 0
+    want = f"at://{BROKER}/fm.openmusic.payment.settlement/{settlement_rkey(TIP)}"
+    assert verified == [(want, TIP, True)]
+    assert "VERIFIED" in capsys.readouterr().out
+    assert cli.main(["verify-settlement", TIP, "--broker", "openmusic-broker.test"]) == 2
+    assert "DID" in capsys.readouterr().err
+
+
+def test_verify_settlement_finds_a_tips_settlement_in_the_database(tmp_path, verified, capsys):
+    db = str(tmp_path / "om.sqlite")
+    migrate(db)
+    settlement = f"at://{BROKER}/fm.openmusic.payment.settlement/{settlement_rkey(TIP)}"
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO settlement (uri, did, rkey, cid, tip_uri, tip_cid, payer, subject, status, amount, "
+                 "currency, recipients, settled_at, verified, indexed_at) VALUES (?, ?, ?, 'bafy', ?, 'bafy', "
+                 "'did:plc:payer', 'did:plc:artist', 'settled', 50, 'USD', '[]', '2026-01-01T00:00:00Z', 1, "
+                 "'2026-01-01T00:00:00Z')", (settlement, BROKER, settlement_rkey(TIP), TIP))
+    conn.commit()
+    conn.close()
+    assert cli.main(["verify-settlement", TIP, "--db-path", db]) == 0
+    assert verified == [(settlement, TIP, False)]
+    other = TIP[:-1] + "3"
+    assert cli.main(["verify-settlement", other, "--db-path", db]) == 2
+    assert "no settlement of" in capsys.readouterr().err
+    assert cli.main(["verify-settlement", settlement]) == 0  # a settlement's own URI needs nothing more
+    assert verified[-1] == (settlement, None, False)
+
+
+async def test_verify_settlement_refuses_another_tips_settlement(monkeypatch):
+    """Given a tip, a settlement of another tip (right key or not) does not verify."""
+    import payments.verify as verify
+
+    async def get_record(_resolver, _http, uri, _allow):
+        return {"cid": "bafy", "value": {"tip": {"uri": TIP[:-1] + "3", "cid": "bafy"}, "payer": "did:plc:p"}}
+
+    async def keys(*_a):
+        return []
+
+    monkeypatch.setattr(verify, "_get_record", get_record)
+    monkeypatch.setattr(verify, "validate_record", lambda *_a: None)
+    monkeypatch.setattr(verify, "broker_keys", keys)
+    monkeypatch.setattr(verify.attest, "verify", lambda *_a: "did:web:example#attestation")
+    resolver = argparse.Namespace(document=None)
+    with pytest.raises(verify.NotVerified, match="not " + TIP):
+        await verify.verify_settlement(verify.settlement_uri(BROKER, TIP), resolver, None, tip_uri=TIP)
+
+
+def _banner(plays: int = 1, tracks: int = 1) -> str:
+    result = SeedResult(dids={"aurora-tide.test": "did:plc:aurora"},
+                        tracks=[StrongRef("at://did:plc:aurora/fm.openmusic.catalog.track/3k1", "bafy")],
+                        albums=[StrongRef("at://did:plc:aurora/fm.openmusic.catalog.album/3k2", "bafy")])
+    earnings = {"artist": "did:plc:aurora", "currency": "USD", "total": 0, "balance": 0, "lines": [],
+                "bySource": {"subscriptions": 0, "ads": 0, "tips": 0}}
+    return cli._demo_banner("http://localhost:8080", result, tracks, plays, TIP,
+                            f"at://{BROKER}/fm.openmusic.payment.payout/3k3", earnings, pds="http://localhost:4001",
+                            plc="http://localhost:4000", broker=BROKER, db_path="data/demo/openmusic.sqlite")
+
+
+def test_demo_banner_prints_commands_that_parse_as_printed():
+    banner = _banner()
+    commands = {}
+    for line in banner.splitlines():
+        words = shlex.split(line.strip()) if ".venv/bin/openmusic" in line else []
+        if words:
+            argv = words[words.index(".venv/bin/openmusic") + 1:]
+            commands[argv[0]] = cli.build_parser().parse_args(argv)
+    verify = commands["verify-settlement"]
+    assert (verify.uri, verify.broker, verify.plc_url, verify.allow_private_hosts) == (
+        TIP, BROKER, "http://localhost:4000", True)
+    assert commands["payouts"].period == "aurora-tide.test"
+
+
+# --- item 6: payouts explain takes a handle --------------------------------------------------------
+
+def _earnings_db(tmp_path) -> str:
+    db = str(tmp_path / "om.sqlite")
+    migrate(db)
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO actor (did, handle, handle_verified, active) VALUES "
+                 "('did:plc:aurora', 'aurora-tide.test', 1, 1)")
+    conn.execute("INSERT INTO earning_line (txn, period, kind, artist, amount, currency, source) VALUES "
+                 "('tip:1', '2026-01', 'tip', 'did:plc:aurora', 250, 'USD', 'a tip')")
+    conn.commit()
+    conn.close()
+    return db
+
+
+def test_payouts_explain_takes_a_handle_or_a_did(tmp_path, capsys):
+    db = _earnings_db(tmp_path)
+    assert cli.main(["payouts", "explain", "aurora-tide.test", "--db-path", db]) == 0
+    by_handle = capsys.readouterr().out
+    assert "did:plc:aurora: earned 250" in by_handle and "a tip" in by_handle
+    assert cli.main(["payouts", "explain", "@Aurora-Tide.test", "--db-path", db]) == 0
+    assert capsys.readouterr().out == by_handle
+    assert cli.main(["payouts", "explain", "did:plc:aurora", "--db-path", db]) == 0
+    assert capsys.readouterr().out == by_handle
+
+
+def test_payouts_explain_names_an_unknown_handle(tmp_path, capsys):
+    db = _earnings_db(tmp_path)
+    # a resolver that answers nothing (connection refused): the handle is unknown here and there
+    rc = cli.main(["payouts", "explain", "nobody-here.test", "--db-path", db,
+                   "--handle-resolver-url", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "unknown artist nobody-here.test" in err and "Traceback" not in err
