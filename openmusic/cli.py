@@ -1,15 +1,17 @@
-"""The ``openmusic`` command.
+"""The openmusic command.
 
-  openmusic run       firehose + indexer + AppView in one process (production defaults: public network)
-  openmusic demo      local reference PDS + PLC, a seeded demo catalog, and the AppView on its firehose
-  openmusic backfill  import the repos that already hold music (verified CARs), then go on live
-  openmusic publish   upload audio to your own PDS and write track / album records
-  openmusic ledger    check the books, reconcile them with Stripe, refund credit or tips
+  openmusic run                firehose + indexer + AppView in one process (defaults: the public network)
+  openmusic demo               local reference PDS + PLC, a seeded demo catalog, and the AppView on its firehose
+  openmusic backfill           import the repos that already hold music (verified CARs), then go on live
+  openmusic publish            upload audio to your own PDS and write track / album records
+  openmusic ledger             check the books, reconcile them with Stripe, refund credit or tips
+  openmusic payouts            close a period, enter ad revenue, pay artists out, explain an artist's earnings
   openmusic verify-settlement  check a settlement record from the network alone (PDSes, DID documents)
-  openmusic migrate   apply database migrations
-  openmusic devnet    install or start the local reference PDS + PLC
+  openmusic migrate            apply database migrations
+  openmusic devnet             install or start the local reference PDS + PLC
 
-Every ``run`` flag also reads ``OPENMUSIC_<NAME>`` from the environment (flags win).
+Each flag that names a setting also reads OPENMUSIC_<NAME> from the environment (flags win).
+Commands that read an AppView's state (ledger, payouts) refuse a database that does not exist.
 """
 
 from __future__ import annotations
@@ -29,27 +31,47 @@ from pathlib import Path
 
 from openmusic.config import Settings
 
+#: Every setting flag: name -> (flag, argparse keywords). Each subcommand takes only those it uses.
+_SETTING_FLAGS: dict[str, tuple[str, dict]] = {
+    "firehose_url": ("--firehose-url", {"help": "relay or PDS to subscribe to (OPENMUSIC_FIREHOSE_URL)"}),
+    "plc_url": ("--plc-url", {"help": "did:plc directory (OPENMUSIC_PLC_URL)"}),
+    "db_path": ("--db-path", {"help": "SQLite file (OPENMUSIC_DB_PATH; default data/openmusic.sqlite)"}),
+    "blob_cache_dir": ("--blob-cache-dir", {"help": "verified blob cache (OPENMUSIC_BLOB_CACHE_DIR)"}),
+    "host": ("--host", {"help": "bind address (OPENMUSIC_HOST)"}),
+    "port": ("--port", {"type": int, "help": "HTTP port (OPENMUSIC_PORT)"}),
+    "public_url": ("--public-url", {"help": "base URL clients use; it names the service DID "
+                                            "(OPENMUSIC_PUBLIC_URL)"}),
+    "handle_resolver_url": ("--handle-resolver-url",
+                            {"help": "XRPC service for resolveHandle (OPENMUSIC_HANDLE_RESOLVER_URL)"}),
+    "allow_private_hosts": ("--allow-private-hosts",
+                            {"action": "store_true", "default": None,
+                             "help": "let outbound fetches reach loopback/private hosts (local dev only; "
+                                     "OPENMUSIC_ALLOW_PRIVATE_HOSTS)"}),
+    "start_cursor": ("--start-cursor", {"type": int, "help": "seq to start from when no cursor is stored: "
+                                                             "-1 live head (default), 0 everything"}),
+    "log_level": ("--log-level", {"help": "DEBUG, INFO, WARNING (OPENMUSIC_LOG_LEVEL)"}),
+}
+#: What ``run`` and ``backfill`` use: all of them.
+SERVER_FLAGS = tuple(_SETTING_FLAGS)
+#: What commands that start the AppView's parts without serving (payments) use: the database, identity
+#: resolution (DID documents, handles), and the public URL that names the service DID signing records.
+STATE_FLAGS = ("db_path", "plc_url", "handle_resolver_url", "allow_private_hosts", "public_url", "log_level")
 
-def _add_settings_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--firehose-url", help="relay or PDS to subscribe to (OPENMUSIC_FIREHOSE_URL)")
-    p.add_argument("--plc-url", help="did:plc directory (OPENMUSIC_PLC_URL)")
-    p.add_argument("--db-path", help="SQLite file (OPENMUSIC_DB_PATH)")
-    p.add_argument("--blob-cache-dir", help="verified blob cache (OPENMUSIC_BLOB_CACHE_DIR)")
-    p.add_argument("--host", help="bind address (OPENMUSIC_HOST)")
-    p.add_argument("--port", type=int, help="HTTP port (OPENMUSIC_PORT)")
-    p.add_argument("--public-url", help="base URL clients use (OPENMUSIC_PUBLIC_URL)")
-    p.add_argument("--handle-resolver-url", help="XRPC service for resolveHandle (OPENMUSIC_HANDLE_RESOLVER_URL)")
-    p.add_argument("--allow-private-hosts", action="store_true", default=None,
-                   help="let outbound fetches reach loopback/private hosts (local dev only)")
-    p.add_argument("--start-cursor", type=int,
-                   help="seq to start from when no cursor is stored: -1 live head (default), 0 everything")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING (OPENMUSIC_LOG_LEVEL)")
+
+def _add_settings_flags(p: argparse.ArgumentParser, names: tuple[str, ...] = SERVER_FLAGS) -> None:
+    """Add the flags of the settings ``names`` (keys of ``_SETTING_FLAGS``) to ``p``."""
+    for name in names:
+        flag, kwargs = _SETTING_FLAGS[name]
+        p.add_argument(flag, dest=name, **kwargs)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    keys = ("firehose_url", "plc_url", "db_path", "blob_cache_dir", "host", "port", "public_url",
-            "handle_resolver_url", "allow_private_hosts", "start_cursor", "log_level")
-    return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
+    return Settings.from_env(**{k: getattr(args, k, None) for k in _SETTING_FLAGS})
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    """``1 play``, ``2 plays``: ``n`` and ``word`` agreed in number."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def _database_problem(path: str) -> str | None:
@@ -95,6 +117,7 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("yoyo").setLevel(logging.WARNING)
+    logging.getLogger("lexrpc").setLevel(logging.WARNING)
 
 
 async def _run_until_signal(settings: Settings, firehose: bool = True, on_ready=None) -> None:
@@ -145,7 +168,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 "SELECT COUNT(*), SUM(next_attempt IS NOT NULL) FROM repo_state WHERE status = 'desynchronized'")
             owed, waiting = await cur.fetchone()
             waiting = waiting or 0
-            print(f"backfill {job.source}: listed {job.listed} repos, found {job.found} with music; "
+            print(f"backfill {job.source}: listed {_plural(job.listed, 'repo')}, found {job.found} with music; "
                   f"imported {rt.resyncer.done}, failed {rt.resyncer.failed}, to go {owed - waiting}"
                   + (f", {waiting} waiting to retry" if waiting else ""), flush=True)
             if lister.done():
@@ -189,12 +212,12 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         conn = connect_sync(settings.db_path)
         problems = ledger.check(conn)
         (txns,) = conn.execute("SELECT COUNT(*) FROM ledger_txn").fetchone()
-        print(f"{txns} ledger transactions in {settings.db_path}")
+        print(f"{_plural(txns, 'ledger transaction')} in {settings.db_path}")
         for currency, kinds in ledger.summary(conn).items():
             print(f"  {currency}: " + ", ".join(f"{k} {v:+d}" for k, v in kinds.items()) + " (minor units)")
         for problem in problems:
             print(f"PROBLEM: {problem}")
-        print("the books balance" if not problems else f"{len(problems)} problem(s)")
+        print("the books balance" if not problems else _plural(len(problems), "problem"))
         return 1 if problems else 0
     if not settings.payments_enabled:
         print("payments are not configured: set OPENMUSIC_STRIPE_API_KEY, OPENMUSIC_STRIPE_WEBHOOK_SECRET, "
@@ -206,7 +229,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         if args.action == "reconcile":
             report = await rt.payments.reconcile(repair=not args.dry_run)
             print(f"checked {report.checked} credit PaymentIntents and subscriptions on Stripe; "
-                  f"{'would repair' if args.dry_run else 'posted'} {report.repaired} missing ledger transaction(s)")
+                  f"{'would repair' if args.dry_run else 'posted'} "
+                  f"{_plural(report.repaired, 'missing ledger transaction')}")
             for problem in report.problems:
                 print(f"MISMATCH: {problem}")
             return 1 if report.problems else 0
@@ -240,9 +264,9 @@ def cmd_payouts(args: argparse.Namespace) -> int:
         from payments.earnings import earnings
 
         migrate(settings.db_path)
-        artist = asyncio.run(_artist_did(settings, args.period))
+        artist = asyncio.run(_artist_did(settings, args.artist))
         if artist is None:
-            print(f"error: unknown artist {args.period}: no account with that handle is known in "
+            print(f"error: unknown artist {args.artist}: no account with that handle is known in "
                   f"{settings.db_path}, and it does not resolve to one; give the artist's handle as indexed, "
                   "or their DID", file=sys.stderr)
             return 1
@@ -381,7 +405,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from openmusic.db import migrate
 
     settings = _settings(args)
-    print(f"applied {migrate(settings.db_path)} migration(s) to {settings.db_path}")
+    print(f"applied {_plural(migrate(settings.db_path), 'migration')} to {settings.db_path}")
     return 0
 
 
@@ -646,19 +670,23 @@ async def _demo_tips(rt, net, result) -> str:
 DEMO_PASSWORD = "demo-password-1234"
 
 
-
 def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payout_uri: str, earnings: dict, *,
                  pds: str, plc: str, broker: str, db_path: str) -> str:
     """What the demo prints once it is ready: where things are and commands that work on it as printed."""
     from openmusic.demo_payments import explain
+    from openmusic.seed import ARTISTS, LISTENERS
 
     artist = "aurora-tide.test"
     t = result.tracks[0].uri
     album = result.albums[0].uri if result.albums else ""
     cli = ".venv/bin/openmusic"
     lines = [
-        "", f"Open Music AppView is up: {tracks} tracks and {plays} plays indexed from the PDS firehose.",
+        "", f"Open Music AppView is up: {_plural(tracks, 'track')} and {_plural(plays, 'play')} indexed from the "
+        "PDS firehose.",
         f"  Browse and listen:  {base}/", f"  Health:             {base}/health",
+        f"  Local PDS:          {pds}   PLC: {plc}   (random ports, new each run)",
+        f"  Demo accounts (password {DEMO_PASSWORD}): artists " + ", ".join(a["handle"] for a in ARTISTS)
+        + "; listeners " + ", ".join(h for h, _name in LISTENERS),
         "", "Try:",
         f"  curl '{base}/xrpc/fm.openmusic.catalog.searchTracks?q=neon'",
         f"  curl '{base}/xrpc/fm.openmusic.catalog.searchTracks?sort=plays&limit=5'",
@@ -668,6 +696,8 @@ def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payou
         f"  curl '{base}/xrpc/fm.openmusic.catalog.getAlbum?uri={album}'",
         f"  curl '{base}/xrpc/fm.openmusic.actor.getProfile?actor={artist}'",
         f"  curl '{base}/xrpc/fm.openmusic.listen.getPlays?actor=river-listens.test'",
+        "Publish a track as a demo artist (any audio file; it shows up within seconds):",
+        f"  OPENMUSIC_PASSWORD={DEMO_PASSWORD} {cli} publish --pds {pds} --handle {artist} song.mp3",
         "", "Money (Stripe is localstripe here): river-listens.test bought credit and tipped; the broker settled it",
         "and wrote signed settlement records in its own repo (openmusic-broker.test), verifiable by anyone:",
         f"  curl '{base}/xrpc/fm.openmusic.payment.getTips?artist={artist}'",
@@ -690,59 +720,103 @@ def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payou
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree of the ``openmusic`` command."""
-    parser = argparse.ArgumentParser(prog="openmusic", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="firehose + indexer + AppView in one process")
+    """The argparse tree of the openmusic command: each subcommand (and each ledger and payouts
+    action) takes only the flags it uses."""
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="openmusic", description=__doc__, formatter_class=raw)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("run", help="firehose + indexer + AppView in one process",
+                       description="Consume the firehose, index it, and serve the AppView over HTTP.")
     _add_settings_flags(p)
     p.add_argument("--no-firehose", action="store_true", help="serve the database without consuming")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("backfill", help="import the repos that already hold music, then go on live")
+    p = sub.add_parser("backfill", help="import the repos that already hold music, then go on live",
+                       description="Find the repos that already hold music, import them (verified CARs) "
+                       "while serving the AppView, then carry on with the live firehose.")
     _add_settings_flags(p)
     p.add_argument("--source", help="relay or PDS to list repos from (default: the firehose host)")
     p.add_argument("--exit-when-done", action="store_true", help="stop once every repo found is imported")
     p.set_defaults(func=cmd_backfill)
+
+    payments_env = ("Payment settings (Stripe, the broker account, the attestation key) come from "
+                    "OPENMUSIC_* variables (see the README's Money section).")
     p = sub.add_parser("ledger", help="check the books, reconcile with Stripe, refund",
-                       description="check: the ledger's invariants (exit 1 on a problem). reconcile: compare every "
-                       "credit PaymentIntent and subscription invoice on Stripe with the ledger and post what is missing (--dry-run: only "
-                       "report). refund-purchase PI [--amount N]: refund credit through Stripe. refund-tip TIP_URI: "
-                       "move a settled tip back to the payer's credit. Payment settings come from OPENMUSIC_* "
-                       "variables (see the README).")
-    p.add_argument("action", choices=["check", "reconcile", "refund-purchase", "refund-tip"])
-    p.add_argument("target", nargs="?", help="PaymentIntent ID (refund-purchase) or tip AT-URI (refund-tip)")
-    p.add_argument("--amount", type=int, help="minor units to refund (default: all)")
-    p.add_argument("--dry-run", action="store_true", help="reconcile: report only, post nothing")
-    _add_settings_flags(p)
+                       description="The books of an AppView's database. " + payments_env)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("check", help="check the ledger's invariants (exit 1 on a problem)",
+                           description="Check that every ledger transaction and the whole ledger sum to zero "
+                           "(exit 1 on a problem).")
+    _add_settings_flags(a, ("db_path", "log_level"))
+    a = actions.add_parser("reconcile", help="compare Stripe with the ledger and post what is missing",
+                           description="Compare every credit PaymentIntent and subscription invoice on Stripe "
+                           "with the ledger and post what is missing. " + payments_env)
+    a.add_argument("--dry-run", action="store_true", help="report only, post nothing")
+    _add_settings_flags(a, STATE_FLAGS)
+    a = actions.add_parser("refund-purchase", help="refund credit through Stripe",
+                           description="Refund a credit purchase through Stripe. " + payments_env)
+    a.add_argument("target", metavar="PAYMENT_INTENT", help="the credit purchase's PaymentIntent ID")
+    a.add_argument("--amount", type=int, help="minor units to refund (default: all)")
+    _add_settings_flags(a, STATE_FLAGS)
+    a = actions.add_parser("refund-tip", help="move a settled tip back to the payer's credit",
+                           description="Move a settled tip back to the payer's credit; its settlement record is "
+                           "republished as refunded. " + payments_env)
+    a.add_argument("target", metavar="TIP_URI", help="the tip's AT-URI")
+    _add_settings_flags(a, STATE_FLAGS)
     p.set_defaults(func=cmd_ledger)
-    p = sub.add_parser("payouts", help="close a period, enter ad revenue, pay artists out",
-                       description="close PERIOD: split each subscriber's net fee of the period (service period "
-                       "ended) among the tracks they streamed, and the ad pool by free-tier listening. ad-revenue "
-                       "PERIOD --amount N: enter the period's ad revenue (minor units), once. run: pay every artist "
-                       "whose earnings reach OPENMUSIC_PAYOUT_THRESHOLD through Stripe Connect, with a signed payout "
-                       "record; safe to schedule and to run again (nothing is paid twice). explain ARTIST [--month P]: an artist's "
-                       "earnings line by line, down to the seconds heard. PERIOD is YYYY-MM (UTC).")
-    p.add_argument("action", choices=["close", "ad-revenue", "run", "explain"])
-    p.add_argument("period", nargs="?", help="YYYY-MM (close, ad-revenue); the artist's handle or DID (explain)")
-    p.add_argument("--amount", type=int, help="ad-revenue: minor units")
-    p.add_argument("--month", help="explain: only this period (YYYY-MM)")
-    _add_settings_flags(p)
+
+    p = sub.add_parser("payouts", help="close a period, enter ad revenue, pay artists out, explain earnings",
+                       description="Periods and payouts of an AppView's database. PERIOD is YYYY-MM (UTC). "
+                       + payments_env)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("close", help="split a period's subscription fees and ad pool",
+                           description="Split each subscriber's net fee of the period (service period ended) "
+                           "among the tracks they streamed, and the ad pool by free-tier listening. Running it "
+                           "again, or before the period has ended, changes nothing. " + payments_env)
+    a.add_argument("period", metavar="PERIOD", help="YYYY-MM")
+    _add_settings_flags(a, STATE_FLAGS)
+    a = actions.add_parser("ad-revenue", help="enter a period's ad revenue, once",
+                           description="Enter the period's ad revenue (minor units), once. " + payments_env)
+    a.add_argument("period", metavar="PERIOD", help="YYYY-MM")
+    a.add_argument("--amount", type=int, required=True, help="minor units")
+    _add_settings_flags(a, STATE_FLAGS)
+    a = actions.add_parser("run", help="pay every artist above the threshold through Stripe Connect",
+                           description="Pay every artist whose earnings reach OPENMUSIC_PAYOUT_THRESHOLD through "
+                           "Stripe Connect, with a signed payout record. Safe to schedule and to run again: "
+                           "nothing is paid twice. " + payments_env)
+    _add_settings_flags(a, STATE_FLAGS)
+    a = actions.add_parser("explain", help="an artist's earnings line by line",
+                           description="An artist's earnings line by line, down to the seconds heard, from the "
+                           "database; a handle is resolved as the XRPC queries resolve one (the database's "
+                           "accounts first, then the network).")
+    a.add_argument("artist", metavar="ARTIST", help="the artist's handle or DID")
+    a.add_argument("--month", help="only this period (YYYY-MM)")
+    _add_settings_flags(a, ("db_path", "plc_url", "handle_resolver_url", "allow_private_hosts", "log_level"))
     p.set_defaults(func=cmd_payouts)
-    p = sub.add_parser("verify-settlement", help="verify a settlement record from the network alone",
-                       description="URI is a settlement's AT-URI or its tip's. For a tip, the settlement is found "
-                       "with --broker DID (its record key is derived from the tip: only the network is read), or "
-                       "else in the AppView database given by --db-path / OPENMUSIC_DB_PATH (only to find its "
-                       "AT-URI; the checks still read the network alone). On the demo's local network give "
-                       "--plc-url and --allow-private-hosts, as its banner prints them.")
+
+    p = sub.add_parser(
+        "verify-settlement", help="verify a settlement record from the network alone", formatter_class=raw,
+        description="Check a settlement record from the network alone: fetch it from the broker's PDS, check "
+        "its signature\nagainst the signer's DID document, fetch the tip from the payer's PDS and check that "
+        "they agree.\n\n"
+        "URI is the settlement's AT-URI, or its tip's. For a tip, the settlement is found with --broker DID (its\n"
+        "record key is derived from the tip: nothing but the network is read), or else in the AppView database\n"
+        "given by --db-path / OPENMUSIC_DB_PATH (only to find the settlement's AT-URI; the checks still read\n"
+        "the network alone).\n\n"
+        "On a local network (the demo) give its PLC with --plc-url and --allow-private-hosts, as the demo's\n"
+        "banner prints them.")
     p.add_argument("uri", metavar="URI", help="at://<broker DID>/fm.openmusic.payment.settlement/<rkey>, or "
                    "at://<payer DID>/fm.openmusic.payment.tip/<rkey>")
     p.add_argument("--broker", metavar="DID", help="with a tip's URI: the DID of the broker repo that settles it")
-    _add_settings_flags(p)
+    _add_settings_flags(p, ("db_path", "plc_url", "allow_private_hosts"))
     p.set_defaults(func=cmd_verify_settlement)
-    p = sub.add_parser("migrate", help="apply database migrations")
-    _add_settings_flags(p)
+    p = sub.add_parser("migrate", help="apply database migrations",
+                       description="Apply pending migrations to the database (creating it if missing).")
+    _add_settings_flags(p, ("db_path",))
     p.set_defaults(func=cmd_migrate)
-    p = sub.add_parser("publish", help="publish audio from your own PDS")
+    p = sub.add_parser("publish", help="publish audio from your own PDS",
+                       description="Upload audio (and artwork) as blobs to your own PDS and write "
+                       "fm.openmusic.catalog.track records (and an album, and your profile). Prints the "
+                       "AT-URIs written.")
     p.add_argument("--pds", required=True, help="your PDS URL, e.g. https://bsky.social")
     p.add_argument("--handle", required=True, help="your handle or DID")
     p.add_argument("--password", help="app password (better: OPENMUSIC_PASSWORD in the environment)")
@@ -760,17 +834,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="profile role, repeatable (with --display-name; default artist)")
     p.add_argument("audio", nargs="*", help="audio files (MP3, FLAC, Ogg, WAV, M4A...)")
     p.set_defaults(func=cmd_publish)
-    p = sub.add_parser("devnet", help="the local reference PDS + PLC (npm @atproto/dev-env)")
+    p = sub.add_parser("devnet", help="the local reference PDS + PLC (npm @atproto/dev-env)",
+                       description="install: fetch Node 22 and the reference PDS + PLC into devnet/. start: run "
+                       "them on loopback and print their URLs as JSON.")
     p.add_argument("action", choices=["install", "start"])
-    p.add_argument("--pds-port", type=int, default=2583)
-    p.add_argument("--plc-port", type=int, default=2582)
+    p.add_argument("--pds-port", type=int, default=2583, help="start: the PDS's port (default 2583)")
+    p.add_argument("--plc-port", type=int, default=2582, help="start: the PLC's port (default 2582)")
     p.set_defaults(func=cmd_devnet)
-    p = sub.add_parser("demo", help="local network + seeded catalog + AppView")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p = sub.add_parser("demo", help="local network + seeded catalog + AppView",
+                       description="Start a local reference PDS + PLC (random ports), localstripe on --port + 1, "
+                       "the Stripe Connect stub on --port + 2, seed a demo catalog and its payments, and serve "
+                       "the AppView on --port. Refuses to start while another demo holds the data directory or "
+                       "a port is taken.")
+    p.add_argument("--host", default="127.0.0.1", help="the AppView's bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080,
+                   help="the AppView's port (default 8080); localstripe and the Connect stub take the next two")
     p.add_argument("--data-dir", default="data/demo",
                    help="wiped at start (default data/demo); locked while the demo runs (<data-dir>.lock)")
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default WARNING)")
     p.add_argument("--exit-after-seed", action="store_true", help="stop once the catalog is indexed (smoke test)")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -1,6 +1,6 @@
 """The ``openmusic`` command refuses what would hurt: a second demo on the same data or ports, and
 state-reading commands on a database that does not exist. ``verify-settlement`` takes a tip's
-AT-URI and ``payouts explain`` a handle. All in-process, no network."""
+AT-URI, ``payouts explain`` a handle, and every help text is plain. All in-process, no network."""
 
 from __future__ import annotations
 
@@ -253,7 +253,9 @@ def test_demo_banner_prints_commands_that_parse_as_printed():
     verify = commands["verify-settlement"]
     assert (verify.uri, verify.broker, verify.plc_url, verify.allow_private_hosts) == (
         TIP, BROKER, "http://localhost:4000", True)
-    assert commands["payouts"].period == "aurora-tide.test"
+    assert commands["payouts"].artist == "aurora-tide.test"
+    assert commands["publish"].pds == "http://localhost:4001"
+    assert "demo-password-1234" in banner and "sam-hears.test" in banner
 
 
 # --- item 6: payouts explain takes a handle --------------------------------------------------------
@@ -289,3 +291,46 @@ def test_payouts_explain_names_an_unknown_handle(tmp_path, capsys):
                    "--handle-resolver-url", "http://127.0.0.1:9"])
     err = capsys.readouterr().err
     assert rc == 1 and "unknown artist nobody-here.test" in err and "Traceback" not in err
+
+
+# --- item 8: plain help, only the flags used, plurals ------------------------------------------------
+
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    yield prefix
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*prefix, name))
+
+
+ALL_COMMANDS = list(_commands(cli.build_parser()))
+
+
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=lambda p: " ".join(p) or "openmusic")
+def test_every_help_runs_and_is_plain_text(path, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main([*path, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: openmusic") and "``" not in out
+
+
+def test_each_subcommand_has_only_the_flags_it_uses():
+    def flags(*path: str) -> set[str]:
+        parser = cli.build_parser()
+        for name in path:
+            parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+        return {opt for a in parser._actions for opt in a.option_strings}
+
+    assert flags("ledger", "check") == {"-h", "--help", "--db-path", "--log-level"}
+    assert flags("migrate") == {"-h", "--help", "--db-path"}
+    assert "--firehose-url" in flags("run") and "--start-cursor" in flags("backfill")
+    for path in [("ledger", "reconcile"), ("payouts", "run"), ("payouts", "explain"), ("verify-settlement",)]:
+        assert not {"--firehose-url", "--start-cursor", "--port", "--host", "--blob-cache-dir"} & flags(*path), path
+    assert "--amount" not in flags("payouts", "run") and "--dry-run" not in flags("ledger", "check")
+
+
+def test_counts_agree_in_number():
+    assert (cli._plural(1, "play"), cli._plural(2, "play"), cli._plural(0, "track")) == ("1 play", "2 plays", "0 tracks")
+    assert "1 track and 1 play indexed" in _banner(plays=1, tracks=1)
+    assert "12 tracks and 30 plays" in _banner(plays=30, tracks=12)
