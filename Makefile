@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup chromium demo test lint run bench clean
+.PHONY: setup chromium demo test lint run bench clean i18n
 
 setup: $(VENV)/.installed devnet/node_modules/.openmusic-installed chromium
 
@@ -42,3 +42,7 @@ run: setup             ## the AppView on the public network (see README for sett
 
 clean:
 	rm -rf $(VENV) devnet/node_modules devnet/.node22 data
+
+i18n: setup           ## re-extract the web app's strings and merge them into each language's .po
+	$(BIN)/pybabel extract -F web/babel.cfg --no-location --sort-output -o web/locales/messages.pot .
+	$(BIN)/pybabel update -i web/locales/messages.pot -d web/locales --ignore-obsolete

@@ -1,5 +1,6 @@
 """The AppView's HTTP app (Starlette): ``/xrpc/{nsid}``, ``/audio/{did}/{cid}``,
-``/image/{did}/{cid}``, ``/health`` and a small HTML index at ``/``."""
+``/image/{did}/{cid}``, ``/health``, and at ``/`` a pointer to them (the web app's pages are
+mounted in front of these by the runtime)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 
 from appview import metrics
 from appview.blobs import BlobError, blob_response
-from appview.page import render_index
 from appview.payment_methods import PAYMENT_METHODS, payment_method, stripe_webhook
 from appview.queries import QUERIES
 from appview.xrpc import BodyLimit, XrpcError, head_response, parse_params
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from openmusic.runtime import Runtime
 
 log = logging.getLogger("openmusic.appview")
-IMMUTABLE = "public, max-age=31536000, immutable"
 #: Request-body limits, bytes, per route (``route(..., max_body=)``): XRPC procedures take small JSON
 #: inputs; Stripe's webhook events are a few kB (256 KiB is generous). Routes that read no body get
 #: the XRPC limit too, so a declared huge body is refused at once.
@@ -123,7 +122,9 @@ def create_app(rt: Runtime) -> Starlette:
         return JSONResponse(rt.payments.did_document())
 
     async def index(request: Request) -> Response:
-        return HTMLResponse(await render_index(rt.views))
+        """``/`` when the web app is off (``OPENMUSIC_WEB_ENABLED=0``; otherwise its home page is served)."""
+        return JSONResponse({"service": "Open Music AppView", "xrpc": "/xrpc/{nsid}", "health": "/health",
+                             "lexicons": "fm.openmusic.*"})
 
     # Other players call us from their own origins; the API is public and read-only.
     cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],

@@ -58,7 +58,8 @@ class Runtime:
         self.reader = await db.ReaderPool.open(s.db_path, s.db_readers)
         self._pools.append(self.reader)
         self.identity = IdentityService(s, self.identity_conn, IdentityResolver(s, self.http))
-        self.blobs = BlobStore(s.blob_cache_dir, self.http, s.allow_private_hosts, s.max_blob_bytes)
+        self.blobs = BlobStore(s.blob_cache_dir, self.http, s.allow_private_hosts, s.max_blob_bytes,
+                               cache_max_bytes=s.blob_cache_max_bytes)
         self.views = ViewContext(self.reader, self.identity, s.base_url)
         self.verifier = Verifier(self.identity, workers=s.verify_workers) if s.verify_commits else None
         if self.verifier:
@@ -150,6 +151,7 @@ class Runtime:
 
         from appview.app import create_app
         from web import WebApp, WebSettings
+        from web import middleware as web_middleware
         from web import routes as web_routes
 
         app = create_app(self)
@@ -157,7 +159,7 @@ class Runtime:
         web = WebApp(self.settings, web_settings, views=self.views) if web_settings.web_enabled else None
         if web is not None:
             await web.start()
-            app = Starlette(routes=[*web_routes(web), Mount("", app=app)])
+            app = Starlette(routes=[*web_routes(web), Mount("", app=app)], middleware=web_middleware(web))
         config = uvicorn.Config(app, host=self.settings.host, port=self.settings.port,
                                 log_level=self.settings.log_level.lower(), access_log=False, lifespan="off")
         server = uvicorn.Server(config)

@@ -86,6 +86,14 @@ async def test_pages_signed_out(appview, published):
     like = await http.post("/like", data={"uri": track.uri})
     assert like.status_code == 401 and "Sign in" in like.text
 
+    # Spanish, by Accept-Language or by ?lang= (remembered in a cookie); plural forms from the catalog.
+    es = await http.get(f"/artist/{artist.handle}", headers={"accept-language": "es-ES,es;q=0.9,en;q=0.5"})
+    assert '<html lang="es">' in es.text and "1 canción ·" in es.text and "Canciones" in es.text
+    chosen = await http.get("/?lang=es")
+    assert "Música nueva" in chosen.text and "om_lang=es" in chosen.headers["set-cookie"]
+    english = await http.get("/", cookies={"om_lang": "en"}, headers={"accept-language": "es"})
+    assert "New music" in english.text and '<html lang="en">' in english.text
+
     # The XRPC API is still served under the web app, with its CORS headers.
     api = await http.get("/xrpc/fm.openmusic.catalog.getTrack", params={"uri": track.uri},
                          headers={"origin": "https://other.example"})

@@ -507,3 +507,24 @@ async def test_sessions_survive_a_restart_and_sign_out_everywhere(tmp_path):
         assert len(net.revoked) == 4
     finally:
         await web.stop()
+
+
+def test_language_negotiation_and_catalogs():
+    from babel.messages.pofile import read_po
+
+    from web.i18n import LANGUAGES, LOCALES, negotiate
+    assert negotiate("es-MX,es;q=0.9,en;q=0.8") == "es"
+    assert negotiate("fr-FR, en;q=0.5, es;q=0.7") == "es"
+    assert negotiate("en-GB,es;q=0.1") == "en"
+    assert negotiate("fr, de") is None and negotiate("es;q=0") is None and negotiate("es;q=x, en") == "en"
+    # Every string of the templates and code (the .pot) is translated in every language's catalog.
+    with (LOCALES / "messages.pot").open("rb") as f:
+        wanted = {m.id if isinstance(m.id, str) else m.id[0] for m in read_po(f) if m.id}
+    for lang in LANGUAGES:
+        if lang == "en":
+            continue
+        with (LOCALES / lang / "LC_MESSAGES" / "messages.po").open("rb") as f:
+            catalog = read_po(f, locale=lang)
+        done = {m.id if isinstance(m.id, str) else m.id[0] for m in catalog
+                if m.id and (all(m.string) if isinstance(m.string, tuple) else m.string)}
+        assert wanted <= done, f"{lang}: untranslated {sorted(wanted - done)}"

@@ -8,7 +8,7 @@ below imports ``web``). Today: sign-in through the user's PDS (``web.oauth``), t
     app_routes = [*appview_routes, *routes(web)]
 """
 
-from web.app import WebApp, create_web_app, routes
+from web.app import WebApp, create_web_app, middleware, routes
 from web.settings import WebSettings
 
-__all__ = ["WebApp", "WebSettings", "create_web_app", "routes"]
+__all__ = ["WebApp", "WebSettings", "create_web_app", "middleware", "routes"]

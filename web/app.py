@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import jinja2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -36,6 +37,7 @@ from openmusic.config import Settings
 from openmusic.identity import IdentityResolver
 from web import csrf
 from web.errors import PageError
+from web.i18n import Languages, LocaleMiddleware, current_locale
 from web.oauth.client import OAuthClient, SessionEnded, SignInError, UserSession, is_loopback_url
 from web.oauth.http import guarded_client
 from web.oauth.store import SessionStore, digest
@@ -74,9 +76,7 @@ class WebApp:
         self._transport = transport
         self.views = views
         self.secure_cookies = not is_loopback_url(settings.base_url)
-        self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
-                                            autoescape=jinja2.select_autoescape(default=True))
-        self.templates.filters.update(duration=format_duration, plural=plural)
+        self.templates = Languages(jinja2.FileSystemLoader(HERE / "templates"), {"duration": format_duration})
         media = "{0.scheme}://{0.netloc}".format(urlsplit(settings.base_url))
         self.page_headers = dict(PAGE_HEADERS)
         self.page_headers["Content-Security-Policy"] = PAGE_HEADERS["Content-Security-Policy"].format(media=media)
@@ -113,7 +113,7 @@ class WebApp:
 
     # -- helpers -----------------------------------------------------------------------------------
     def render(self, name: str, status: int = 200, **context: object) -> HTMLResponse:
-        html = self.templates.get_template(name).render(**context)
+        html = self.templates.environment().get_template(name).render(lang=current_locale.get(), **context)
         return HTMLResponse(html, status_code=status, headers=self.page_headers)
 
     def error_page(self, status: int, title: str, message: str, user: UserSession | None = None) -> HTMLResponse:
@@ -289,11 +289,6 @@ def format_duration(ms: int | None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def plural(n: int, one: str, many: str) -> str:
-    """``"1 play"``, ``"2 plays"``: ``n`` with the right form of the noun."""
-    return f"{n} {one if n == 1 else many}"
-
-
 def routes(web: WebApp) -> list[BaseRoute]:
     """The web app's routes, to mount beside the AppView's (the caller starts and stops ``web``).
     With ``web.views`` set, the catalog pages and the listener's writes come first (``web.pages``)."""
@@ -312,6 +307,11 @@ def routes(web: WebApp) -> list[BaseRoute]:
     ]
 
 
+def middleware(web: WebApp) -> list[Middleware]:
+    """ASGI middleware the web app's routes need around them (the request's language, ``web.i18n``)."""
+    return [Middleware(LocaleMiddleware, secure=web.secure_cookies)]
+
+
 def create_web_app(settings: Settings, web_settings: WebSettings | None = None, *,
                    transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
     """A Starlette app serving only the web app's routes (``app.state.web`` is the ``WebApp``)."""
@@ -325,9 +325,9 @@ def create_web_app(settings: Settings, web_settings: WebSettings | None = None, 
         finally:
             await web.stop()
 
-    app = Starlette(routes=routes(web), lifespan=lifespan)
+    app = Starlette(routes=routes(web), middleware=middleware(web), lifespan=lifespan)
     app.state.web = web
     return app
 
 
-__all__ = ["WebApp", "create_web_app", "digest", "routes"]
+__all__ = ["WebApp", "create_web_app", "digest", "middleware", "routes"]

@@ -6,8 +6,10 @@ const token = document.querySelector('meta[name="csrf-token"]')?.content;
 const status = document.getElementById("player-status");
 const players = [...document.querySelectorAll("audio[data-uri]")];
 
-function say(text) {
-  if (status) status.textContent = text;
+// The page's language: the texts come from data-* attributes of #player-status.
+const text = (name) => status?.dataset[name] ?? "";
+function say(message) {
+  if (status) status.textContent = message;
 }
 
 function track(audio) {
@@ -30,17 +32,17 @@ function track(audio) {
     segments = [];
     started = null;
     if (!token) {
-      say("Sign in to have your plays counted.");
+      say(text("signin"));
       return;
     }
     body.set("csrf_token", token);
     fetch("/play", { method: "POST", body, keepalive: true, credentials: "same-origin" })
       .then(async (r) => {
         const out = await r.json().catch(() => ({}));
-        say(r.ok ? `Play saved to your PDS (${Math.round(out.listenedMs / 1000)} s heard).`
-                 : `Play not saved: ${out.message || r.status}`);
+        say(r.ok ? text("saved").replace("{seconds}", String(Math.round(out.listenedMs / 1000)))
+                 : `${text("failed")} ${out.message || r.status}`);
       })
-      .catch(() => say("Play not saved: the server could not be reached."));
+      .catch(() => say(text("offline")));
   };
 
   audio.addEventListener("play", () => {
