@@ -18,11 +18,12 @@ from starlette.routing import Route, request_response
 from appview import metrics
 from appview.blobs import BlobError, blob_response
 from appview.payment_methods import PAYMENT_METHODS, payment_method, stripe_webhook
+from appview.payment_queries import PAYMENT_QUERIES
 from appview.queries import QUERIES
 from appview.xrpc import BodyLimit, XrpcError, head_response, parse_params
 
 if TYPE_CHECKING:
-    from openmusic.runtime import Runtime
+    from appview.deps import AppViewDeps
 
 log = logging.getLogger("openmusic.appview")
 #: Request-body limits, bytes, per route (``route(..., max_body=)``): XRPC procedures take small JSON
@@ -34,14 +35,14 @@ WEBHOOK_MAX_BODY = 256 * 1024
 MAX_LAG_S = 60
 
 
-def create_app(rt: Runtime) -> Starlette:
-    """Build the Starlette app over a started ``Runtime``."""
+def create_app(rt: AppViewDeps) -> Starlette:
+    """Build the Starlette app over the started parts ``rt`` (``appview.deps.AppViewDeps``)."""
 
     async def xrpc(request: Request) -> Response:
         nsid = request.path_params["nsid"]
         if nsid in PAYMENT_METHODS:
             return await payment_method(rt, nsid, request)
-        handler = QUERIES.get(nsid)
+        handler = QUERIES.get(nsid) or PAYMENT_QUERIES.get(nsid)
         if handler is None:
             return XrpcError(501, "MethodNotImplemented", f"{nsid} is not served here").response()
         if request.method not in ("GET", "HEAD"):

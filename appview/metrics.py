@@ -11,15 +11,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from openmusic.runtime import Runtime
+    from appview.deps import AppViewDeps
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class RuntimeCollector(Collector):
-    """Metrics of one ``Runtime``: firehose, verification, indexing and resync figures."""
+    """Metrics of one ``AppViewDeps``: firehose, verification, indexing and resync figures."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: AppViewDeps) -> None:
         self.rt = rt
         self.desynchronized = 0  # refreshed by ``refresh`` before each scrape
 
@@ -58,7 +58,7 @@ class RuntimeCollector(Collector):
         yield counter("openmusic_resync_failures", "Failed resync attempts", ix.get("resync_failures", 0))
 
 
-def build(rt: Runtime) -> tuple[CollectorRegistry, RuntimeCollector]:
+def build(rt: AppViewDeps) -> tuple[CollectorRegistry, RuntimeCollector]:
     """A registry holding the runtime's collector."""
     registry = CollectorRegistry(auto_describe=False)
     collector = RuntimeCollector(rt)
@@ -66,7 +66,7 @@ def build(rt: Runtime) -> tuple[CollectorRegistry, RuntimeCollector]:
     return registry, collector
 
 
-async def render(rt: Runtime, registry: CollectorRegistry, collector: RuntimeCollector) -> bytes:
+async def render(rt: AppViewDeps, registry: CollectorRegistry, collector: RuntimeCollector) -> bytes:
     """The metrics page; reads the count of desynchronized repos from the database first."""
     cur = await rt.reader.execute("SELECT COUNT(*) FROM repo_state WHERE status = 'desynchronized'")
     collector.desynchronized = (await cur.fetchone())[0]

@@ -24,52 +24,52 @@ from payments.auth import AuthError
 from payments.errors import PaymentError
 
 if TYPE_CHECKING:
-    from openmusic.runtime import Runtime
+    from appview.deps import AppViewDeps
 
 log = logging.getLogger("openmusic.appview")
 NS = "fm.openmusic.payment."
 CREATE_CREDIT_PURCHASE = NS + "createCreditPurchase"
 GET_BALANCE = NS + "getBalance"
-Handler = Callable[["Runtime", str, Request], Awaitable[dict[str, Any]]]
+Handler = Callable[["AppViewDeps", str, Request], Awaitable[dict[str, Any]]]
 
 
-async def _credit_purchase(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+async def _credit_purchase(rt: AppViewDeps, did: str, request: Request) -> dict[str, Any]:
     body = await _input(CREATE_CREDIT_PURCHASE, request)
     return await rt.payments.create_credit_purchase(did, body["amount"], body.get("currency"))
 
 
-async def _balance(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+async def _balance(rt: AppViewDeps, did: str, request: Request) -> dict[str, Any]:
     parse_params(GET_BALANCE, request)
     return await rt.payments.balance(did)
 
 
-async def _tiers(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+async def _tiers(rt: AppViewDeps, did: str, request: Request) -> dict[str, Any]:
     parse_params(NS + "getTiers", request)
     return rt.payments.billing.tier_views()
 
 
-async def _create_subscription(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+async def _create_subscription(rt: AppViewDeps, did: str, request: Request) -> dict[str, Any]:
     body = await _input(NS + "createSubscription", request)
     return await rt.payments.billing.create(did, body["tier"], body["paymentMethod"])
 
 
-async def _cancel_subscription(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+async def _cancel_subscription(rt: AppViewDeps, did: str, request: Request) -> dict[str, Any]:
     body = await _input(NS + "cancelSubscription", request)
     return await rt.payments.billing.cancel(did, body.get("atPeriodEnd", True))
 
 
-async def _get_subscription(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+async def _get_subscription(rt: AppViewDeps, did: str, request: Request) -> dict[str, Any]:
     parse_params(NS + "getSubscription", request)
     return await rt.payments.billing.get(did)
 
 
-async def _get_earnings(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+async def _get_earnings(rt: AppViewDeps, did: str, request: Request) -> dict[str, Any]:
     p = parse_params(NS + "getEarnings", request)
     int_cursor(p.get("cursor"))  # a forged cursor is refused here, before it reaches SQLite
     return await rt.payments.earnings(did, p.get("artist") or did, p.get("period"), p["limit"], p.get("cursor"))
 
 
-async def _payout_link(rt: Runtime, did: str, request: Request) -> dict[str, Any]:
+async def _payout_link(rt: AppViewDeps, did: str, request: Request) -> dict[str, Any]:
     body = await _input(NS + "createPayoutAccountLink", request)
     return await rt.payments.payout_account_link(did, body.get("returnUrl"), body.get("refreshUrl"))
 
@@ -113,7 +113,7 @@ def _short(message: str, limit: int = 300) -> str:
     return message if len(message) <= limit else message[:limit] + "..."
 
 
-async def payment_method(rt: Runtime, nsid: str, request: Request) -> Response:
+async def payment_method(rt: AppViewDeps, nsid: str, request: Request) -> Response:
     """Dispatch one authenticated payment method; errors as XRPC error bodies."""
     try:
         method, needs_auth, handler = PAYMENT_METHODS[nsid]
@@ -138,7 +138,7 @@ async def payment_method(rt: Runtime, nsid: str, request: Request) -> Response:
         return XrpcError(500, "InternalServerError", "internal error").response()
 
 
-async def stripe_webhook(rt: Runtime, request: Request) -> Response:
+async def stripe_webhook(rt: AppViewDeps, request: Request) -> Response:
     """Stripe's webhook deliveries: 200 once recorded (or a duplicate), 400 for a bad signature (Stripe
     will not retry), 500 when we could not record it (Stripe retries)."""
     if rt.payments is None:

@@ -109,3 +109,7 @@ async def get_settlement(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     if tip:
         out["tip"] = _tip_view(tip)
     return out
+
+
+#: The payment queries, served beside ``appview.queries.QUERIES`` (``appview.app``).
+PAYMENT_QUERIES = {"fm.openmusic.payment.getTips": get_tips, "fm.openmusic.payment.getSettlement": get_settlement}

@@ -221,11 +221,3 @@ QUERIES: dict[str, Handler] = {
     "fm.openmusic.listen.getPlays": get_plays,
     "fm.openmusic.listen.getTrackStats": get_track_stats,
 }
-
-def _payment_queries() -> dict[str, Handler]:
-    from appview.payment_queries import get_settlement, get_tips
-
-    return {"fm.openmusic.payment.getTips": get_tips, "fm.openmusic.payment.getSettlement": get_settlement}
-
-
-QUERIES.update(_payment_queries())

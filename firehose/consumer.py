@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from firehose.events import ErrorFrame, Event, FrameError, InfoEvent, decode_frame
 from openmusic.db import parse_datetime
+from openmusic.errors import RetryLater  # noqa: F401 (re-exported: sinks raise firehose.consumer.RetryLater)
 
 log = logging.getLogger("openmusic.firehose")
 
@@ -47,11 +48,6 @@ def host_time(evt: object) -> float | None:
     """The host's ``time`` of an event as epoch seconds, or None when it has none or it is malformed."""
     sent = parse_datetime(getattr(evt, "time", None))
     return None if sent is None else sent.timestamp()
-
-
-class RetryLater(Exception):
-    """Raised by a sink when a batch cannot be applied now but may be later (e.g. a DID document
-    could not be fetched): the consumer reconnects with backoff and replays from its cursor."""
 
 
 class EventSink(Protocol):

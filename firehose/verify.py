@@ -46,8 +46,8 @@ from atproto_crypto.did import parse_did_key
 from atproto_crypto.verify import verify_signature
 
 from firehose.car import cid_str
-from firehose.consumer import RetryLater
 from firehose.events import CommitEvent
+from openmusic.errors import TransientIdentityError  # noqa: F401 (re-exported for the verifier's callers)
 
 TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 #: Revs further than this in the future are rejected (the reference relay uses 5 minutes).
@@ -60,10 +60,6 @@ class VerifyError(ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-class TransientIdentityError(RetryLater):
-    """A signing key could not be fetched for now (network error, PLC 5xx): retry the batch later."""
 
 
 class KeySource(Protocol):

@@ -27,8 +27,8 @@ import httpx
 from atproto_core.did_doc import DidDocument
 from atproto_identity.handle.resolver import AsyncHandleResolver
 
-from firehose.verify import TransientIdentityError
 from openmusic.config import Settings
+from openmusic.errors import TransientIdentityError
 from openmusic.netguard import BlockedURL, check_url
 
 log = logging.getLogger("openmusic.identity")

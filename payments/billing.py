@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import stripe
 
@@ -14,17 +14,35 @@ from payments.errors import PaymentError
 from payments.subscriptions import Tier, parse_tiers
 
 if TYPE_CHECKING:
-    from payments.service import Payments
+    from indexer.core import Indexer
+    from openmusic.config import Settings
+    from payments.settle import Broker
+    from payments.stripe_gateway import StripeGateway
 
 log = logging.getLogger("openmusic.payments")
 #: Subscription states in which a new subscription is refused (the listener already has one).
 LIVE = ("active", "past_due", "incomplete", "trialing", "unpaid")
 
 
-class Billing:
-    """Stripe Billing for one AppView's ``Payments``. Raises ``PaymentError`` from its procedures."""
+class BillingHost(Protocol):
+    """What ``Billing`` uses of its owner (``payments.service.Payments``, which builds it)."""
 
-    def __init__(self, payments: Payments) -> None:
+    settings: Settings
+    currency: str
+    indexer: Indexer
+    stripe: StripeGateway
+    broker: Broker
+
+    async def customer(self, did: str) -> str:
+        """The Stripe Customer ID of ``did``, created on first use."""
+        ...
+
+
+class Billing:
+    """Stripe Billing for one AppView's ``Payments`` (a ``BillingHost``). Raises ``PaymentError``
+    from its procedures."""
+
+    def __init__(self, payments: BillingHost) -> None:
         self.p = payments
         self.tiers: dict[str, Tier] = {t.id: t for t in parse_tiers(payments.settings.tiers)}
 

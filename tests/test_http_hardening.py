@@ -347,11 +347,12 @@ GARBAGE = ["", " ", "0", "-1", "1e3", "99999999999999999999999", "NaN", "true", 
 async def test_no_query_parameter_gives_a_server_error(web):
     """Every parameter of every query and GET method, given garbage: an XRPC error or an answer, never a 5xx."""
     from appview.payment_methods import PAYMENT_METHODS
+    from appview.payment_queries import PAYMENT_QUERIES
     from appview.queries import QUERIES
     from openmusic.lexicons import validator
 
     http, _, _, _, _ = web
-    nsids = list(QUERIES) + [n for n, (method, _, _) in PAYMENT_METHODS.items() if method == "GET"]
+    nsids = list(QUERIES) + list(PAYMENT_QUERIES) + [n for n, (method, _, _) in PAYMENT_METHODS.items() if method == "GET"]
     for nsid in nsids:
         props = (validator().defs[nsid].get("parameters") or {}).get("properties", {})
         for name in props:

@@ -1,0 +1,42 @@
+"""What the AppView's HTTP layer needs from the process that serves it (the composition root,
+``openmusic.runtime.Runtime``, satisfies it). Declared here so that ``appview`` names only the
+layers below it (core, firehose, indexer) and its sibling ``payments``, never the runtime above."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+    from appview.blobs import BlobStore
+    from appview.views import ViewContext
+    from firehose.consumer import FirehoseConsumer
+    from firehose.verify import Verifier
+    from indexer.core import Indexer
+    from indexer.resync import Resyncer
+    from openmusic.config import Settings
+    from openmusic.db import ReaderPool
+    from payments.auth import ServiceAuth
+    from payments.service import Payments
+
+
+class AppViewDeps(Protocol):
+    """The running parts the AppView's routes read: settings, readers and views, the blob cache,
+    the pipeline's status (consumer, indexer, resyncer, verifier) and, with payments on,
+    ``payments`` and ``auth`` (else None)."""
+
+    settings: Settings
+    reader: ReaderPool | aiosqlite.Connection
+    views: ViewContext
+    blobs: BlobStore
+    consumer: FirehoseConsumer | None
+    indexer: Indexer | None
+    resyncer: Resyncer
+    verifier: Verifier | None
+    payments: Payments | None
+    auth: ServiceAuth | None
+
+    async def blob_source(self, did: str, cid: str, kind: str) -> tuple[str, str | None] | None:
+        """(mime type, PDS URL) of a blob an indexed record of an active account references, or None."""
+        ...
