@@ -680,10 +680,13 @@ def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payou
     t = result.tracks[0].uri
     album = result.albums[0].uri if result.albums else ""
     cli = ".venv/bin/openmusic"
+    web = base.replace("://localhost:", "://127.0.0.1:")  # the OAuth loopback client's redirect is on 127.0.0.1
     lines = [
         "", f"Open Music AppView is up: {_plural(tracks, 'track')} and {_plural(plays, 'play')} indexed from the "
         "PDS firehose.",
-        f"  Browse and listen:  {base}/", f"  Health:             {base}/health",
+        f"  Browse and listen:  {web}/", f"  Health:             {base}/health",
+        f"  Sign in:            {web}/login  (a listener's handle, e.g. kim-plays.test; plays and likes go to "
+        f"their own PDS)",
         f"  Local PDS:          {pds}   PLC: {plc}   (random ports, new each run)",
         f"  Demo accounts (password {DEMO_PASSWORD}): artists " + ", ".join(a["handle"] for a in ARTISTS)
         + "; listeners " + ", ".join(h for h, _name in LISTENERS),
