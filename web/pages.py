@@ -34,6 +34,7 @@ from appview.queries import QUERIES
 from appview.views import viewer_likes
 from appview.xrpc import XrpcError, validate_params
 from openmusic.lexicons import LIKE, PLAY, TRACK
+from openmusic.publish import now_iso
 from web import csrf
 from web.errors import PageError
 from web.oauth.client import PdsError, SessionEnded, UserSession
@@ -281,11 +282,6 @@ def started_at(epoch_ms: str, heard_ms: int, now: float | None = None) -> str:
     if value is None or not now_ms - 86_400_000 <= value <= now_ms:
         value = now_ms - heard_ms
     return datetime.fromtimestamp(value / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def now_iso() -> str:
-    """Now as an atproto datetime (UTC, ms, ``Z``)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def track_path(uri: str) -> str:
