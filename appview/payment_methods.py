@@ -1,7 +1,7 @@
 """Payment methods and the Stripe webhook endpoint.
 
 Every ``fm.openmusic.payment.*`` method here but ``getTiers`` needs a service-auth JWT whose
-``lxm`` is the method (``payments.auth``): ``createCreditPurchase``, ``getBalance``,
+``lxm`` is the method (``payments.auth``): ``createCreditPurchase``, ``createCardSetup``, ``getBalance``,
 ``createSubscription``, ``cancelSubscription``, ``getSubscription``, ``getEarnings`` and
 ``createPayoutAccountLink``. ``POST /stripe/webhook`` takes Stripe's signed deliveries. With
 payments off (no Stripe key or broker account configured) these answer 501 ``PaymentsDisabled``.
@@ -35,7 +35,12 @@ Handler = Callable[["AppViewDeps", str, Request], Awaitable[dict[str, Any]]]
 
 async def _credit_purchase(rt: AppViewDeps, did: str, request: Request) -> dict[str, Any]:
     body = await _input(CREATE_CREDIT_PURCHASE, request)
-    return await rt.payments.create_credit_purchase(did, body["amount"], body.get("currency"))
+    return await rt.payments.create_credit_purchase(did, body["amount"], body.get("currency"), body.get("paymentMethod"))
+
+
+async def _card_setup(rt: AppViewDeps, did: str, request: Request) -> dict[str, Any]:
+    await _input(NS + "createCardSetup", request)
+    return await rt.payments.create_card_setup(did)
 
 
 async def _balance(rt: AppViewDeps, did: str, request: Request) -> dict[str, Any]:
@@ -78,6 +83,7 @@ async def _payout_link(rt: AppViewDeps, did: str, request: Request) -> dict[str,
 PAYMENT_METHODS: dict[str, tuple[str, bool, Handler]] = {
     CREATE_CREDIT_PURCHASE: ("POST", True, _credit_purchase),
     GET_BALANCE: ("GET", True, _balance),
+    NS + "createCardSetup": ("POST", True, _card_setup),
     NS + "getTiers": ("GET", False, _tiers),
     NS + "createSubscription": ("POST", True, _create_subscription),
     NS + "cancelSubscription": ("POST", True, _cancel_subscription),

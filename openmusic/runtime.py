@@ -159,6 +159,7 @@ class Runtime:
         web = WebApp(self.settings, web_settings, views=self.views) if web_settings.web_enabled else None
         if web is not None:
             await web.start()
+            web.attach_api(app)
             app = Starlette(routes=[*web_routes(web), Mount("", app=app)], middleware=web_middleware(web))
         config = uvicorn.Config(app, host=self.settings.host, port=self.settings.port,
                                 log_level=self.settings.log_level.lower(), access_log=False, lifespan="off")

@@ -83,21 +83,39 @@ class Payments:
         return (await self.indexer.sql("SELECT customer FROM stripe_customer WHERE did = ?",
                                        (did,)))[0][0]
 
-    async def create_credit_purchase(self, did: str, amount: int, currency: str | None) -> dict[str, Any]:
+    async def create_credit_purchase(self, did: str, amount: int, currency: str | None,
+                                     payment_method: str | None = None) -> dict[str, Any]:
         """fm.openmusic.payment.createCreditPurchase for ``did``: a Stripe PaymentIntent of ``amount``
-        minor units. Raises ``PaymentError`` (UnsupportedCurrency, UpstreamFailure)."""
+        minor units, confirmed at once with ``payment_method`` when given (its ``status`` returned;
+        ``succeeded`` credits the ledger before the webhook arrives). Raises ``PaymentError``
+        (UnsupportedCurrency; PaymentFailed, 402, for a declined card; UpstreamFailure)."""
         if currency and currency.upper() != self.currency:
             raise PaymentError(400, "UnsupportedCurrency", f"this AppView sells credit in {self.currency} only")
         try:
             customer = await self.customer(did)
             pi = await self.stripe.create_payment_intent(did, customer, amount, self.currency,
-                                                         f"credit:{did}:{secrets.token_hex(8)}")
+                                                         f"credit:{did}:{secrets.token_hex(8)}", payment_method)
+        except stripe.CardError as exc:
+            raise PaymentError(402, "PaymentFailed", exc.user_message or "the card was declined") from exc
+        except stripe.InvalidRequestError as exc:
+            raise PaymentError(400, "PaymentFailed", exc.user_message or "Stripe refused the payment method") from exc
         except stripe.StripeError as exc:
             log.warning("Stripe refused a PaymentIntent: %s", exc.user_message or type(exc).__name__)
             raise PaymentError(502, "UpstreamFailure", "the payment processor is not answering; try again") from exc
         await self.indexer.transact(_record_purchase, pi, did)
         return {"paymentIntent": pi["id"], "clientSecret": pi["client_secret"], "amount": amount,
-                "currency": self.currency}
+                "currency": self.currency, "status": pi["status"]}
+
+    async def create_card_setup(self, did: str) -> dict[str, Any]:
+        """fm.openmusic.payment.createCardSetup for ``did``: a Stripe SetupIntent to save a card with
+        Stripe.js. Returns ``{"setupIntent", "clientSecret"}``. Raises ``PaymentError`` (UpstreamFailure)."""
+        try:
+            customer = await self.customer(did)
+            si = await self.stripe.create_setup_intent(did, customer, f"setup:{did}:{secrets.token_hex(8)}")
+        except stripe.StripeError as exc:
+            log.warning("Stripe refused a SetupIntent: %s", exc.user_message or type(exc).__name__)
+            raise PaymentError(502, "UpstreamFailure", "the payment processor is not answering; try again") from exc
+        return {"setupIntent": si["id"], "clientSecret": si["client_secret"]}
 
     async def balance(self, did: str) -> dict[str, Any]:
         """fm.openmusic.payment.getBalance for ``did``: credit and earnings in minor units."""

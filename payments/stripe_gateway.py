@@ -70,13 +70,26 @@ class StripeGateway:
         return customer.id
 
     async def create_payment_intent(self, did: str, customer: str, amount: int, currency: str,
-                                    idempotency_key: str) -> dict[str, Any]:
-        """A PaymentIntent for ``amount`` minor units of credit (``metadata``: purpose, did)."""
-        pi = await self.v1.payment_intents.create_async(
-            params={"amount": amount, "currency": currency.lower(), "customer": customer,
+                                    idempotency_key: str, payment_method: str | None = None) -> dict[str, Any]:
+        """A PaymentIntent for ``amount`` minor units of credit (``metadata``: purpose, did). With
+        ``payment_method`` (a card saved through a SetupIntent) it is confirmed at once, the buyer
+        present: ``status`` is then ``succeeded``, or ``requires_action`` (3-D Secure, finished in the
+        browser with Stripe.js ``confirmCardPayment``)."""
+        params: dict[str, Any] = {"amount": amount, "currency": currency.lower(), "customer": customer,
+                                  "metadata": {"purpose": PURPOSE, "did": did}}
+        if payment_method:
+            params |= {"payment_method": payment_method, "confirm": True, "payment_method_types": ["card"]}
+        pi = await self.v1.payment_intents.create_async(params=params, options={"idempotency_key": idempotency_key})
+        return pi.to_dict()
+
+    async def create_setup_intent(self, did: str, customer: str, idempotency_key: str) -> dict[str, Any]:
+        """A SetupIntent saving a card for ``customer`` (Stripe.js ``confirmCardSetup`` completes it in
+        the browser and yields the PaymentMethod that credit purchases and subscriptions then charge)."""
+        si = await self.v1.setup_intents.create_async(
+            params={"customer": customer, "usage": "on_session", "payment_method_types": ["card"],
                     "metadata": {"purpose": PURPOSE, "did": did}},
             options={"idempotency_key": idempotency_key})
-        return pi.to_dict()
+        return si.to_dict()
 
     async def payment_intent(self, pi_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """A PaymentIntent and its refunds, as Stripe holds them now."""

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from appview.views import ViewContext
 from openmusic import db
@@ -85,6 +86,8 @@ class WebApp:
         self.sealer: Sealer | None = None
         self.store: SessionStore | None = None
         self.oauth: OAuthClient | None = None
+        #: The AppView's own XRPC API, in-process (``attach_api``); None: money pages say payments are off.
+        self.api: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
         """Migrate the database, open a connection and the HTTP client, load the keys. Raises
@@ -102,8 +105,17 @@ class WebApp:
             await self.stop()
             raise
 
+    def attach_api(self, app: ASGIApp) -> None:
+        """Call the AppView's XRPC methods through ``app`` in-process (``web.money``): each request goes
+        through the same routes, lexicon checks and service-auth verification as any other client's."""
+        self.api = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=self.settings.base_url,
+                                     timeout=30)
+
     async def stop(self) -> None:
-        """Close the HTTP client and the database connection."""
+        """Close the HTTP clients and the database connection."""
+        if self.api is not None:
+            await self.api.aclose()
+            self.api = None
         if self.http is not None:
             await self.http.aclose()
             self.http = None
@@ -292,10 +304,15 @@ def format_duration(ms: int | None) -> str:
 def routes(web: WebApp) -> list[BaseRoute]:
     """The web app's routes, to mount beside the AppView's (the caller starts and stops ``web``).
     With ``web.views`` set, the catalog pages and the listener's writes come first (``web.pages``)."""
+    from web.money import Money
+    from web.offline import routes as offline_routes
     from web.pages import Pages
 
-    catalog = Pages(web).routes() if web.views is not None else []
-    return [*catalog,
+    catalog: list[BaseRoute] = []
+    if web.views is not None:
+        pages = Pages(web)
+        catalog = [*pages.routes(), *Money(web, pages).routes()]
+    return [*catalog, *offline_routes(web),
         Route("/login", web.login_page, methods=["GET"]),
         Route("/login", web.login_submit, methods=["POST"]),
         Route("/oauth/callback", web.callback, methods=["GET"]),

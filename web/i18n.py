@@ -64,6 +64,11 @@ class Languages:
         """Add filters to every language's environment: ``languages.filters.update(name=func)``."""
         return _Filters(self.environments.values())
 
+    @property
+    def globals(self) -> _Globals:
+        """Add globals to every language's environment: ``languages.globals.update(name=value)``."""
+        return _Globals(self.environments.values())
+
     def environment(self) -> jinja2.Environment:
         """The environment of the current request's language."""
         return self.environments[current_locale.get()]
@@ -136,3 +141,9 @@ class LocaleMiddleware:
             await self.app(scope, receive, send_with_cookie)
         finally:
             current_locale.reset(token)
+
+
+class _Globals(_Filters):
+    def update(self, **values: object) -> None:  # type: ignore[override]
+        for env in self.environments:
+            env.globals.update(values)

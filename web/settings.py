@@ -16,6 +16,8 @@ from openmusic.config import env_values
 DEFAULT_SCOPE = "atproto transition:generic"
 #: The scope we mean to ask for once the permission-set lexicon is published (see web/oauth/README.md).
 TARGET_SCOPE = "atproto include:fm.openmusic.authFull blob:audio/* blob:image/*"
+#: Stripe.js, served by Stripe (never bundled: Stripe requires loading it from its own origin).
+STRIPE_JS_URL = "https://js.stripe.com/v3/"
 
 
 @dataclass
@@ -44,6 +46,12 @@ class WebSettings:
     refresh_margin_s: int = 60
     #: Largest form body accepted, bytes.
     max_form_bytes: int = 16 * 1024
+    #: Stripe's publishable key (``pk_...``) for Stripe.js on the wallet page. Empty: a test key when
+    #: ``Settings.stripe_api_base`` points at localstripe; otherwise card payments are off in the web app.
+    stripe_publishable_key: str = ""
+    #: Where the wallet page loads Stripe.js from. Empty: Stripe's own (``STRIPE_JS_URL``), or
+    #: localstripe's stand-in (``<stripe_api_base>/js.stripe.com/v3/``) when the API base is another server.
+    stripe_js_url: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> WebSettings:

@@ -563,15 +563,17 @@ class UserSession:
             key = dpop.key_from_jwk(self.data.dpop_key)
             hdrs = dict(headers or {})
             hdrs["Authorization"] = f"DPoP {self.data.access_token}"
-            hdrs["DPoP"] = dpop.proof(key, method, url, self.data.pds_nonce, self.data.access_token)
+            sent_nonce = self.data.pds_nonce
+            hdrs["DPoP"] = dpop.proof(key, method, url, sent_nonce, self.data.access_token)
             resp = await self.client.http.request(method, url, params=params, json=json, content=content,
                                                   headers=hdrs)
             new_nonce = resp.headers.get("dpop-nonce")
             if new_nonce and new_nonce != self.data.pds_nonce:
                 self.data.pds_nonce = new_nonce
                 await self.client.store.save(self.key, self.data)
-                if dpop.is_nonce_error(resp):
-                    continue
+            # retry with the fresh nonce, also when a concurrent request of this session stored it first
+            if new_nonce and new_nonce != sent_nonce and dpop.is_nonce_error(resp):
+                continue
             if resp.status_code == 401 and "invalid_token" in resp.headers.get("www-authenticate", "") and not refreshed:
                 refreshed = True
                 await self.client.refresh(self)
