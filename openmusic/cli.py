@@ -687,6 +687,8 @@ def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payou
         f"  Browse and listen:  {web}/", f"  Health:             {base}/health",
         f"  Sign in:            {web}/login  (a listener's handle, e.g. kim-plays.test; plays and likes go to "
         f"their own PDS)",
+        f"  Wallet:             {web}/wallet  (buy credit with the test card 4242 4242 4242 4242, tip from a "
+        f"track or artist page, subscribe)",
         f"  Local PDS:          {pds}   PLC: {plc}   (random ports, new each run)",
         f"  Demo accounts (password {DEMO_PASSWORD}): artists " + ", ".join(a["handle"] for a in ARTISTS)
         + "; listeners " + ", ".join(h for h, _name in LISTENERS),
