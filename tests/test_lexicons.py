@@ -117,3 +117,21 @@ def test_json_round_trip_keeps_cids_and_bytes():
     assert js["a"] == {"$link": "bafkreid4uzrxkeq3edn3dop55vtrzmrwp2cgc7hgav36bgrapeqblcvpha"}
     assert js["b"] == {"$bytes": "AAE"}
     assert to_json(from_json(js)) == js
+
+
+def test_permission_set_covers_what_the_web_app_does():
+    """``fm.openmusic.authFull`` (a permission set, the scope the web app means to ask for) names
+    every collection a user writes (not the broker's) and every method that needs a service-auth
+    JWT: a new record type or authenticated method fails here until the set includes it."""
+    from appview.payment_methods import PAYMENT_METHODS
+
+    doc = json.loads((LEXICON_DIR / "fm/openmusic/authFull.json").read_text())
+    main = doc["defs"]["main"]
+    assert main["type"] == "permission-set" and main["title"] and main["detail"]
+    by_resource = {p["resource"]: p for p in main["permissions"]}
+    assert set(by_resource) == {"repo", "rpc"}
+    assert set(by_resource["repo"]["collection"]) == record_collections() - {SETTLEMENT, SUBSCRIPTION, PAYOUT}
+    assert set(by_resource["rpc"]["lxm"]) == {nsid for nsid, (_m, auth, _h) in PAYMENT_METHODS.items() if auth}
+    assert by_resource["rpc"]["inheritAud"] is True
+    for nsid in [*by_resource["repo"]["collection"], *by_resource["rpc"]["lxm"]]:
+        assert nsid.startswith("fm.openmusic.")  # a set may only grant its own namespace

@@ -14,7 +14,9 @@ from openmusic.config import env_values
 #: What the app asks for today. The target is a permission set of our own plus blob scopes
 #: (``TARGET_SCOPE``); until ``fm.openmusic`` publishes one, every PDS gets this.
 DEFAULT_SCOPE = "atproto transition:generic"
-#: The scope we mean to ask for once the permission-set lexicon is published (see web/oauth/README.md).
+#: The scope we mean to ask for once the permission-set lexicon (lexicons/fm/openmusic/authFull.json) is
+#: published; in production add the audience of its rpc permissions:
+#: ``include:fm.openmusic.authFull?aud=<service DID>%23openmusic_appview`` (see web/oauth/README.md).
 TARGET_SCOPE = "atproto include:fm.openmusic.authFull blob:audio/* blob:image/*"
 #: Stripe.js, served by Stripe (never bundled: Stripe requires loading it from its own origin).
 STRIPE_JS_URL = "https://js.stripe.com/v3/"
