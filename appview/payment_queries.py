@@ -51,13 +51,16 @@ _TIP_COLS = "t.uri, t.cid, t.did, t.subject, t.track_uri, t.amount, t.currency, 
 
 
 async def get_tips(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
-    """fm.openmusic.payment.getTips: by ``artist`` (DID or handle) or ``track`` (AT-URI), newest first."""
-    if bool(p.get("artist")) == bool(p.get("track")):
-        raise invalid("give exactly one of artist or track")
+    """fm.openmusic.payment.getTips: by ``artist`` (DID or handle), ``track`` (AT-URI) or ``payer`` (who
+    gave them), newest first."""
+    if sum(bool(p.get(k)) for k in ("artist", "track", "payer")) != 1:
+        raise invalid("give exactly one of artist, track or payer")
     if p.get("track"):
         if f"/{TRACK}/" not in p["track"]:
             raise invalid(f"{p['track']} is not a track AT-URI")
         where, key = "t.track_uri = ?", p["track"]
+    elif p.get("payer"):
+        where, key = "t.did = ?", await resolve_actor(ctx, p["payer"])
     else:
         where, key = "t.subject = ?", await resolve_actor(ctx, p["artist"])
     args: list[Any] = [key]

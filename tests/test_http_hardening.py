@@ -41,7 +41,8 @@ class FakePayments:
         self.calls.append(("webhook", len(payload)))
         return {"received": True, "duplicate": False}
 
-    async def create_credit_purchase(self, did: str, amount: int, currency: str | None) -> dict:
+    async def create_credit_purchase(self, did: str, amount: int, currency: str | None,
+                                     payment_method: str | None = None) -> dict:
         self.calls.append(("credit", did, amount))
         return {"clientSecret": "pi_secret"}
 

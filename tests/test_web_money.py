@@ -135,6 +135,13 @@ async def test_wallet_credit_tips_and_subscription_in_chromium(net, make_client,
 
     await page.goto(f"{site.url}/wallet")
     assert await page.text_content("#credit") == "$8.00"  # 10.00 - 0.50 - 1.50
+    # The listener's tips, as anyone can list them: newest first, the refused one included, $2.00 settled.
+    given = (await rt.http_client.get("/xrpc/fm.openmusic.payment.getTips", params={"payer": listener.handle})).json()
+    assert [t["amount"] for t in given["tips"]] == [5000, 150, 50] and given["totalSettled"] == 200
+    assert given["tips"][0]["settlement"]["status"] == "rejected" and given["tips"][2]["track"] == track.uri
+    both = await rt.http_client.get("/xrpc/fm.openmusic.payment.getTips",
+                                    params={"payer": listener.did, "artist": artist.did})
+    assert both.status_code == 400 and "exactly one" in both.json()["message"]
 
     # Subscribe to Plus with the card, then cancel at the end of the month.
     await fill_card(page)
