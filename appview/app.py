@@ -35,8 +35,10 @@ WEBHOOK_MAX_BODY = 256 * 1024
 MAX_LAG_S = 60
 
 
-def create_app(rt: AppViewDeps) -> Starlette:
-    """Build the Starlette app over the started parts ``rt`` (``appview.deps.AppViewDeps``)."""
+def create_app(rt: AppViewDeps, not_found: Callable[[Request, Exception], Awaitable[Response]] | None = None) -> Starlette:
+    """Build the Starlette app over the started parts ``rt`` (``appview.deps.AppViewDeps``). A path
+    nothing serves answers 404 ``{"error": "NotFound", "message"}`` (405 for a method a route does not
+    take), or whatever ``not_found(request, exc)`` answers (the web app's page for browsers)."""
 
     async def xrpc(request: Request) -> Response:
         nsid = request.path_params["nsid"]
@@ -131,7 +133,18 @@ def create_app(rt: AppViewDeps) -> Starlette:
     cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
                       allow_headers=["Range", "Content-Type", "Authorization", "atproto-accept-labelers"],
                       expose_headers=["Content-Range", "Content-Length", "Accept-Ranges"])
-    return Starlette(middleware=[cors], routes=[
+    async def missing(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        if status == 405:
+            return XrpcError(405, "InvalidRequest", f"{request.method} is not allowed on {request.url.path[:200]}").response()
+        return XrpcError(404, "NotFound", f"nothing is served at {request.url.path[:200]}").response()
+
+    async def unknown_path(request: Request, exc: Exception) -> Response:
+        if not_found is not None and getattr(exc, "status_code", 404) == 404:
+            return await not_found(request, exc)
+        return await missing(request, exc)
+
+    return Starlette(middleware=[cors], exception_handlers={404: unknown_path, 405: missing}, routes=[
         route("/", index),
         route("/health", health),
         route("/metrics", metrics_page),

@@ -195,6 +195,33 @@ async def get_plays(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def get_actor_likes(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.social.getActorLikes: the account's likes of indexed tracks of active artists (the
+    join leaves out albums and tracks gone), newest first by ``min(createdAt, indexedAt)`` (a like
+    cannot sort above real time by claiming a future date)."""
+    did = await resolve_actor(ctx, p["actor"])
+    args: list[Any] = [did]
+    cond = ""
+    if after := decode_cursor(p.get("cursor"), (str, str)):
+        cond = "AND (MIN(l.created_at, l.indexed_at) < ? OR (MIN(l.created_at, l.indexed_at) = ? AND l.uri < ?))"
+        args += [after[0], after[0], after[1]]
+    cur = await ctx.db.execute(
+        f"SELECT l.uri, l.cid, l.created_at, l.subject_uri, MIN(l.created_at, l.indexed_at) AS sort_at "
+        f"FROM like_record l JOIN track t ON t.uri = l.subject_uri LEFT JOIN actor a ON a.did = t.did "
+        f"WHERE l.did = ? AND {ACTIVE} {cond} "
+        f"ORDER BY sort_at DESC, l.uri DESC LIMIT ?", [*args, p["limit"] + 1])
+    rows = await cur.fetchall()
+    page = rows[:p["limit"]]
+    tracks = await track_views(ctx, [r[3] for r in page])
+    likes = [{"uri": uri, "cid": cid, "createdAt": created_at, "track": tracks[subject]}
+             for uri, cid, created_at, subject, _ in page if subject in tracks]
+    out: dict[str, Any] = {"likes": likes}
+    if len(rows) > p["limit"]:
+        last = page[-1]
+        out["cursor"] = encode_cursor(last[4], last[0])
+    return out
+
+
 async def get_track_stats(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     """fm.openmusic.listen.getTrackStats: plays, and streams paid and free (``indexer.streams``)."""
     _check_track_uri(p["uri"])
@@ -220,4 +247,5 @@ QUERIES: dict[str, Handler] = {
     "fm.openmusic.actor.getProfile": get_profile,
     "fm.openmusic.listen.getPlays": get_plays,
     "fm.openmusic.listen.getTrackStats": get_track_stats,
+    "fm.openmusic.social.getActorLikes": get_actor_likes,
 }

@@ -154,9 +154,9 @@ class Runtime:
         from web import middleware as web_middleware
         from web import routes as web_routes
 
-        app = create_app(self)
         web_settings = WebSettings.from_env()
         web = WebApp(self.settings, web_settings, views=self.views) if web_settings.web_enabled else None
+        app = create_app(self, not_found=web.not_found if web is not None else None)
         if web is not None:
             await web.start()
             web.attach_api(app)

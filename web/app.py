@@ -223,6 +223,9 @@ class WebApp:
             self.drop_cookie(resp, BINDING_COOKIE)
             return resp
         log.info("signed in %s", data.did)
+        if self.views is not None:  # an account without an Open Music profile goes to /welcome first
+            from web.profile import landing
+            next_url = await landing(self, cookie, next_url)
         resp = RedirectResponse(next_url, status_code=303)
         self.set_cookie(resp, SESSION_COOKIE, cookie, max_age=self.web.session_ttl_s)
         self.drop_cookie(resp, BINDING_COOKIE)
@@ -266,8 +269,22 @@ class WebApp:
             resp = self.error_page(401, "Not signed in", "Your session has ended or is not valid. Sign in again.")
             self.drop_cookie(resp, SESSION_COOKIE)
             return resp
+        if self.views is not None:  # the listener's home: profile, plays, likes (web.profile)
+            from web.profile import home
+            return await home(self, request, user)
         return self.render("me.html", user=user, csrf_field=csrf.FIELD,
                            csrf_token=csrf.token(self.sealer.csrf_key, f"session:{user.key}"))
+
+    async def not_found(self, request: Request, exc: Exception | None = None) -> Response:
+        """A path nothing serves: a page for browsers (links home and to search), an XRPC-style JSON
+        error for ``/xrpc/`` and for clients that do not ask for HTML."""
+        if request.url.path.startswith("/xrpc/") or "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse({"error": "NotFound", "message": f"nothing is served at {request.url.path[:200]}"},
+                                status_code=404)
+        user = await self.user_session(request.cookies.get(SESSION_COOKIE))
+        _ = self.templates.gettext
+        return self.render("error.html", status=404, title=_("Page not found"), user=user,
+                           message=_("There is no page at this address. Search for music, or start from the home page."))
 
     async def client_metadata(self, request: Request) -> Response:
         """GET /oauth/client-metadata.json (404 for the loopback client, which has none)."""
@@ -304,15 +321,18 @@ def format_duration(ms: int | None) -> str:
 def routes(web: WebApp) -> list[BaseRoute]:
     """The web app's routes, to mount beside the AppView's (the caller starts and stops ``web``).
     With ``web.views`` set, the catalog pages and the listener's writes come first (``web.pages``)."""
+    from web.embed import Embeds
     from web.money import Money
     from web.offline import routes as offline_routes
     from web.pages import Pages
+    from web.profile import routes as profile_routes
 
     catalog: list[BaseRoute] = []
     if web.views is not None:
         pages = Pages(web)
-        catalog = [*pages.routes(), *Money(web, pages).routes()]
+        catalog = [*pages.routes(), *Money(web, pages).routes(), *Embeds(web, pages).routes()]
     return [*catalog, *offline_routes(web),
+        *profile_routes(web),
         Route("/login", web.login_page, methods=["GET"]),
         Route("/login", web.login_submit, methods=["POST"]),
         Route("/oauth/callback", web.callback, methods=["GET"]),

@@ -22,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -37,7 +39,7 @@ from openmusic.lexicons import LIKE, PLAY, TRACK
 from openmusic.publish import now_iso
 from web import csrf
 from web.errors import PageError
-from web.oauth.client import PdsError, SessionEnded, UserSession
+from web.oauth.client import PdsError, SessionEnded, SignInError, UserSession
 
 if TYPE_CHECKING:
     from web.app import WebApp
@@ -54,6 +56,8 @@ JSON_ERRORS = {400: "InvalidRequest", 401: "AuthRequired", 403: "InvalidCsrfToke
                409: "TrackChanged", 413: "PayloadTooLarge", 415: "InvalidRequest"}
 #: What the play records' ``client`` says.
 CLIENT = "openmusic-web/0.1"
+#: A play's record key when the player chose it (``POST /play``'s ``rkey``): a TID (atproto record-key spec).
+PLAY_RKEY = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
 
 
 class Pages:
@@ -127,13 +131,22 @@ class Pages:
         """GET /search?q=&sort=recent|plays&cursor=: search results, a page at a time."""
         q = request.query_params.get("q", "")[:256]
         sort = request.query_params.get("sort", "recent")
+        sort = sort if sort in ("recent", "plays") else "recent"  # an unknown order: the default, not an error
         cursor = request.query_params.get("cursor")
 
         async def build() -> Response:
-            result = await self.query("fm.openmusic.catalog.searchTracks", q=q, sort=sort, cursor=cursor,
-                                      limit=PAGE_SIZE)
+            stale = False
+            try:
+                result = await self.query("fm.openmusic.catalog.searchTracks", q=q, sort=sort, cursor=cursor,
+                                          limit=PAGE_SIZE)
+            except PageError as exc:
+                if not cursor or exc.status != 400:
+                    raise
+                # a page link from an older version, or edited by hand: the first page, and say so
+                stale = True
+                result = await self.query("fm.openmusic.catalog.searchTracks", q=q, sort=sort, limit=PAGE_SIZE)
             return await self.page(request, "search.html", q=q, sort=sort, tracks=result["tracks"],
-                                   cursor=result.get("cursor"), paged=bool(cursor))
+                                   cursor=result.get("cursor"), paged=bool(cursor) and not stale, stale=stale)
         return await self.guarded(request, build)
 
     async def track(self, request: Request) -> Response:
@@ -150,16 +163,18 @@ class Pages:
         return await self.guarded(request, build)
 
     async def artist(self, request: Request) -> Response:
-        """GET /artist/{actor}: the profile and the artist's tracks, newest first."""
+        """GET /artist/{actor}: the profile and the artist's tracks, newest first. An account with no
+        tracks that plays or likes gets a link to its listener page (``web.profile``) instead."""
         actor = request.path_params["actor"]
         cursor = request.query_params.get("cursor")
 
         async def build() -> Response:
             profile = await self.query("fm.openmusic.actor.getProfile", actor=actor)
-            result = await self.query("fm.openmusic.catalog.getArtistTracks", actor=actor, cursor=cursor,
-                                      limit=PAGE_SIZE)
+            listener_only = not profile["tracksCount"] and bool(profile["playsCount"] or profile["likesCount"])
+            result = {"tracks": []} if listener_only else await self.query(
+                "fm.openmusic.catalog.getArtistTracks", actor=actor, cursor=cursor, limit=PAGE_SIZE)
             return await self.page(request, "artist.html", profile=profile, tracks=result["tracks"],
-                                   cursor=result.get("cursor"), paged=bool(cursor))
+                                   cursor=result.get("cursor"), paged=bool(cursor), listener_only=listener_only)
         return await self.guarded(request, build)
 
     async def album(self, request: Request) -> Response:
@@ -184,9 +199,21 @@ class Pages:
         return user, form
 
     async def play(self, request: Request) -> Response:
-        """POST /play: write the listener's ``fm.openmusic.listen.play`` to their PDS (module docstring)."""
+        """POST /play: write the listener's ``fm.openmusic.listen.play`` to their PDS (module docstring).
+
+        ``rkey`` (optional; ``player.js`` makes a TID when the listening ends and keeps the play until
+        it is answered) makes a retry safe: the record is created under that key, and when the key is
+        taken by the same play (same track and segments: an earlier try was written but its answer was
+        lost) that record is the answer, with ``"existing": true``; nothing is written twice. Another
+        play under the key: 409 ``RecordKeyInUse``. The reference PDS answers a taken key with a bare
+        500, so any refused create with an ``rkey`` is checked with ``getRecord``. The PDS unreachable:
+        502, like its refusals (the player keeps the play and tries again)."""
+        user: UserSession | None = None
         try:
             user, form = await self._signed_in_form(request)
+            rkey = form.get("rkey", "")
+            if rkey and not PLAY_RKEY.match(rkey):
+                raise PageError(400, "Bad record key", "rkey is a TID: 13 characters of base32-sortable")
             uri = form.get("uri", "")
             track = (await self.query("fm.openmusic.catalog.getTrack", uri=uri))["track"]
             if form.get("cid") != track["cid"]:
@@ -199,7 +226,25 @@ class Pages:
                       "createdAt": started_at(form.get("started", ""), heard),
                       "listenedMs": heard, "segments": [{"startMs": s, "endMs": e} for s, e in segments],
                       "completed": form.get("completed") == "1", "client": CLIENT}
-            created = await user.create_record(PLAY, record)
+            existing = False
+            try:
+                created = await user.create_record(PLAY, record, rkey=rkey or None)
+            except PdsError as refused:
+                if not rkey:
+                    raise
+                try:
+                    created = await user.call("GET", "com.atproto.repo.getRecord",
+                                              params={"repo": user.did, "collection": PLAY, "rkey": rkey})
+                except PdsError:
+                    created = None
+                if created is None:
+                    raise refused from None
+                value = created.get("value") if isinstance(created.get("value"), dict) else {}
+                if value.get("track") != record["track"] or value.get("segments") != record["segments"]:
+                    return JSONResponse({"error": "RecordKeyInUse", "message": "another play has this record key"},
+                                        status_code=409)
+                heard = value.get("listenedMs", heard)
+                existing = True
         except PageError as exc:
             return JSONResponse({"error": JSON_ERRORS.get(exc.status, "InvalidRequest"), "message": exc.message},
                                 status_code=exc.status)
@@ -207,10 +252,17 @@ class Pages:
             return JSONResponse({"error": "AuthRequired", "message": "your session ended: sign in again"},
                                 status_code=401)
         except PdsError as exc:
-            log.warning("writing a play for %s failed: %s", user.did, exc)
+            log.warning("writing a play for %s failed: %s", user.did if user else "?", exc)
             return JSONResponse({"error": "UpstreamFailure", "message": f"your PDS refused the play: {exc}"},
                                 status_code=502)
-        return JSONResponse({"uri": created.get("uri"), "listenedMs": heard})
+        except (httpx.HTTPError, SignInError) as exc:
+            log.warning("writing a play for %s failed: %s", user.did if user else "?", exc)
+            return JSONResponse({"error": "UpstreamFailure", "message": "your PDS could not be reached; the play "
+                                 "will be sent again"}, status_code=502)
+        answer: dict[str, object] = {"uri": created.get("uri"), "listenedMs": heard}
+        if existing:
+            answer["existing"] = True
+        return JSONResponse(answer)
 
     async def like(self, request: Request) -> Response:
         """POST /like (``uri``, ``cid`` of a track, ``next``): like it from the viewer's repo."""

@@ -609,6 +609,39 @@ class UserSession:
         await self.call("POST", "com.atproto.repo.deleteRecord",
                         json={"repo": self.did, "collection": collection, "rkey": rkey})
 
+    async def get_record(self, collection: str, rkey: str) -> dict | None:
+        """``com.atproto.repo.getRecord`` in the user's repo: ``{uri, cid, value}``, or None when the
+        PDS has no such record (``RecordNotFound``). Raises ``PdsError`` on any other refusal."""
+        try:
+            return await self.call("GET", "com.atproto.repo.getRecord",
+                                   params={"repo": self.did, "collection": collection, "rkey": rkey})
+        except PdsError as exc:
+            if exc.error == "RecordNotFound":
+                return None
+            raise
+
+    async def put_record(self, collection: str, rkey: str, record: dict, *, swap_record: str | None = None,
+                         expect_new: bool = False) -> dict:
+        """``com.atproto.repo.putRecord`` (create or replace) in the user's repo; returns ``{uri, cid}``.
+        ``swap_record``: only replace the record at that CID; ``expect_new``: only create (both answered
+        ``PdsError`` ``InvalidSwap`` by the PDS when the record is not as expected)."""
+        body: dict = {"repo": self.did, "collection": collection, "rkey": rkey, "record": record}
+        if swap_record is not None:
+            body["swapRecord"] = swap_record
+        elif expect_new:
+            body["swapRecord"] = None  # null: the record must not exist yet
+        return await self.call("POST", "com.atproto.repo.putRecord", json=body)
+
+    async def upload_blob(self, data: bytes, mime_type: str) -> dict:
+        """``com.atproto.repo.uploadBlob``: returns the blob ref in its JSON form
+        (``{"$type": "blob", "ref": {"$link": cid}, "mimeType", "size"}``, the PDS's sniffed type)."""
+        body = await self.call("POST", "com.atproto.repo.uploadBlob", content=data,
+                               headers={"Content-Type": mime_type})
+        blob = body.get("blob")
+        if not isinstance(blob, dict):
+            raise PdsError(502, "InvalidResponse", "uploadBlob answered without a blob")
+        return blob
+
     async def service_auth(self, aud: str, lxm: str, exp: int | None = None) -> str:
         """A service-auth JWT for ``aud`` (our service DID) and method ``lxm``, minted by the user's
         PDS (``com.atproto.server.getServiceAuth``): how the web app calls our own procedures."""
