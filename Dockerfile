@@ -15,7 +15,7 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM python:3.11-slim
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels openmusic
-# The lexicon documents are read at run time (openmusic.lexicons) and are not a Python package.
+# The lexicon documents are read at run time (core.lexicons) and are not a Python package.
 COPY lexicons /app/lexicons
 RUN useradd --system --home-dir /app openmusic && mkdir -p /data && chown openmusic /data
 USER openmusic

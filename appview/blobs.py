@@ -27,8 +27,8 @@ from multiformats import CID
 from starlette.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
-from openmusic.mediatype import FALLBACK, blob_media_type
-from openmusic.netguard import BlockedURL, check_url
+from core.mediatype import FALLBACK, blob_media_type
+from core.netguard import BlockedURL, check_url
 
 log = logging.getLogger("openmusic.blobs")
 
@@ -290,7 +290,7 @@ class BlobResponse(FileResponse):
 def blob_response(path: Path, declared: object, kind: str) -> BlobResponse:
     """The response serving the cached blob at ``path`` from an ``kind`` route (``"audio"`` or
     ``"image"``). Its type is the record's ``declared`` mime type only when it parses as one allowed
-    type (``openmusic.mediatype.blob_media_type``), served ``inline``; anything else is
+    type (``core.mediatype.blob_media_type``), served ``inline``; anything else is
     ``application/octet-stream`` as an ``attachment``. Every response carries a sandboxing CSP and
     ``nosniff``. Raises ``ValueError`` for an unknown ``kind``."""
     mime = blob_media_type(declared, kind)

@@ -11,12 +11,12 @@ if TYPE_CHECKING:
 
     from appview.blobs import BlobStore
     from appview.views import ViewContext
+    from core.config import Settings
+    from core.db import ReaderPool
     from firehose.consumer import FirehoseConsumer
     from firehose.verify import Verifier
     from indexer.core import Indexer
     from indexer.resync import Resyncer
-    from openmusic.config import Settings
-    from openmusic.db import ReaderPool
     from payments.auth import ServiceAuth
     from payments.service import Payments
 

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from appview.xrpc import XrpcError, head_response, int_cursor, invalid, parse_params
-from openmusic.lexicons import validator
+from core.lexicons import validator
 from payments.auth import AuthError
 from payments.errors import PaymentError
 

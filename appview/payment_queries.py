@@ -11,7 +11,7 @@ from typing import Any
 from appview.queries import resolve_actor
 from appview.views import ACTIVE, ViewContext
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
-from openmusic.lexicons import SETTLEMENT, TIP, TRACK
+from core.lexicons import SETTLEMENT, TIP, TRACK
 
 _SETTLEMENT_COLS = "s.uri, s.cid, s.did, s.status, s.reason, s.amount, s.currency, s.recipients, s.settled_at, r.json"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from appview.views import ACTIVE, ViewContext, artist_views, ordered_track_views, track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
-from openmusic.lexicons import TRACK
+from core.lexicons import TRACK
 
 Handler = Callable[[ViewContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -9,8 +9,8 @@ from typing import Any
 
 import aiosqlite
 
-from openmusic.db import ReaderPool
-from openmusic.identity import INVALID_HANDLE, IdentityService
+from core.db import ReaderPool
+from core.identity import INVALID_HANDLE, IdentityService
 
 ACTIVE = "COALESCE(a.active, 1) = 1"
 

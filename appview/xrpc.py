@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openmusic.lexicons import validator
+from core.lexicons import validator
 
 
 class XrpcError(Exception):

@@ -73,12 +73,12 @@ async def consume(port: int, data: Path, verify: bool) -> dict[str, float]:
     import httpx
     import libipld
 
+    from core import db
+    from core.config import Settings
+    from core.identity import DidInfo, IdentityResolver, IdentityService
     from firehose.consumer import FirehoseConsumer
     from firehose.verify import Verifier
     from indexer.core import Indexer, wanted
-    from openmusic import db
-    from openmusic.config import Settings
-    from openmusic.identity import DidInfo, IdentityResolver, IdentityService
 
     class RecordedResolver(IdentityResolver):
         """DID documents as recorded with the stream (the local PLC does not outlive the recording).

@@ -130,7 +130,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 async def serve() -> None:
     """Child process: the runtime from ``OPENMUSIC_*`` and its HTTP server, until interrupted."""
-    from openmusic.config import Settings
+    from core.config import Settings
     from openmusic.runtime import Runtime
 
     rt = Runtime(Settings.from_env())

@@ -21,9 +21,9 @@ import httpx
 
 from bench.firehose import cpu_model
 from bench.record import DATA
+from core import db
+from core.config import Settings
 from indexer.search import key_base, track_body
-from openmusic import db
-from openmusic.config import Settings
 
 WORDS = ("neon harbor midnight glass lantern coast loop blue kettle rainy tuesday walking bass late set boss "
          "level save point extra life credits roll river echo velvet static ember orbit silver northern").split()

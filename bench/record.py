@@ -27,8 +27,8 @@ from pathlib import Path
 import httpx
 import websockets
 
-from openmusic.devnet import Devnet
-from openmusic.media import tune_wav
+from devkit.devnet import Devnet
+from devkit.media import tune_wav
 
 DATA = Path(__file__).resolve().parent / "data"
 NOW = "2026-11-21T12:00:00.000Z"

@@ -32,9 +32,9 @@ from typing import Protocol
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from core.db import parse_datetime
+from core.errors import RetryLater  # noqa: F401 (re-exported: sinks raise firehose.consumer.RetryLater)
 from firehose.events import ErrorFrame, Event, FrameError, InfoEvent, decode_frame
-from openmusic.db import parse_datetime
-from openmusic.errors import RetryLater  # noqa: F401 (re-exported: sinks raise firehose.consumer.RetryLater)
 
 log = logging.getLogger("openmusic.firehose")
 

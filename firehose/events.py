@@ -9,7 +9,7 @@ Nothing a frame holds makes decoding raise anything but ``FrameError``: fields a
 here, and a record block that is too large (``MAX_RECORD_BYTES``, checked before decoding) or not
 DAG-CBOR becomes its op's ``error``, for the indexer to reject that record alone. ``cbrrr`` decodes
 without recursion (a million nested arrays decode in 0.3 s), so nesting is bounded afterwards by
-``openmusic.lexicons.check_data_model``.
+``core.lexicons.check_data_model``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 import cbrrr
 import libipld
 
+from core.lexicons import MAX_RECORD_BYTES
 from firehose.car import CarError, cid_str, read_car
-from openmusic.lexicons import MAX_RECORD_BYTES
 
 
 class FrameError(ValueError):

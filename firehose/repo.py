@@ -18,9 +18,9 @@ from atmst.blockstore import MemoryBlockStore
 from atmst.mst.node_store import NodeStore
 from atmst.mst.node_walker import NodeWalker
 
+from core.netguard import BlockedURL, check_url
 from firehose.car import CarError, read_car
 from firehose.verify import VerifyError, check_signature
-from openmusic.netguard import BlockedURL, check_url
 
 #: Largest repo CAR we download (bytes).
 MAX_REPO_BYTES = 512 * 1024 * 1024

@@ -45,9 +45,9 @@ from atproto_crypto.consts import SECP256K1_JWT_ALG
 from atproto_crypto.did import parse_did_key
 from atproto_crypto.verify import verify_signature
 
+from core.errors import TransientIdentityError  # noqa: F401 (re-exported for the verifier's callers)
 from firehose.car import cid_str
 from firehose.events import CommitEvent
-from openmusic.errors import TransientIdentityError  # noqa: F401 (re-exported for the verifier's callers)
 
 TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 #: Revs further than this in the future are rejected (the reference relay uses 5 minutes).
@@ -63,7 +63,7 @@ class VerifyError(ValueError):
 
 
 class KeySource(Protocol):
-    """Where signing keys come from (``openmusic.identity.IdentityService``)."""
+    """Where signing keys come from (``core.identity.IdentityService``)."""
 
     async def signing_key(self, did: str, refresh: bool = False) -> str | None:
         """The DID's ``#atproto`` key as a ``did:key``; None if it has none. ``refresh`` re-resolves

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.db import normalize_datetime, sort_at
+from core.lexicons import ALBUM, TRACK, RecordInvalid
 from indexer.base import WriteContext, blob_cid, blob_mime, split_uri
 from indexer.track import check_blob_type
-from openmusic.db import normalize_datetime, sort_at
-from openmusic.lexicons import ALBUM, TRACK, RecordInvalid
 
 COLLECTION = ALBUM
 

@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 
+from core.db import now_iso
+from core.netguard import BlockedURL, check_url
 from indexer.core import MODULES, Indexer
-from openmusic.db import now_iso
-from openmusic.netguard import BlockedURL, check_url
 
 log = logging.getLogger("openmusic.backfill")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from core.lexicons import RecordInvalid
 from firehose.car import cid_str
-from openmusic.lexicons import RecordInvalid
 
 
 @dataclass(slots=True)

@@ -34,14 +34,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from core.db import connect_sync, now_iso
+from core.lexicons import RecordInvalid, to_json, validate_record, validator
 from firehose.car import cid_str
 from firehose.events import AccountEvent, CommitEvent, Event, IdentityEvent, InfoEvent, RecordOp, SyncEvent
 from firehose.repo import Snapshot
 from firehose.verify import Verifier
 from indexer import album, like, play, profile, search, settlement, stats, tip, track
 from indexer.base import WriteContext
-from openmusic.db import connect_sync, now_iso
-from openmusic.lexicons import RecordInvalid, to_json, validate_record, validator
 
 log = logging.getLogger("openmusic.indexer")
 

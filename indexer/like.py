@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.db import normalize_datetime
+from core.lexicons import ALBUM, LIKE, TRACK, RecordInvalid
 from indexer import stats
 from indexer.base import WriteContext, split_uri
-from openmusic.db import normalize_datetime
-from openmusic.lexicons import ALBUM, LIKE, TRACK, RecordInvalid
 
 COLLECTION = LIKE
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from core.db import normalize_datetime, sort_at
+from core.lexicons import PLAY, TRACK, RecordInvalid
 from indexer import stats, streams
 from indexer.base import WriteContext, split_uri
-from openmusic.db import normalize_datetime, sort_at
-from openmusic.lexicons import PLAY, TRACK, RecordInvalid
 
 COLLECTION = PLAY
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from core.db import normalize_datetime
+from core.lexicons import PROFILE, to_json
 from indexer import search
 from indexer.base import WriteContext, blob_cid, blob_mime
 from indexer.track import check_blob_type
-from openmusic.db import normalize_datetime
-from openmusic.lexicons import PROFILE, to_json
 
 COLLECTION = PROFILE
 

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from core.identity import IdentityService
 from firehose.repo import FetchError, fetch_repo, load_snapshot
 from firehose.verify import TransientIdentityError, VerifyError
 from indexer.core import DESYNCHRONIZED, Indexer, describe
-from openmusic.identity import IdentityService
 
 log = logging.getLogger("openmusic.resync")
 

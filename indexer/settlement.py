@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from core.db import normalize_datetime
+from core.lexicons import SETTLEMENT, TIP, RecordInvalid
 from indexer.base import WriteContext, split_uri
-from openmusic.db import normalize_datetime
-from openmusic.lexicons import SETTLEMENT, TIP, RecordInvalid
 
 COLLECTION = SETTLEMENT
 #: Broker repo DIDs whose settlement records we index (``Settings.trusted_brokers``, set at start).

@@ -45,8 +45,8 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from core.db import parse_datetime
 from indexer import stats
-from openmusic.db import parse_datetime
 
 #: A play shorter than this (or than half the track, if less) is not a stream, ms.
 STREAM_MIN_MS = 30_000
@@ -84,7 +84,7 @@ def threshold_ms(duration_ms: int | None) -> int:
 
 
 def epoch_ms(value: str | None) -> int | None:
-    """A normalized datetime string (``openmusic.db.normalize_datetime``) -> Unix ms, or None."""
+    """A normalized datetime string (``core.db.normalize_datetime``) -> Unix ms, or None."""
     parsed = parse_datetime(value)
     return None if parsed is None else int(parsed.timestamp() * 1000)
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from core.db import normalize_datetime, sort_at
+from core.lexicons import TIP, TRACK, RecordInvalid
 from indexer.base import WriteContext, split_uri
-from openmusic.db import normalize_datetime, sort_at
-from openmusic.lexicons import TIP, TRACK, RecordInvalid
 
 COLLECTION = TIP
 _CURRENCY = re.compile(r"^[A-Z]{3}$")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.db import normalize_datetime, sort_at
+from core.lexicons import ALBUM, TRACK, RecordInvalid
+from core.mediatype import blob_media_type
 from indexer import search, stats, streams
 from indexer.base import WriteContext, blob_cid, blob_mime, split_uri
-from openmusic.db import normalize_datetime, sort_at
-from openmusic.lexicons import ALBUM, TRACK, RecordInvalid
-from openmusic.mediatype import blob_media_type
 
 COLLECTION = TRACK
 
@@ -16,7 +16,7 @@ COLLECTION = TRACK
 def check(record: dict[str, Any]) -> None:
     """Rules the lexicon cannot state: ``splits`` name distinct DIDs and sum to 10000 bps;
     ``album`` points at an album record; ``audio`` declares exactly one audio type and ``artwork`` one
-    raster image type (``openmusic.mediatype``: the lexicon's ``audio/*`` admits ``audio/x,text/html``).
+    raster image type (``core.mediatype``: the lexicon's ``audio/*`` admits ``audio/x,text/html``).
     Raises ``RecordInvalid``."""
     check_blob_type(record, "audio", "audio")
     check_blob_type(record, "artwork", "image")
@@ -34,7 +34,7 @@ def check(record: dict[str, Any]) -> None:
 
 def check_blob_type(record: dict[str, Any], name: str, kind: str) -> None:
     """Raise ``RecordInvalid`` (``lexicon``) when the blob ``record[name]``, if present, does not declare
-    a ``kind`` media type it may be served as (``openmusic.mediatype.blob_media_type``)."""
+    a ``kind`` media type it may be served as (``core.mediatype.blob_media_type``)."""
     if name in record and blob_media_type(blob_mime(record[name]), kind) is None:
         raise RecordInvalid("lexicon", f"{name} mimeType {blob_mime(record[name])!r} is not a single {kind} type")
 

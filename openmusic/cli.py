@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from openmusic.config import Settings
+from core.config import Settings
 
 #: Every setting flag: name -> (flag, argparse keywords). Each subcommand takes only those it uses.
 _SETTING_FLAGS: dict[str, tuple[str, dict]] = {
@@ -200,7 +200,7 @@ async def _with_runtime(settings: Settings, work):
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     """openmusic ledger check | reconcile | refund-purchase | refund-tip."""
-    from openmusic.db import connect_sync, migrate
+    from core.db import connect_sync, migrate
     from payments import ledger
 
     settings = _settings(args)
@@ -259,8 +259,8 @@ def cmd_payouts(args: argparse.Namespace) -> int:
         return 2
     _logging(settings.log_level)
     if args.action == "explain":
-        from openmusic.db import connect_sync, migrate
-        from openmusic.demo_payments import explain
+        from core.db import connect_sync, migrate
+        from devkit.demo_payments import explain
         from payments.earnings import earnings
 
         migrate(settings.db_path)
@@ -321,8 +321,8 @@ async def _artist_did(settings: Settings, actor: str) -> str | None:
     from appview.queries import resolve_actor
     from appview.views import ViewContext
     from appview.xrpc import XrpcError
-    from openmusic.db import connect
-    from openmusic.identity import IdentityResolver, IdentityService
+    from core.db import connect
+    from core.identity import IdentityResolver, IdentityService
 
     conn = await connect(settings.db_path)
     try:
@@ -341,7 +341,7 @@ def cmd_verify_settlement(args: argparse.Namespace) -> int:
     from the network alone."""
     import httpx
 
-    from openmusic.identity import IdentityError, IdentityResolver
+    from core.identity import IdentityError, IdentityResolver
     from payments.verify import NotVerified, is_tip_uri, verify_settlement
 
     settings = _settings(args)
@@ -402,7 +402,7 @@ def _settlement_of_tip(args: argparse.Namespace, settings: Settings, tip_uri: st
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from openmusic.db import migrate
+    from core.db import migrate
 
     settings = _settings(args)
     print(f"applied {_plural(migrate(settings.db_path), 'migration')} to {settings.db_path}")
@@ -410,7 +410,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from openmusic.publish import (
+    from core.publish import (
         PdsClient,
         PublishError,
         image_mime,
@@ -467,7 +467,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_devnet(args: argparse.Namespace) -> int:
-    from openmusic import devnet
+    from devkit import devnet
 
     devnet.install()
     if args.action == "install":
@@ -568,10 +568,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from openmusic import devnet
-    from openmusic.connect_stub import serve_in_thread
-    from openmusic.demo_payments import create_monthly_price, demo_subscription_and_payout, start_localstripe
-    from openmusic.seed import seed
+    from devkit import devnet
+    from devkit.connect_stub import serve_in_thread
+    from devkit.demo_payments import create_monthly_price, demo_subscription_and_payout, start_localstripe
+    from devkit.seed import seed
     from payments.attest import new_secret
 
     devnet.install()
@@ -638,8 +638,8 @@ async def _demo_tips(rt, net, result) -> str:
     the song tip's AT-URI once its settlement is indexed and verified."""
     import httpx
 
-    from openmusic.demo_payments import pay_with_test_card, register_webhook
-    from openmusic.publish import PdsClient, tip
+    from core.publish import PdsClient, tip
+    from devkit.demo_payments import pay_with_test_card, register_webhook
 
     s = rt.settings
     await asyncio.to_thread(register_webhook, s.stripe_api_base, f"{s.base_url}/stripe/webhook", s.stripe_webhook_secret)
@@ -666,15 +666,15 @@ async def _demo_tips(rt, net, result) -> str:
     return song_tip.uri
 
 
-#: The demo's accounts (``openmusic.seed``; the broker is made by ``cmd_demo``) and their password.
+#: The demo's accounts (``devkit.seed``; the broker is made by ``cmd_demo``) and their password.
 DEMO_PASSWORD = "demo-password-1234"
 
 
 def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payout_uri: str, earnings: dict, *,
                  pds: str, plc: str, broker: str, db_path: str) -> str:
     """What the demo prints once it is ready: where things are and commands that work on it as printed."""
-    from openmusic.demo_payments import explain
-    from openmusic.seed import ARTISTS, LISTENERS
+    from devkit.demo_payments import explain
+    from devkit.seed import ARTISTS, LISTENERS
 
     artist = "aurora-tide.test"
     t = result.tracks[0].uri

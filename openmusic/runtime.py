@@ -17,15 +17,15 @@ import uvicorn
 
 from appview.blobs import BlobStore
 from appview.views import ViewContext
+from core import db
+from core.config import Settings
+from core.identity import IdentityResolver, IdentityService
+from core.publish import PdsClient
 from firehose.consumer import FirehoseConsumer
 from firehose.verify import Verifier
 from indexer import settlement as settlement_indexer
 from indexer.core import Indexer, wanted
 from indexer.resync import Resyncer
-from openmusic import db
-from openmusic.config import Settings
-from openmusic.identity import IdentityResolver, IdentityService
-from openmusic.publish import PdsClient
 from payments.auth import ServiceAuth
 from payments.broker import BrokerWorker, SettlementVerifier
 from payments.service import Payments

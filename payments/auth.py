@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import aiosqlite
 from atproto_server.auth.jwt import decode_jwt_payload, parse_jwt, verify_jwt_async
 
-from openmusic.identity import valid_did
+from core.identity import valid_did
 
 #: The fragment of our service entry in the did:web document (``did:web:host#openmusic_appview``).
 SERVICE_ID = "openmusic_appview"

@@ -14,8 +14,8 @@ from payments.errors import PaymentError
 from payments.subscriptions import Tier, parse_tiers
 
 if TYPE_CHECKING:
+    from core.config import Settings
     from indexer.core import Indexer
-    from openmusic.config import Settings
     from payments.settle import Broker
     from payments.stripe_gateway import StripeGateway
 

@@ -22,10 +22,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from openmusic.db import now_iso
-from openmusic.identity import IdentityError, IdentityResolver
-from openmusic.lexicons import SETTLEMENT, from_json
-from openmusic.publish import PdsClient, PublishError
+from core.db import now_iso
+from core.identity import IdentityError, IdentityResolver
+from core.lexicons import SETTLEMENT, from_json
+from core.publish import PdsClient, PublishError
 from payments import attest
 from payments.settle import Broker, Policy, pending_tips, settle_tip
 

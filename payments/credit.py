@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from openmusic.db import now_iso
+from core.db import now_iso
 from payments import ledger
 
 #: ``metadata.purpose`` on the PaymentIntents we create; others on the account are not ours.

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-from openmusic.db import now_iso
+from core.db import now_iso
 
 HOLDING = "stripe:holding"
 

@@ -8,7 +8,7 @@ import json
 import sqlite3
 from typing import Any
 
-from openmusic.lexicons import PROFILE
+from core.lexicons import PROFILE
 
 
 def profile(tx: sqlite3.Connection, did: str) -> dict[str, Any]:

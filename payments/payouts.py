@@ -24,7 +24,7 @@ import json
 import sqlite3
 from typing import Any
 
-from openmusic.lexicons import PAYOUT
+from core.lexicons import PAYOUT
 from payments import ledger, managers
 from payments.earnings import SOURCES
 from payments.records import queue_signed, record_key

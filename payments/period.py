@@ -33,7 +33,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from openmusic.db import now_iso
+from core.db import now_iso
 from payments import ledger
 from payments.shares import allocate
 

@@ -10,7 +10,7 @@ import json
 import sqlite3
 from typing import Any
 
-from openmusic.lexicons import to_json, validate_record
+from core.lexicons import to_json, validate_record
 
 
 def record_key(text: str) -> str:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import stripe
 
-from openmusic.config import Settings
-from openmusic.db import now_iso
+from core.config import Settings
+from core.db import now_iso
 from payments import credit, ledger, managers, payouts, period, settle, subscriptions
 from payments.attest import Signer
 from payments.auth import SERVICE_ID

@@ -16,7 +16,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from openmusic.lexicons import SETTLEMENT, from_json, to_json, validate_record
+from core.lexicons import SETTLEMENT, from_json, to_json, validate_record
 from payments import ledger
 from payments.attest import Signer
 from payments.records import record_key

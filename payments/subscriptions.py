@@ -21,9 +21,9 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from core.db import now_iso
+from core.lexicons import SUBSCRIPTION
 from indexer import streams
-from openmusic.db import now_iso
-from openmusic.lexicons import SUBSCRIPTION
 from payments import ledger, period
 from payments.records import queue_signed, record_key
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from openmusic.identity import IdentityResolver
-from openmusic.lexicons import SETTLEMENT, TIP, RecordInvalid, from_json, validate_record
-from openmusic.netguard import BlockedURL, check_url
+from core.identity import IdentityResolver
+from core.lexicons import SETTLEMENT, TIP, RecordInvalid, from_json, validate_record
+from core.netguard import BlockedURL, check_url
 from payments import attest
 from payments.broker import broker_keys
 from payments.settle import settlement_rkey

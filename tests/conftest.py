@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from openmusic import devnet
-from openmusic.config import Settings
-from openmusic.publish import PdsClient
+from core.config import Settings
+from core.publish import PdsClient
+from devkit import devnet
 from openmusic.runtime import Runtime
 
 _counter = itertools.count()
@@ -104,7 +104,7 @@ async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 15
 def localstripe():
     """A real localstripe server (PyPI ``localstripe``: a stateful fake of the Stripe API) on loopback.
     Yields its base URL."""
-    from openmusic.demo_payments import start_localstripe
+    from devkit.demo_payments import start_localstripe
 
     port = free_port()
     proc = start_localstripe(port)
@@ -120,9 +120,9 @@ WEBHOOK_SECRET = "whsec_openmusic_test"
 
 @pytest.fixture(scope="session")
 def connect_stub():
-    """The Stripe Connect endpoints localstripe lacks (``openmusic.connect_stub``: Stripe's own example
+    """The Stripe Connect endpoints localstripe lacks (``devkit.connect_stub``: Stripe's own example
     objects, idempotency keys honoured) on loopback. Yields (stub, base URL)."""
-    from openmusic.connect_stub import serve_in_thread
+    from devkit.connect_stub import serve_in_thread
 
     port = free_port()
     stub, server = serve_in_thread(port)
@@ -136,7 +136,7 @@ def connect_stub():
 async def paid_appview(net, localstripe, connect_stub, tmp_path_factory):
     """An AppView with payments on: Stripe is localstripe (its webhooks delivered to us, signed), the
     broker repo an account on the reference PDS, a fresh attestation key."""
-    from openmusic.demo_payments import create_monthly_price, register_webhook
+    from devkit.demo_payments import create_monthly_price, register_webhook
     from payments.attest import new_secret
 
     price = await asyncio.to_thread(create_monthly_price, localstripe, "plan_openmusic_plus", 999, "USD", "Plus")

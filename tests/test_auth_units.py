@@ -15,9 +15,9 @@ import pytest
 from atproto_crypto.consts import SECP256K1_JWT_ALG
 from atproto_crypto.did import format_did_key
 
-from openmusic import db, identity
-from openmusic.config import Settings
-from openmusic.identity import IdentityResolver, IdentityService, valid_did
+from core import db, identity
+from core.config import Settings
+from core.identity import IdentityResolver, IdentityService, valid_did
 from payments.auth import MAX_JTI_CHARS, AuthError, ServiceAuth
 
 SERVICE = "did:web:music.example"

@@ -11,9 +11,9 @@ import subprocess
 import sys
 import time
 
-from openmusic.lexicons import PLAY
-from openmusic.media import tune_wav
-from openmusic.publish import publish_track, record_play
+from core.lexicons import PLAY
+from core.publish import publish_track, record_play
+from devkit.media import tune_wav
 from tests.conftest import free_port
 
 

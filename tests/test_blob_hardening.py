@@ -1,5 +1,5 @@
 """Serving creators' blobs safely (issue 10, items 17 and 18, and the stored-XSS report): declared
-mime types are parsed strictly at index time and at serve time (``openmusic.mediatype``), blob
+mime types are parsed strictly at index time and at serve time (``core.mediatype``), blob
 responses are sandboxed, a malformed ``Range`` is ignored, the blob cache is trusted by construction,
 bounded, and answers disk failures with an XRPC error, and the SSRF guard sees through IPv6
 transition addresses. No network: PDS answers come from an ``httpx.MockTransport``."""
@@ -20,15 +20,15 @@ from multiformats import CID, multihash
 
 from appview.app import create_app
 from appview.blobs import BlobError, BlobStore, valid_range
+from core import db
+from core.config import Settings
+from core.lexicons import RecordInvalid
+from core.mediatype import blob_media_type, parse_media_type
+from core.netguard import BlockedURL, check_url
 from firehose.events import CommitEvent, RecordOp
 from indexer import album, profile
 from indexer import track as track_module
 from indexer.core import Indexer
-from openmusic import db
-from openmusic.config import Settings
-from openmusic.lexicons import RecordInvalid
-from openmusic.mediatype import blob_media_type, parse_media_type
-from openmusic.netguard import BlockedURL, check_url
 from openmusic.runtime import Runtime
 from tests.records import DID, IMAGE, track
 

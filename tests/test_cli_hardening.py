@@ -14,10 +14,10 @@ import sqlite3
 
 import pytest
 
+from core.db import migrate
+from core.publish import StrongRef
+from devkit.seed import SeedResult
 from openmusic import cli
-from openmusic.db import migrate
-from openmusic.publish import StrongRef
-from openmusic.seed import SeedResult
 from payments.settle import settlement_rkey
 
 TIP = "at://did:plc:payer0000000000000000000/fm.openmusic.payment.tip/3kabcdefghij2"
@@ -51,7 +51,7 @@ def _free_port_trio() -> int:
 @pytest.fixture
 def nothing_starts(monkeypatch):
     """The demo must refuse before it installs or starts anything: those calls fail the test."""
-    from openmusic import connect_stub, demo_payments, devnet
+    from devkit import connect_stub, demo_payments, devnet
 
     def forbidden(*_a, **_k):
         raise AssertionError("the demo started something before refusing")

@@ -16,9 +16,9 @@ import httpx
 import websockets
 
 from appview.app import MAX_LAG_S, create_app
+from core import db
 from firehose.consumer import ConsumerStatus, FirehoseConsumer
 from indexer.core import DESYNCHRONIZED, Indexer, wanted
-from openmusic import db
 from tests.conftest import eventually
 from tests.records import DID, LISTENER
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import libipld
 import websockets
 
-from openmusic.lexicons import LIKE, PLAY, TRACK
-from openmusic.media import tune_wav
-from openmusic.publish import like, publish_track, record_play
+from core.lexicons import LIKE, PLAY, TRACK
+from core.publish import like, publish_track, record_play
+from devkit.media import tune_wav
 from tests.conftest import free_port
 
 COMPARED = {

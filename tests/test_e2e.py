@@ -7,9 +7,9 @@ import asyncio
 
 import httpx
 
-from openmusic.lexicons import TRACK
-from openmusic.media import cover_png, tune_wav
-from openmusic.publish import PdsClient, like, publish_album, publish_profile, publish_track, record_play
+from core.lexicons import TRACK
+from core.publish import PdsClient, like, publish_album, publish_profile, publish_track, record_play
+from devkit.media import cover_png, tune_wav
 from tests.conftest import eventually
 
 

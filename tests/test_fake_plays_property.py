@@ -22,12 +22,12 @@ import pytest
 
 from appview import queries
 from appview.views import ViewContext
+from core import db
+from core.config import Settings
+from core.identity import IdentityResolver, IdentityService
 from firehose.events import AccountEvent, RecordOp
 from indexer import streams
 from indexer.core import Indexer
-from openmusic import db
-from openmusic.config import Settings
-from openmusic.identity import IdentityResolver, IdentityService
 from payments import ledger, period
 from tests.records import track as track_record
 from tests.test_indexer_units import PLAY, TRACK, commit, create, rkey
@@ -257,7 +257,7 @@ def test_migration_decides_existing_plays_again(tmp_path):
     the stats; the ghost plays lose their streams."""
     from yoyo import get_backend, read_migrations
 
-    from openmusic.db import MIGRATIONS_DIR, connect_sync
+    from core.db import MIGRATIONS_DIR, connect_sync
 
     path = str(tmp_path / "old.sqlite")
     backend = get_backend(f"sqlite:///{path}")

@@ -12,10 +12,10 @@ import dag_cbor
 import websockets
 from multiformats import CID
 
+from core.lexicons import TRACK
+from core.publish import publish_track
+from devkit.media import tune_wav
 from firehose.car import read_car
-from openmusic.lexicons import TRACK
-from openmusic.media import tune_wav
-from openmusic.publish import publish_track
 from openmusic.runtime import Runtime
 from tests.conftest import devnet_settings, eventually
 from tests.records import cid_of

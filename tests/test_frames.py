@@ -3,10 +3,10 @@
 import dag_cbor
 import pytest
 
+from core.lexicons import to_json
 from firehose.car import CarError, read_car
 from firehose.events import AccountEvent, CommitEvent, ErrorFrame, FrameError, IdentityEvent, decode_frame
 from indexer.core import wanted
-from openmusic.lexicons import to_json
 from tests.records import DID, car, commit_frame, track
 
 TRACK_PATH = "fm.openmusic.catalog.track/3kabcdefghijk"

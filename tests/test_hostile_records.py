@@ -25,12 +25,8 @@ import pytest
 from multiformats import CID
 
 from appview.app import create_app
-from firehose.events import FrameError, decode_frame
-from indexer import play as play_module
-from indexer.core import DESYNCHRONIZED, Indexer, wanted
-from indexer.resync import MAX_RETRY_S, Resyncer, retry_delay
-from openmusic import db
-from openmusic.lexicons import (
+from core import db
+from core.lexicons import (
     MAX_DEPTH,
     MAX_RECORD_BYTES,
     PLAY,
@@ -39,8 +35,12 @@ from openmusic.lexicons import (
     check_data_model,
     to_json,
 )
-from openmusic.media import tune_wav
-from openmusic.publish import PdsClient, StrongRef, publish_track
+from core.publish import PdsClient, StrongRef, publish_track
+from devkit.media import tune_wav
+from firehose.events import FrameError, decode_frame
+from indexer import play as play_module
+from indexer.core import DESYNCHRONIZED, Indexer, wanted
+from indexer.resync import MAX_RETRY_S, Resyncer, retry_delay
 from openmusic.runtime import Runtime
 from tests.conftest import devnet_settings, eventually
 from tests.records import DID, LISTENER, NOW, car, cid_of, play, track

@@ -17,7 +17,7 @@ import uvicorn
 
 from appview.app import WEBHOOK_MAX_BODY, XRPC_MAX_BODY, create_app
 from bench.queries import build
-from openmusic.config import Settings
+from core.config import Settings
 from openmusic.runtime import Runtime
 from payments.auth import ServiceAuth
 from tests.conftest import free_port
@@ -317,7 +317,7 @@ SLOW_SQL = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE
 
 async def test_reader_pool_serves_beside_a_slow_query(web, tmp_path_factory):
     """With two readers, a quick query is answered while a slow one runs; with one, it waits."""
-    from openmusic.db import ReaderPool
+    from core.db import ReaderPool
 
     path = str(next(tmp_path_factory.getbasetemp().glob("hardening*")) / "db.sqlite")
     for size, waits in ((2, False), (1, True)):
@@ -350,7 +350,7 @@ async def test_no_query_parameter_gives_a_server_error(web):
     from appview.payment_methods import PAYMENT_METHODS
     from appview.payment_queries import PAYMENT_QUERIES
     from appview.queries import QUERIES
-    from openmusic.lexicons import validator
+    from core.lexicons import validator
 
     http, _, _, _, _ = web
     nsids = list(QUERIES) + list(PAYMENT_QUERIES) + [n for n, (method, _, _) in PAYMENT_METHODS.items() if method == "GET"]

@@ -8,11 +8,11 @@ import pytest
 from appview import queries
 from appview.views import ViewContext
 from appview.xrpc import XrpcError
+from core import db
+from core.config import Settings
+from core.identity import IdentityResolver, IdentityService
 from firehose.events import AccountEvent, CommitEvent, RecordOp
 from indexer.core import Indexer
-from openmusic import db
-from openmusic.config import Settings
-from openmusic.identity import IdentityResolver, IdentityService
 from tests.records import DID, LISTENER, play, track
 
 TRACK = "fm.openmusic.catalog.track"

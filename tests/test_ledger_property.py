@@ -13,7 +13,7 @@ import sqlite3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from openmusic import db
+from core import db
 from payments import attest, credit, ledger, settle
 
 FANS = ["did:plc:fan1", "did:plc:fan2"]

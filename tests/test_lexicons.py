@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer import track as track_module
-from indexer.core import check_rkey
-from openmusic.lexicons import (
+from core.lexicons import (
     ALBUM,
     LIKE,
     PAYOUT,
@@ -25,6 +23,8 @@ from openmusic.lexicons import (
     to_json,
     validate_record,
 )
+from indexer import track as track_module
+from indexer.core import check_rkey
 from tests.records import AUDIO, DID, IMAGE, NOW, play, track
 
 LEXICON_DIR = Path(__file__).resolve().parent.parent / "lexicons"

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import httpx
 
-from openmusic.media import tune_wav
-from openmusic.publish import like, publish_track, record_play
+from core.publish import like, publish_track, record_play
+from devkit.media import tune_wav
 from tests.conftest import eventually
 from tests.test_e2e import ok, xrpc
 

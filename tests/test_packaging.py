@@ -25,7 +25,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from openmusic.config import Settings
+from core.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Top-level Python packages that are deliberately not in the distribution (nor the image).
@@ -131,8 +131,8 @@ def test_every_file_of_a_shipped_package_reaches_the_wheel():
     missing = sorted(package_tree_files() - wheel_files())
     assert not missing, ("not in the wheel, so not in the image (add them to [tool.setuptools.package-data] "
                          f"in pyproject.toml): {missing}")
-    assert "openmusic/data/stripe_connect_fixtures.json" in wheel_files()
-    assert any(f.startswith("openmusic/migrations/") for f in wheel_files())
+    assert "devkit/data/stripe_connect_fixtures.json" in wheel_files()
+    assert any(f.startswith("core/migrations/") for f in wheel_files())
 
 
 def test_code_reads_outside_its_packages_only_known_directories():
@@ -143,7 +143,7 @@ def test_code_reads_outside_its_packages_only_known_directories():
             seen[name.split("/")[0]] = rel
     unknown = {n: r for n, r in seen.items() if n not in RUNTIME_DIRS and n not in CHECKOUT_ONLY_DIRS}
     assert not unknown, f"code reads directories outside its packages that the image lacks: {unknown}"
-    assert "lexicons" in seen, "openmusic.lexicons no longer reads ../lexicons: update RUNTIME_DIRS"
+    assert "lexicons" in seen, "core.lexicons no longer reads ../lexicons: update RUNTIME_DIRS"
 
 
 # --- .dockerignore ------------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def test_dockerignore_matcher():
     pats = [(False, _pattern_regex("**/__pycache__")), (False, _pattern_regex("data")),
             (False, _pattern_regex("*.md")), (True, _pattern_regex("README.md"))]
     assert ignored("__pycache__/x.pyc", pats) and ignored("a/b/__pycache__/x.pyc", pats)
-    assert ignored("data/x/y", pats) and not ignored("openmusic/data/x.json", pats)
+    assert ignored("data/x/y", pats) and not ignored("devkit/data/x.json", pats)
     assert ignored("CHANGES.md", pats) and not ignored("README.md", pats) and not ignored("docs/a.md", pats)
 
 

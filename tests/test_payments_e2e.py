@@ -15,9 +15,9 @@ import httpx
 import pytest
 import stripe
 
-from openmusic.demo_payments import pay_with_test_card
-from openmusic.identity import IdentityResolver
-from openmusic.publish import tip
+from core.identity import IdentityResolver
+from core.publish import tip
+from devkit.demo_payments import pay_with_test_card
 from payments import attest
 from payments.broker import did_keys
 from payments.ledger import check
@@ -114,7 +114,7 @@ async def test_credit_tips_settlements_refunds(paid_appview, make_client, tmp_pa
     key_id = rec["signatures"][0]["key"]
     doc = (await rt.http_client.get("/.well-known/did.json")).json()
     assert doc["id"] == key_id.split("#")[0] and f"at://{did}" in doc["alsoKnownAs"]
-    from openmusic.lexicons import from_json
+    from core.lexicons import from_json
     model = from_json(rec)
     assert attest.verify(model, did, did_keys(doc)) == key_id
     assert attest.verify({**model, "amount": 56}, did, did_keys(doc)) is None  # tampering shows

@@ -9,9 +9,9 @@ import asyncio
 
 import httpx
 
-from openmusic.demo_payments import card_payment_method
-from openmusic.lexicons import PAYOUT, from_json
-from openmusic.publish import publish_profile, record_play
+from core.lexicons import PAYOUT, from_json
+from core.publish import publish_profile, record_play
+from devkit.demo_payments import card_payment_method
 from payments import attest, ledger, payouts, period
 from payments.broker import did_keys
 from tests.conftest import eventually

@@ -29,10 +29,10 @@ import pytest
 
 from appview import queries
 from appview.views import ViewContext
+from core import db
+from core.config import Settings
+from core.identity import IdentityResolver, IdentityService
 from indexer.core import Indexer
-from openmusic import db
-from openmusic.config import Settings
-from openmusic.identity import IdentityResolver, IdentityService
 from payments import ledger, period
 from payments.subscriptions import record_invoice
 from tests.test_indexer_units import PLAY, TRACK, commit, create, rkey
@@ -175,7 +175,7 @@ def test_period_close_never_creates_or_loses_a_cent(tmp_path_factory):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from openmusic.db import connect_sync
+    from core.db import connect_sync
 
     artists = [f"did:plc:artist{i:016d}" for i in range(4)]
     template = str(tmp_path_factory.mktemp("template") / "t.sqlite")

@@ -10,8 +10,8 @@ import sys
 from mutagen.id3 import TBPM, TCON, TIT2, TRCK
 from mutagen.wave import WAVE
 
-from openmusic.media import cover_png, tune_wav
-from openmusic.publish import read_audio
+from core.publish import read_audio
+from devkit.media import cover_png, tune_wav
 from tests.conftest import eventually
 from tests.test_e2e import ok
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import websockets
 
-from openmusic.lexicons import TRACK
-from openmusic.media import tune_wav
-from openmusic.publish import publish_track
+from core.lexicons import TRACK
+from core.publish import publish_track
+from devkit.media import tune_wav
 from openmusic.runtime import Runtime
 from tests.conftest import devnet_settings, eventually
 from tests.test_forged import join, record_frames, split

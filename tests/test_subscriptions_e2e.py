@@ -10,9 +10,9 @@ import asyncio
 
 import httpx
 
-from openmusic.demo_payments import card_payment_method
-from openmusic.lexicons import SUBSCRIPTION, from_json
-from openmusic.publish import record_play
+from core.lexicons import SUBSCRIPTION, from_json
+from core.publish import record_play
+from devkit.demo_payments import card_payment_method
 from payments import attest, ledger, period
 from payments.broker import did_keys
 from payments.records import record_key

@@ -11,8 +11,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from openmusic.media import tune_wav
-from openmusic.publish import publish_profile, publish_track
+from core.publish import publish_profile, publish_track
+from devkit.media import tune_wav
 from tests.conftest import eventually
 from tests.test_web_oauth_browser import PASSWORD, pds_sign_in, start_sign_in
 from tests.test_web_pages import browser, indexed, path_of  # noqa: F401  (browser: a fixture)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import uvicorn
 
-from openmusic.config import Settings
+from core.config import Settings
 from tests.conftest import free_port
 from web import WebSettings, create_web_app
 from web.oauth import dpop

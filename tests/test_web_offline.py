@@ -22,9 +22,9 @@ import pytest
 from multiformats import CID, multihash
 from PIL import Image
 
-from openmusic import devnet
-from openmusic.media import tune_wav
-from openmusic.publish import publish_album, publish_profile, publish_track
+from core.publish import publish_album, publish_profile, publish_track
+from devkit import devnet
+from devkit.media import tune_wav
 from tests.conftest import eventually
 from tests.test_web_oauth_browser import CHROMIUM, FLAGS, PASSWORD, pds_sign_in, start_sign_in
 from tests.test_web_pages import indexed, path_of

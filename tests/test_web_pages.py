@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from openmusic.media import tune_wav
-from openmusic.publish import publish_profile, publish_track
+from core.publish import publish_profile, publish_track
+from devkit.media import tune_wav
 from tests.conftest import eventually
 from tests.test_web_oauth_browser import CHROMIUM, FLAGS, PASSWORD, pds_sign_in, start_sign_in
 

@@ -34,14 +34,14 @@ from starlette.applications import Starlette
 from appview import queries
 from appview.views import ViewContext
 from appview.xrpc import XrpcError, validate_params
+from core import db
+from core.config import Settings
+from core.identity import IdentityResolver, IdentityService
+from core.lexicons import validator
+from core.publish import StrongRef, like, publish_profile, publish_track, record_play
+from devkit.media import tune_wav
 from firehose.events import CommitEvent, RecordOp
 from indexer.core import Indexer
-from openmusic import db
-from openmusic.config import Settings
-from openmusic.identity import IdentityResolver, IdentityService
-from openmusic.lexicons import validator
-from openmusic.media import tune_wav
-from openmusic.publish import StrongRef, like, publish_profile, publish_track, record_play
 from tests.conftest import eventually
 from tests.records import DID, LISTENER, track
 from tests.test_web_oauth_browser import CHROMIUM, FLAGS, PASSWORD, pds_sign_in, start_sign_in

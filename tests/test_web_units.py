@@ -22,8 +22,8 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 from starlette.applications import Starlette
 
-from openmusic import db
-from openmusic.config import Settings
+from core import db
+from core.config import Settings
 from web import WebSettings, csrf
 from web.app import WebApp, create_web_app, routes
 from web.oauth import SessionData, SessionEnded, SessionStore, SignInError, dpop

@@ -33,9 +33,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from appview.views import ViewContext
-from openmusic import db
-from openmusic.config import Settings
-from openmusic.identity import IdentityResolver
+from core import db
+from core.config import Settings
+from core.identity import IdentityResolver
 from web import csrf
 from web.errors import PageError
 from web.i18n import Languages, LocaleMiddleware, current_locale

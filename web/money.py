@@ -45,9 +45,9 @@ from starlette.routing import BaseRoute, Route
 
 from appview.payment_queries import PAYMENT_QUERIES
 from appview.xrpc import XrpcError, validate_params
-from openmusic.identity import valid_did
-from openmusic.lexicons import TIP
-from openmusic.publish import now_iso
+from core.identity import valid_did
+from core.lexicons import TIP
+from core.publish import now_iso
 from web import csrf
 from web.errors import PageError
 from web.i18n import current_locale

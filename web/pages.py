@@ -35,8 +35,8 @@ from starlette.routing import BaseRoute, Route
 from appview.queries import QUERIES
 from appview.views import viewer_likes
 from appview.xrpc import XrpcError, validate_params
-from openmusic.lexicons import LIKE, PLAY, TRACK
-from openmusic.publish import now_iso
+from core.lexicons import LIKE, PLAY, TRACK
+from core.publish import now_iso
 from web import csrf
 from web.errors import PageError
 from web.oauth.client import PdsError, SessionEnded, SignInError, UserSession

@@ -40,10 +40,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Message
 
-from openmusic.db import parse_datetime
-from openmusic.lexicons import PROFILE, RecordInvalid, from_json, validate_record, validator
-from openmusic.netguard import BlockedURL
-from openmusic.publish import now_iso
+from core.db import parse_datetime
+from core.lexicons import PROFILE, RecordInvalid, from_json, validate_record, validator
+from core.netguard import BlockedURL
+from core.publish import now_iso
 from web import csrf
 from web.errors import PageError
 from web.i18n import current_locale

@@ -1,4 +1,4 @@
-"""Settings of the web app that ``openmusic.config.Settings`` does not hold (yet): secrets and the
+"""Settings of the web app that ``core.config.Settings`` does not hold (yet): secrets and the
 OAuth client's choices. Each field is read from ``OPENMUSIC_<FIELD_NAME_UPPER>``.
 
 Dev/test mode is not a separate switch: it is ``Settings.allow_private_hosts`` (the same flag that
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from openmusic.config import env_values
+from core.config import env_values
 
 #: What the app asks for today. The target is a permission set of our own plus blob scopes
 #: (``TARGET_SCOPE``); until ``fm.openmusic`` publishes one, every PDS gets this.
@@ -58,6 +58,6 @@ class WebSettings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> WebSettings:
         """Read ``OPENMUSIC_*`` variables (default ``os.environ``), then apply non-None ``overrides``
-        (``openmusic.config.env_values``). Raises ``ValueError`` for an integer that does not parse."""
+        (``core.config.env_values``). Raises ``ValueError`` for an integer that does not parse."""
         values = env_values(cls, environ, overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ Client kinds: on a loopback public URL without a configured key, the spec's loop
 authentication); otherwise a confidential web client (``private_key_jwt`` with an ES256 key,
 metadata at ``/oauth/client-metadata.json``, keys at ``/oauth/jwks.json``).
 
-Every outbound request goes through ``web.oauth.http.guarded_client`` (``openmusic.netguard``)."""
+Every outbound request goes through ``web.oauth.http.guarded_client`` (``core.netguard``)."""
 
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
-from openmusic.config import Settings
-from openmusic.identity import IdentityError, IdentityResolver, valid_did
-from openmusic.netguard import BlockedURL, check_url
+from core.config import Settings
+from core.identity import IdentityError, IdentityResolver, valid_did
+from core.netguard import BlockedURL, check_url
 from web.oauth import dpop
 from web.oauth.http import TooLarge, send_json
 from web.oauth.store import PendingAuth, PendingError, SessionData, SessionStore, digest

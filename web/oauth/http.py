@@ -1,4 +1,4 @@
-"""The one HTTP client the OAuth code uses, SSRF-guarded by ``openmusic.netguard``.
+"""The one HTTP client the OAuth code uses, SSRF-guarded by ``core.netguard``.
 
 Every request (there are no redirects: they are not followed) is checked with ``check_url``
 against ``Settings.allow_private_hosts``: in production only https to public addresses; on a dev
@@ -12,7 +12,7 @@ import json
 
 import httpx
 
-from openmusic.netguard import BlockedURL, check_url
+from core.netguard import BlockedURL, check_url
 
 #: Largest metadata / token response read, bytes.
 MAX_JSON_BYTES = 256 * 1024

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import mutagen
 
-from openmusic.lexicons import ALBUM, LIKE, PLAY, PROFILE, TIP, TRACK, from_json, validate_record
+from core.lexicons import ALBUM, LIKE, PLAY, PROFILE, TIP, TRACK, from_json, validate_record
 
 
 class PublishError(RuntimeError):

@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 
 def _fixtures() -> dict[str, Any]:
-    return json.loads(resources.files("openmusic").joinpath("data/stripe_connect_fixtures.json").read_text())
+    return json.loads(resources.files("devkit").joinpath("data/stripe_connect_fixtures.json").read_text())
 
 
 def _form(items: list[tuple[str, str]]) -> dict[str, Any]:

@@ -27,11 +27,11 @@ import httpx
 from atproto_core.did_doc import DidDocument
 from atproto_identity.handle.resolver import AsyncHandleResolver
 
-from openmusic.config import Settings
-from openmusic.errors import TransientIdentityError
-from openmusic.netguard import BlockedURL, check_url
+from core.config import Settings
+from core.errors import TransientIdentityError
+from core.netguard import BlockedURL, check_url
 
-log = logging.getLogger("openmusic.identity")
+log = logging.getLogger("core.identity")
 INVALID_HANDLE = "handle.invalid"
 #: Seconds before a stored DID whose resolution failed for now (network, 5xx) is tried again.
 RETRY_FAILED_S = 300

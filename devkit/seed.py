@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openmusic.devnet import Devnet
-from openmusic.media import cover_png, tune_wav
-from openmusic.publish import (
+from core.publish import (
     PdsClient,
     StrongRef,
     like,
@@ -20,6 +18,8 @@ from openmusic.publish import (
     publish_track,
     record_play,
 )
+from devkit.devnet import Devnet
+from devkit.media import cover_png, tune_wav
 
 ARTISTS = [
     {"handle": "aurora-tide.test", "name": "Aurora Tide", "about": "Synth tides from the north coast.",

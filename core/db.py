@@ -16,7 +16,7 @@ import aiosqlite
 from yoyo import get_backend, read_migrations
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-log = logging.getLogger("openmusic.db")
+log = logging.getLogger("core.db")
 
 
 def migrate(db_path: str) -> int:

@@ -75,7 +75,7 @@ async def demo_subscription_and_payout(rt, net, result) -> tuple[str, dict]:
     Returns the payout record's AT-URI (in the broker's repo) and Aurora's getEarnings."""
     import asyncio
 
-    from openmusic.publish import PdsClient, record_play
+    from core.publish import PdsClient, record_play
     from payments import period
 
     s = rt.settings
