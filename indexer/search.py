@@ -4,6 +4,9 @@ Each FTS row's rowid is its track's ``search_key``: ``sort_at`` in epoch millise
 plus a slot (0..999) for tracks with the same millisecond. Keys are unique and ordered like
 "newest first", so a search walks the matching rowids from the highest down and stops after a
 page (``ORDER BY rowid DESC LIMIT n``): its cost follows the page size, not how many tracks match.
+Beside each FTS row, ``track_rank`` keeps the track's play count and URI under the same key (its
+plays follow ``track_stats`` through a trigger, migration 0012), so a search sorted by plays sorts
+those small rows and looks up only the tracks of the page.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ def index_track(tx: sqlite3.Connection, uri: str, did: str, record: dict[str, An
         tx.execute("DELETE FROM track_fts WHERE rowid = ?", (key,))
     name, handle = artist_names(tx, did)
     tx.execute("INSERT INTO track_fts (rowid, body) VALUES (?, ?)", (key, track_body(record, name, handle)))
+    tx.execute("INSERT OR REPLACE INTO track_rank (search_key, plays, uri) "
+               "VALUES (?, COALESCE((SELECT plays FROM track_stats WHERE track_uri = ?), 0), ?)", (key, uri, uri))
 
 
 def reindex_artist(tx: sqlite3.Connection, did: str) -> None:
@@ -82,3 +87,4 @@ def unindex_track(tx: sqlite3.Connection, uri: str) -> None:
     row = tx.execute("SELECT search_key FROM track WHERE uri = ?", (uri,)).fetchone()
     if row and row[0] is not None:
         tx.execute("DELETE FROM track_fts WHERE rowid = ?", (row[0],))
+        tx.execute("DELETE FROM track_rank WHERE search_key = ?", (row[0],))

@@ -63,7 +63,18 @@ def dump(path: str) -> dict:
     out["fts"] = c.execute("SELECT t.uri, f.body FROM track_fts f JOIN track t ON t.search_key = f.rowid "
                            "ORDER BY t.uri").fetchall()
     out["fts_rows"] = c.execute("SELECT count(*) FROM track_fts").fetchone()
+    out["rank"] = c.execute("SELECT search_key, plays, uri FROM track_rank ORDER BY 1").fetchall()
     return out
+
+
+def rank_is_derived(path: str) -> list[tuple]:
+    """``track_rank`` equals what it is derived from (every searchable track's key, plays and URI)."""
+    c = sqlite3.connect(path)
+    rank = c.execute("SELECT search_key, plays, uri FROM track_rank ORDER BY 1").fetchall()
+    want = c.execute("SELECT t.search_key, COALESCE(s.plays, 0), t.uri FROM track t LEFT JOIN track_stats s "
+                     "ON s.track_uri = t.uri WHERE t.search_key IS NOT NULL ORDER BY 1").fetchall()
+    assert rank == want
+    return rank
 
 
 async def test_create_update_delete_and_stats(env):
@@ -164,3 +175,38 @@ async def test_pagination_covers_everything_once(env):
     by_plays = (await queries.search_tracks(views, {"sort": "plays", "limit": 7}))["tracks"]
     counts = [t["plays"] for t in by_plays]
     assert counts == sorted(counts, reverse=True) and counts[0] == 5
+
+
+async def test_search_by_plays_follows_plays_edits_and_accounts(env):
+    """``track_rank`` (migration 0012) behind words sorted by plays stays equal to the tracks and
+    their stats through plays, a track edit (a new search key), deletions and a deactivated listener,
+    and the search answers in plays order with the artist's inactive tracks left out."""
+    ix, views, path = env
+    uris = [f"at://{DID}/{TRACK}/{rkey(i)}" for i in range(3)]
+    await ix.apply([commit(1, DID, 1, *[create(TRACK, rkey(i), track(f"Neon {i}")) for i in range(3)])], 1)
+    plays = [create(PLAY, rkey(10 + i), play(uris[0], "bafyreia")) for i in range(3)]
+    plays.append(create(PLAY, rkey(20), play(uris[1], "bafyreia")))
+    await ix.apply([commit(2, LISTENER, 1, *plays)], 2)
+    assert [r[1] for r in sorted(rank_is_derived(path), key=lambda r: r[2])] == [3, 1, 0]
+
+    async def order(**extra) -> list[str]:
+        page = await queries.search_tracks(views, {"q": "neon", "sort": "plays", "limit": 10, **extra})
+        return [t["uri"] for t in page["tracks"]]
+
+    assert await order() == [uris[0], uris[1], uris[2]]
+    await ix.apply([commit(3, DID, 2, RecordOp("update", TRACK, rkey(1), "bafyreib", track("Neon one, edited")))], 3)
+    rank_is_derived(path)
+    assert await order() == [uris[0], uris[1], uris[2]]
+    await ix.apply([commit(4, LISTENER, 2, RecordOp("delete", PLAY, rkey(10), None),
+                           RecordOp("delete", PLAY, rkey(11), None), RecordOp("delete", PLAY, rkey(12), None))], 4)
+    rank_is_derived(path)
+    assert (await order())[0] == uris[1]
+    await ix.apply([commit(5, DID, 3, RecordOp("delete", TRACK, rkey(2), None))], 5)
+    assert len(rank_is_derived(path)) == 2 and await order() == [uris[1], uris[0]]
+    await ix.apply([AccountEvent(6, LISTENER, False, "deactivated", "")], 6)
+    assert [r[1] for r in rank_is_derived(path)] == [0, 0]
+    first = await queries.search_tracks(views, {"q": "neon", "sort": "plays", "limit": 1})
+    second = await queries.search_tracks(views, {"q": "neon", "sort": "plays", "limit": 1, "cursor": first["cursor"]})
+    assert {first["tracks"][0]["uri"], second["tracks"][0]["uri"]} == {uris[0], uris[1]} and "cursor" not in second
+    await ix.apply([AccountEvent(7, DID, False, "deactivated", "")], 7)
+    assert await order() == []
