@@ -115,6 +115,8 @@ def build(path: str, n_tracks: int, n_plays: int, seed: int = 1) -> dict[str, li
                  "SELECT track_uri, COUNT(*), COUNT(DISTINCT did), SUM(listened_ms), SUM(completed) FROM play "
                  "GROUP BY track_uri")
     conn.execute("INSERT OR IGNORE INTO track_stats (track_uri) SELECT uri FROM track")
+    conn.execute("INSERT OR REPLACE INTO track_rank (search_key, plays, uri) SELECT t.search_key, s.plays, t.uri "
+                 "FROM track t JOIN track_stats s ON s.track_uri = t.uri WHERE t.search_key IS NOT NULL")
     conn.commit()
     conn.execute("ANALYZE")
     conn.close()
@@ -135,6 +137,8 @@ async def measure(path: str, sample: dict[str, list[str]], requests: int) -> dic
         "searchTracks q=<2 words>": lambda: ("fm.openmusic.catalog.searchTracks",
                                              {"q": f"{rng.choice(WORDS)} {rng.choice(WORDS)}"}),
         "searchTracks sort=plays": lambda: ("fm.openmusic.catalog.searchTracks", {"sort": "plays"}),
+        "searchTracks q=<word> sort=plays": lambda: ("fm.openmusic.catalog.searchTracks",
+                                                     {"q": rng.choice(WORDS), "sort": "plays"}),
         "searchTracks genre (recent)": lambda: ("fm.openmusic.catalog.searchTracks",
                                                 {"genre": rng.choice(GENRES)}),
         "getArtistTracks": lambda: ("fm.openmusic.catalog.getArtistTracks", {"actor": rng.choice(sample["artists"])}),
