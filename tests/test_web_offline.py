@@ -274,7 +274,7 @@ async def test_save_offline_play_offline_and_write_once(net, appview, catalog, l
 
     # Play it to the end, offline: the play is kept on this device.
     assert await plays_in_repo(net, did) == []
-    await page.evaluate("document.querySelector('audio[data-uri]').play()")
+    await page.locator("main").get_by_role("button", name="Play", exact=True).click()  # in the player bar
     status = page.locator("#player-status")
     await status.filter(has_text="Play kept on this device").wait_for(timeout=30_000)
     kept = await kept_plays(page)

@@ -91,6 +91,7 @@ async def test_pages_signed_out(appview, published):
     assert '<html lang="es">' in es.text and "1 canción ·" in es.text and "Canciones" in es.text
     chosen = await http.get("/?lang=es")
     assert "Música nueva" in chosen.text and "om_lang=es" in chosen.headers["set-cookie"]
+    http.cookies.delete("om_lang")  # the shared client serves later tests: no Spanish cookie left behind
     english = await http.get("/", cookies={"om_lang": "en"}, headers={"accept-language": "es"})
     assert "New music" in english.text and '<html lang="en">' in english.text
 
@@ -135,8 +136,9 @@ async def test_listen_like_and_unlike_in_chromium(net, make_client, appview, pub
     assert await page.locator('meta[name="csrf-token"]').count() == 1
     assert f"@{listener.handle}" in await page.text_content("header")
 
-    # Play to the end: player.js asks our server to write the play to the listener's PDS.
-    await page.evaluate("document.querySelector('audio[data-uri]').play()")
+    # Play to the end (the page's Play button, in the player bar): player.js asks our server to write
+    # the play to the listener's PDS.
+    await page.locator("main").get_by_role("button", name="Play", exact=True).click()
     status = page.locator("#player-status")
     await status.filter(has_text="Play saved").wait_for(timeout=30_000)
     assert "s heard" in await status.text_content()

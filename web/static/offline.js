@@ -202,11 +202,17 @@ function listSaved(list) {
   }
 }
 
-if (supported) {
-  document.querySelectorAll("button[data-save-offline]").forEach(setUp);
-  const list = document.getElementById("saved-list");
-  if (list) listSaved(list);
-} else {
-  const unsupported = document.getElementById("saved-unsupported");
-  if (unsupported) unsupported.hidden = false;
+// Set up what the page holds: at load, and after nav.js swaps in another page ("om:page").
+function setUpPage(root) {
+  if (supported) {
+    root.querySelectorAll("button[data-save-offline]").forEach(setUp);
+    const list = root.querySelector("#saved-list");
+    if (list) listSaved(list);
+  } else {
+    const unsupported = root.querySelector("#saved-unsupported");
+    if (unsupported) unsupported.hidden = false;
+  }
 }
+
+setUpPage(document);
+document.addEventListener("om:page", (event) => setUpPage(event.detail?.main ?? document));

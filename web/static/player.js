@@ -10,10 +10,14 @@
 // 429 or an ended session (401) keeps it; kept plays are sent again, oldest first, on each page load
 // (so after signing in again), when the browser comes back online, and after a failed attempt.
 // Only plays of the signed-in account are sent: another account's wait for it to sign in again.
+//
+// Every <audio data-uri> in the document is counted: the player bar's (bar.js), whose data-uri and
+// data-cid change from track to track, and any a page brings, also after nav.js swaps the page in
+// (the "om:page" event: the viewer is read again, kept plays are sent, and the plays of elements that
+// left the document are posted). A play belongs to the track the element held when it began.
 import { tid } from "./ids.js";
 
 const status = document.getElementById("player-status");
-const players = [...document.querySelectorAll("audio[data-uri]")];
 const KEPT = "om-play:";
 const MAX_KEPT = 500;
 const RETRY_MS = [15_000, 60_000, 300_000];
@@ -25,10 +29,12 @@ function say(message) {
 }
 
 /** The signed-in viewer of this page: its CSRF token and DID (both null when signed out). */
-const viewer = {
-  token: document.querySelector('meta[name="csrf-token"]')?.content ?? null,
-  did: document.querySelector('meta[name="viewer-did"]')?.content ?? null,
-};
+const viewer = { token: null, did: null };
+function readViewer() {
+  viewer.token = document.querySelector('meta[name="csrf-token"]')?.content ?? null;
+  viewer.did = document.querySelector('meta[name="viewer-did"]')?.content ?? null;
+}
+readViewer();
 
 // -- the kept plays (localStorage: one key per play, so tabs never overwrite each other's) ----------
 function keptPlays() {
@@ -170,6 +176,8 @@ function track(audio) {
   let segments = [];
   let current = null;
   let started = null;
+  let uri = audio.dataset.uri;
+  let cid = audio.dataset.cid;
 
   const close = () => {
     if (current && current[1] > current[0]) segments.push(current);
@@ -177,9 +185,12 @@ function track(audio) {
   };
   const flush = (completed, leaving = false) => {
     close();
-    if (!segments.length) return;
+    if (!segments.length || !uri) {
+      segments = [];
+      return;
+    }
     const play = {
-      rkey: tid(), did: viewer.did, uri: audio.dataset.uri, cid: audio.dataset.cid,
+      rkey: tid(), did: viewer.did, uri, cid,
       started: started ?? Date.now(), completed,
       segments: segments.map(([a, b]) => `${Math.round(a * 1000)}-${Math.round(b * 1000)}`).join(","),
     };
@@ -195,31 +206,81 @@ function track(audio) {
       sendKept();
     }
   };
+  /** The element holds another track now (the bar moved on): the listening of the previous one ends. */
+  const follow = () => {
+    if (audio.dataset.uri === uri && audio.dataset.cid === cid) return;
+    flush(false);
+    uri = audio.dataset.uri;
+    cid = audio.dataset.cid;
+    started = null;
+  };
 
-  audio.addEventListener("play", () => {
-    for (const other of players) {
-      if (other !== audio && !other.paused) other.pause();
-    }
-    for (const t of trackers) if (t.audio !== audio) t.flush(false);
-    if (started === null) started = Date.now();
-  });
-  audio.addEventListener("timeupdate", () => {
-    if (audio.paused || audio.seeking) return;
-    const t = audio.currentTime;
-    if (!current) current = [t, t];
-    else if (t >= current[1] && t - current[1] < 2) current[1] = t;
-    else { close(); current = [t, t]; }
-  });
-  audio.addEventListener("seeking", close);
-  audio.addEventListener("pause", close);
-  audio.addEventListener("ended", () => {
-    if (current) current[1] = audio.duration || current[1];
-    flush(true);
-  });
-  return { audio, flush };
+  const on = {
+    play() {
+      follow();
+      for (const other of document.querySelectorAll("audio")) {
+        if (other !== audio && !other.paused) other.pause();
+      }
+      for (const t of trackers.values()) if (t.audio !== audio) t.flush(false);
+      if (started === null) started = Date.now();
+    },
+    timeupdate() {
+      follow();
+      if (audio.paused || audio.seeking) return;
+      const t = audio.currentTime;
+      if (!current) current = [t, t];
+      else if (t >= current[1] && t - current[1] < 2) current[1] = t;
+      else { close(); current = [t, t]; }
+    },
+    playing() {
+      // Heard from where it starts (not from the first timeupdate, up to 250 ms later).
+      follow();
+      if (!current && !audio.seeking) current = [audio.currentTime, audio.currentTime];
+    },
+    seeking: close,
+    pause() {
+      // Heard up to where it stopped (not only to the last timeupdate).
+      const t = audio.currentTime;
+      if (current && t >= current[1] && t - current[1] < 2) current[1] = t;
+      close();
+    },
+    loadstart: follow,
+    emptied: follow,
+    ended() {
+      if (current) current[1] = audio.duration || current[1];
+      flush(true);
+    },
+  };
+  return { audio, flush, on };
 }
 
-const trackers = players.map(track);
+/** audio element -> its tracker, made at its first event. */
+const trackers = new Map();
+// Media events do not bubble: listen on the document in the capture phase, before the element's own
+// listeners (so a play that ends is posted before the bar loads the next track).
+for (const type of ["play", "playing", "timeupdate", "seeking", "pause", "loadstart", "emptied", "ended"]) {
+  document.addEventListener(type, (event) => {
+    const audio = event.target;
+    if (!(audio instanceof HTMLAudioElement)) return;
+    let t = trackers.get(audio);
+    if (!t) {
+      if (!audio.dataset.uri) return;
+      t = track(audio);
+      trackers.set(audio, t);
+    }
+    t.on[type]();
+  }, true);
+}
+
 window.addEventListener("pagehide", () => trackers.forEach((t) => t.flush(false, true)));
 window.addEventListener("online", () => { retries = 0; sendKept(); });
+document.addEventListener("om:page", () => {
+  for (const [audio, t] of trackers) {
+    if (audio.isConnected) continue;
+    t.flush(false);  // its page was swapped out (nav.js): that listening ended
+    trackers.delete(audio);
+  }
+  readViewer();
+  sendKept();
+});
 sendKept();

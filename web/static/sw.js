@@ -5,21 +5,22 @@
 //   at install. Network first, the copy when offline.
 // - PAGES: the track and album pages the listener saved (offline.js puts them there). Pages are
 //   network first; a saved page's copy is refreshed on every visit and answers when offline;
-//   any other page answers /offline when offline. Nothing else a page sends is kept (no POST, no
-//   unsaved page: they say Cache-Control: no-store).
+//   any other page answers /offline when offline. nav.js's page fetches (X-OM-Navigation: 1) are
+//   answered the same way, so pages change without a reload offline too. Nothing else a page sends
+//   is kept (no POST, no unsaved page: they say Cache-Control: no-store).
 // - MEDIA: saved audio and artwork, keyed by their URLs; offline.js puts them there only after their
 //   bytes hashed to the blob's CID. Answered from the cache first, Range requests included
 //   (206 + Content-Range from the cached Blob), so a saved track plays with or without a network.
 // After signing out (/login?signed_out=1), saved pages are fetched again, signed out, so the copies
 // no longer carry the account.
 
-const VERSION = "1";
+const VERSION = "2";
 const SHELL = `om-shell-${VERSION}`;
 const PAGES = "om-pages";
 const MEDIA = "om-media";
 const OFFLINE = "/offline";
 const SHELL_NEEDED = [OFFLINE, "/static/web/web.css", "/static/web/player.js", "/static/web/ids.js",
-                      "/static/web/offline.js"];
+                      "/static/web/offline.js", "/static/web/bar.js", "/static/web/nav.js"];
 const SHELL_URLS = [...SHELL_NEEDED, "/manifest.webmanifest", "/static/web/icons/icon.svg",
                     "/static/web/icons/icon-192.png"];
 const MEDIA_PATH = /^\/(audio|image)\//;
@@ -51,7 +52,8 @@ self.addEventListener("fetch", (event) => {
     event.respondWith(media(request));
   } else if (url.origin !== self.location.origin) {
     return;
-  } else if (request.mode === "navigate") {
+  } else if (request.mode === "navigate" || request.headers.get("x-om-navigation") === "1") {
+    // a navigation, or nav.js fetching the next page to swap in (the same answers, offline too)
     event.respondWith(page(event, url));
   } else if (SHELL_URLS.includes(url.pathname) && !url.search) {
     event.respondWith(shell(request, url));
