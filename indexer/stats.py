@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from indexer import rollups
+
 _ACTIVE = "(a.active IS NULL OR a.active = 1)"
 
 
@@ -59,10 +61,11 @@ def add_decision(tx: sqlite3.Connection, track_uri: str, heard_ms: int, stream: 
 def count_account(tx: sqlite3.Connection, did: str, sign: int) -> None:
     """Count (``sign=1``) or uncount (``sign=-1``) every play and like ``did`` made: an account
     that is not active must not weigh in anyone's stats (atproto account spec), and comes back
-    when it is reactivated."""
+    when it is reactivated. The analytics rollups follow (``indexer.rollups``)."""
     cur = tx.execute("SELECT track_uri, COALESCE(heard_ms, 0), completed, stream, paid FROM play WHERE did = ?", (did,))
     for track_uri, heard, completed, stream, paid in cur.fetchall():
         add_play(tx, track_uri, did, heard, bool(completed), sign, bool(stream), bool(paid))
+    rollups.count_account(tx, did, sign)
     cur = tx.execute("SELECT DISTINCT l.subject_uri FROM like_record l JOIN track t ON t.uri = l.subject_uri "
                      "WHERE l.did = ?", (did,))
     for (subject,) in cur.fetchall():

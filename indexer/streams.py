@@ -46,7 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from core.db import parse_datetime
-from indexer import stats
+from indexer import rollups, stats
 
 #: A play shorter than this (or than half the track, if less) is not a stream, ms.
 STREAM_MIN_MS = 30_000
@@ -190,6 +190,7 @@ def _decide(tx: sqlite3.Connection, rows: list[tuple], count: bool) -> int:
             book(tx, did, sort_at, s.ms)
         if count and active:
             stats.add_decision(tx, track_uri, s.heard, s.stream, s.paid)
+            rollups.decided(tx, uri)
         decided += 1
     return decided
 
@@ -204,7 +205,7 @@ def track_appeared(tx: sqlite3.Connection, track_uri: str) -> int:
 def reevaluate_all(tx: sqlite3.Connection, page: int = 10_000) -> int:
     """Decide every play again from scratch, in ``sort_at`` order, ``page`` plays at a time (the
     migration that brought these rules). ``play.segments`` must be filled; the stats are left to
-    ``stats.recount_all``. Returns how many were decided."""
+    ``stats.recount_all`` and the analytics to ``rollups.rebuild``. Returns how many were decided."""
     tx.execute("UPDATE play SET heard_ms = NULL, stream = 0, paid = 0, stream_ms = 0")
     tx.execute("DELETE FROM listener_day")
     decided, after = 0, ("", "")
@@ -217,13 +218,15 @@ def reevaluate_all(tx: sqlite3.Connection, page: int = 10_000) -> int:
 
 def mark_paid(tx: sqlite3.Connection, did: str, start: str, end: str) -> int:
     """Turn ``did``'s free streams in [``start``, ``end``) into paid ones (a paid invoice for that
-    period was recorded); returns how many changed. The stats move with them while the listener's
-    account is active (an inactive one's are counted back, as they are then, on reactivation)."""
+    period was recorded); returns how many changed. The stats and analytics rollups move with them
+    while the listener's account is active (an inactive one's are counted back, as they are then, on
+    reactivation)."""
     rows = tx.execute("UPDATE play SET paid = 1 WHERE did = ? AND stream = 1 AND paid = 0 AND sort_at >= ? "
-                      "AND sort_at < ? RETURNING track_uri", (did, start, end)).fetchall()
+                      "AND sort_at < ? RETURNING track_uri, sort_at", (did, start, end)).fetchall()
     active = tx.execute("SELECT active FROM actor WHERE did = ?", (did,)).fetchone()
     if active is None or active[0]:
-        for (track_uri,) in rows:
+        for track_uri, at in rows:
             tx.execute("UPDATE track_stats SET paid_streams = paid_streams + 1, free_streams = free_streams - 1 "
                        "WHERE track_uri = ?", (track_uri,))
+            rollups.became_paid(tx, track_uri, at)
     return len(rows)

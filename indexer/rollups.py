@@ -1,0 +1,246 @@
+"""Analytics rollups (``fm.openmusic.analytics.*``), changed in the same transaction as the plays
+they count, like ``indexer.stats``: every call that counts or uncounts a play in ``track_stats``
+does the same here, so the rollups count the plays of active accounts.
+
+Tables (migration 0011):
+
+- ``track_day`` (track, UTC day of the play's ``sort_at``): ``plays``, ``paid_streams``,
+  ``free_streams`` (as ``indexer.streams`` decided), ``listened_ms`` (the plays' ``heard_ms``,
+  ms), ``segmented`` (plays that list segments: the retention curve's denominator).
+- ``track_day_listener`` (track, day, listener DID, country or ''): ``plays``, ``streams``,
+  ``listened_ms``. Unique listeners are exact for any range: ``COUNT(DISTINCT did)`` over its days.
+- ``track_second`` (track, second): a per-second histogram of the plays' segments kept as a
+  difference array, so that a play costs a few rows however long it is: ``heard`` and
+  ``replayed`` are the change, from the second before, in the number of plays that heard the
+  second (any part of it) once or more / twice or more (a passage heard again after seeking
+  back); ``stops`` counts the segments (merged) whose last second heard it is. Seconds at or past
+  ``MAX_SECOND`` (no track lasts longer) are dropped; readers cap at the track's own duration.
+
+A play's day, segments and replays never depend on its track, so only the decisions
+(``streams.track_appeared``, ``streams.mark_paid``) move rollups after the insert. Rows that fall
+back to zero are deleted, so the tables equal a recount (``recount``/``check``/``rebuild``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+#: Seconds are kept below this: the track lexicon's longest duration (86,400,000 ms = 24 h).
+MAX_SECOND = 86_400
+_ACTIVE = "(a.active IS NULL OR a.active = 1)"
+#: The rollup tables and their columns: key columns first, then counters.
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "track_day": (("track_uri", "day"), ("plays", "paid_streams", "free_streams", "listened_ms", "segmented")),
+    "track_day_listener": (("track_uri", "day", "did", "country"), ("plays", "streams", "listened_ms")),
+    "track_second": (("track_uri", "second"), ("heard", "replayed", "stops")),
+}
+#: What ``add_play`` needs of a play row, in order.
+PLAY_COLUMNS = "track_uri, sort_at, country, heard_ms, stream, paid, segments, replayed"
+
+
+def replayed_ms(segments: Iterable[dict] | None) -> list[list[int]] | None:
+    """A play record's raw ``segments`` [{startMs, endMs}] -> the parts heard twice or more (two
+    segments overlap: the listener sought back), as sorted, disjoint [start, end) pairs in ms, or
+    None. Segments that only touch (a pause) do not overlap."""
+    events: list[tuple[int, int]] = []
+    for seg in segments or []:
+        start, end = int(seg["startMs"]), int(seg["endMs"])
+        if end > start:
+            events += [(start, 1), (end, -1)]
+    events.sort()  # at one position ends (-1) come before starts (+1)
+    out: list[list[int]] = []
+    depth, opened = 0, 0
+    for pos, step in events:
+        before, depth = depth, depth + step
+        if before < 2 <= depth:
+            opened = pos
+        elif depth < 2 <= before and pos > opened:
+            if out and out[-1][1] == opened:
+                out[-1][1] = pos
+            else:
+                out.append([opened, pos])
+    return out or None
+
+
+def second_ranges(intervals: Iterable[Iterable[int]] | None) -> list[list[int]]:
+    """ms intervals [start, end) -> the seconds they touch as merged [first, after) ranges, below
+    ``MAX_SECOND`` (a second counts once however many intervals touch it)."""
+    out: list[list[int]] = []
+    for start, end in sorted((int(a), int(b)) for a, b in intervals or []):
+        if end <= start or start // 1000 >= MAX_SECOND:
+            continue
+        first, after = start // 1000, min(-(-end // 1000), MAX_SECOND)
+        if out and first <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], after)
+        else:
+            out.append([first, after])
+    return out
+
+
+def histogram(segments: list[list[int]] | None, replayed: list[list[int]] | None) -> dict[int, list[int]]:
+    """One play's rows of ``track_second``: second -> [heard, replayed, stops] changes, from its
+    merged ``segments`` and ``replayed`` parts (ms). Zero rows left out."""
+    rows: dict[int, list[int]] = {}
+
+    def bump(second: int, col: int, n: int) -> None:
+        if second < MAX_SECOND:
+            rows.setdefault(second, [0, 0, 0])[col] += n
+    for col, intervals in ((0, segments), (1, replayed)):
+        for first, after in second_ranges(intervals):
+            bump(first, col, 1)
+            bump(after, col, -1)
+    for start, end in segments or []:
+        if end > start:
+            bump((end - 1) // 1000, 2, 1)
+    return {s: v for s, v in rows.items() if any(v)}
+
+
+def _upsert(tx: sqlite3.Connection, table: str, key: tuple, deltas: tuple[int, ...]) -> None:
+    """Add ``deltas`` to the counters of ``table``'s row ``key``; delete the row once all are 0."""
+    keys, cols = TABLES[table]
+    if not any(deltas):
+        return
+    sets = ", ".join(f"{c} = {c} + excluded.{c}" for c in cols)
+    row = tx.execute(f"INSERT INTO {table} ({', '.join(keys + cols)}) VALUES ({', '.join('?' * (len(keys) + len(cols)))}) "
+                     f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets} RETURNING {', '.join(cols)}",
+                     (*key, *deltas)).fetchone()
+    if row is not None and not any(row):
+        tx.execute(f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = ?' for k in keys)}", key)
+
+
+def add_play(tx: sqlite3.Connection, did: str, track_uri: str, sort_at: str, country: str | None,
+             heard_ms: int | None, stream: bool, paid: bool, segments: str | list | None,
+             replayed: str | list | None, sign: int = 1) -> None:
+    """Count (``sign=1``) or uncount (``sign=-1``) one play of ``track_uri`` by ``did``: its day
+    (``sort_at[:10]``), ``country`` (None: none given), ``heard_ms`` (ms; None while the track is
+    unknown), its decision, and its merged ``segments`` and ``replayed`` parts ([[start, end]] ms,
+    as lists or as the JSON ``play`` stores)."""
+    segs = json.loads(segments) if isinstance(segments, str) else segments
+    again = json.loads(replayed) if isinstance(replayed, str) else replayed
+    day, heard = sort_at[:10], heard_ms or 0
+    _upsert(tx, "track_day", (track_uri, day), (sign, sign * int(stream and paid), sign * int(stream and not paid),
+                                               sign * heard, sign * int(segs is not None)))
+    _upsert(tx, "track_day_listener", (track_uri, day, did, country or ""), (sign, sign * int(stream), sign * heard))
+    for second, (h, r, s) in histogram(segs, again).items():
+        _upsert(tx, "track_second", (track_uri, second), (sign * h, sign * r, sign * s))
+
+
+def decided(tx: sqlite3.Connection, play_uri: str) -> None:
+    """A play counted while its track was unknown (no ``heard_ms``, no stream) has just been decided
+    (``streams.track_appeared``): count its ``heard_ms`` and stream."""
+    row = tx.execute("SELECT did, track_uri, sort_at, country, heard_ms, stream, paid FROM play WHERE uri = ?",
+                     (play_uri,)).fetchone()
+    if row is None:
+        return
+    did, track_uri, sort_at, country, heard, stream, paid = row
+    day = sort_at[:10]
+    _upsert(tx, "track_day", (track_uri, day), (0, int(stream and paid), int(stream and not paid), heard or 0, 0))
+    _upsert(tx, "track_day_listener", (track_uri, day, did, country or ""), (0, int(bool(stream)), heard or 0))
+
+
+def became_paid(tx: sqlite3.Connection, track_uri: str, sort_at: str) -> None:
+    """A free stream of ``track_uri`` on ``sort_at``'s day became a paid one (``streams.mark_paid``)."""
+    _upsert(tx, "track_day", (track_uri, sort_at[:10]), (0, 1, -1, 0, 0))
+
+
+def count_account(tx: sqlite3.Connection, did: str, sign: int) -> None:
+    """Count (``sign=1``) or uncount (``sign=-1``) every play of ``did`` (``stats.count_account``:
+    an account that is not active weighs in no one's figures)."""
+    for row in tx.execute(f"SELECT {PLAY_COLUMNS} FROM play WHERE did = ?", (did,)).fetchall():
+        track_uri, sort_at, country, heard, stream, paid, segments, replayed = row
+        add_play(tx, did, track_uri, sort_at, country, heard, bool(stream), bool(paid), segments, replayed, sign)
+
+
+# -- recount, check, rebuild ---------------------------------------------------------------------
+
+_DAY_SQL = (f"SELECT p.track_uri, substr(p.sort_at, 1, 10), COUNT(*), SUM(p.stream AND p.paid), "
+            f"SUM(p.stream AND NOT p.paid), SUM(COALESCE(p.heard_ms, 0)), SUM(p.segments IS NOT NULL) "
+            f"FROM play p LEFT JOIN actor a ON a.did = p.did WHERE {_ACTIVE} GROUP BY 1, 2")
+_LISTENER_SQL = (f"SELECT p.track_uri, substr(p.sort_at, 1, 10), p.did, COALESCE(p.country, ''), COUNT(*), "
+                 f"SUM(p.stream), SUM(COALESCE(p.heard_ms, 0)) "
+                 f"FROM play p LEFT JOIN actor a ON a.did = p.did WHERE {_ACTIVE} GROUP BY 1, 2, 3, 4")
+
+
+def recount_seconds(tx: sqlite3.Connection) -> Iterator[tuple[str, int, int, int, int]]:
+    """``track_second`` rows recounted from the plays (of active accounts), one track at a time:
+    (track_uri, second, heard, replayed, stops)."""
+    cur = tx.execute(f"SELECT p.track_uri, p.segments, p.replayed FROM play p LEFT JOIN actor a ON a.did = p.did "
+                     f"WHERE p.segments IS NOT NULL AND {_ACTIVE} ORDER BY p.track_uri")
+    current, acc = None, {}
+    for track_uri, segments, replayed in cur:
+        if track_uri != current:
+            yield from ((current, s, *v) for s, v in sorted(acc.items()) if any(v))
+            current, acc = track_uri, {}
+        for second, delta in histogram(json.loads(segments), json.loads(replayed) if replayed else None).items():
+            row = acc.setdefault(second, [0, 0, 0])
+            for i in range(3):
+                row[i] += delta[i]
+    yield from ((current, s, *v) for s, v in sorted(acc.items()) if any(v))
+
+
+def fill(tx: sqlite3.Connection, names: dict[str, str] | None = None, page: int = 50_000) -> dict[str, int]:
+    """Recount every rollup from the play rows into empty tables (``names``: rollup table -> the
+    table to fill, default themselves). Returns rows written per rollup table."""
+    names = names or {t: t for t in TABLES}
+    counts = {}
+    for table, sql in (("track_day", _DAY_SQL), ("track_day_listener", _LISTENER_SQL)):
+        keys, cols = TABLES[table]
+        cur = tx.execute(f"INSERT INTO {names[table]} ({', '.join(keys + cols)}) {sql}")
+        counts[table] = cur.rowcount
+    keys, cols = TABLES["track_second"]
+    insert = f"INSERT INTO {names['track_second']} ({', '.join(keys + cols)}) VALUES (?,?,?,?,?)"
+    batch: list[tuple] = []
+    counts["track_second"] = 0
+    for row in recount_seconds(tx):
+        batch.append(row)
+        if len(batch) >= page:
+            tx.executemany(insert, batch)
+            counts["track_second"] += len(batch)
+            batch = []
+    tx.executemany(insert, batch)
+    counts["track_second"] += len(batch)
+    return counts
+
+
+def rebuild(tx: sqlite3.Connection) -> dict[str, int]:
+    """Empty the rollups and recount them from the plays (inside the caller's transaction).
+    Returns rows written per table."""
+    for table in TABLES:
+        tx.execute(f"DELETE FROM {table}")
+    return fill(tx)
+
+
+def _show(cols: tuple[str, ...], values: tuple | None) -> str:
+    return "no row" if values is None else ", ".join(f"{c}={v}" for c, v in zip(cols, values, strict=True))
+
+
+def check(tx: sqlite3.Connection, examples: int = 20) -> tuple[dict[str, int], list[str]]:
+    """Recount the rollups from the plays into temporary tables and compare them with the stored
+    ones. Returns (differing rows per table, up to ``examples`` lines per table saying which key
+    differs, stored values against recounted ones). Writes only temporary tables; run it inside
+    one transaction for a consistent snapshot."""
+    names = {t: f"temp.recount_{t}" for t in TABLES}
+    for table, name in names.items():
+        tx.execute(f"DROP TABLE IF EXISTS {name}")
+        tx.execute(f"CREATE TABLE {name} AS SELECT * FROM main.{table} WHERE 0")
+    fill(tx, names)
+    differing: dict[str, int] = {}
+    lines: list[str] = []
+    for table, name in names.items():
+        keys, cols = TABLES[table]
+        all_cols = ", ".join(keys + cols)
+        stored = tx.execute(f"SELECT {all_cols} FROM main.{table} EXCEPT SELECT {all_cols} FROM {name}").fetchall()
+        recounted = tx.execute(f"SELECT {all_cols} FROM {name} EXCEPT SELECT {all_cols} FROM main.{table}").fetchall()
+        by_key: dict[tuple, list[Any]] = {}
+        for row in stored:
+            by_key.setdefault(tuple(row[:len(keys)]), [None, None])[0] = row[len(keys):]
+        for row in recounted:
+            by_key.setdefault(tuple(row[:len(keys)]), [None, None])[1] = row[len(keys):]
+        differing[table] = len(by_key)
+        for key, (have, want) in sorted(by_key.items(), key=lambda kv: tuple(map(str, kv[0])))[:examples]:
+            lines.append(f"{table} {' '.join(map(str, key))}: stored {_show(cols, have)}; recount {_show(cols, want)}")
+        tx.execute(f"DROP TABLE {name}")
+    return differing, lines
