@@ -93,6 +93,9 @@ class Settings:
     db_readers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     #: Log level for the ``openmusic`` loggers.
     log_level: str = "INFO"
+    #: Comma-separated DIDs of the operator's accounts: they may read every artist's analytics
+    #: (``fm.openmusic.analytics.*``), as the artist and the artist's agreed managers may.
+    operator_dids: str = ""
 
     # -- payments (fm.openmusic.payment.*); off unless a Stripe key and a broker account are set --
     #: Our service DID (the did:web document at ``/.well-known/did.json``); empty: did:web of ``public_url``'s host.
