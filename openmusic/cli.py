@@ -6,12 +6,13 @@
   openmusic publish            upload audio to your own PDS and write track / album records
   openmusic ledger             check the books, reconcile them with Stripe, refund credit or tips
   openmusic payouts            close a period, enter ad revenue, pay artists out, explain an artist's earnings
+  openmusic analytics          check the analytics rollups against a recount of the plays, or rebuild them
   openmusic verify-settlement  check a settlement record from the network alone (PDSes, DID documents)
   openmusic migrate            apply database migrations
   openmusic devnet             install or start the local reference PDS + PLC
 
 Each flag that names a setting also reads OPENMUSIC_<NAME> from the environment (flags win).
-Commands that read an AppView's state (ledger, payouts) refuse a database that does not exist.
+Commands that read an AppView's state (ledger, payouts, analytics) refuse a database that does not exist.
 """
 
 from __future__ import annotations
@@ -250,6 +251,51 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     except PaymentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def cmd_analytics(args: argparse.Namespace) -> int:
+    """openmusic analytics check | rebuild: the rollups of ``indexer.rollups`` against a recount of
+    the play rows (exit 1 on a difference), or recounted into place."""
+    from core.db import connect_sync, migrate
+    from indexer import rollups
+
+    settings = _settings(args)
+    if not _require_database(args, settings):
+        return 2
+    _logging(settings.log_level)
+    migrate(settings.db_path)
+    conn = connect_sync(settings.db_path)
+    try:
+        started = time.perf_counter()
+        if args.action == "check":
+            conn.execute("BEGIN")  # one snapshot: plays indexed meanwhile are not half counted
+            try:
+                (plays,) = conn.execute("SELECT COUNT(*) FROM play").fetchone()
+                differing, lines = rollups.check(conn)
+            finally:
+                conn.execute("ROLLBACK")
+            print(f"{_plural(plays, 'play')} recounted in {settings.db_path} ({time.perf_counter() - started:.1f} s)")
+            for line in lines:
+                print(f"DIFFERENT: {line}")
+            wrong = {table: n for table, n in differing.items() if n}
+            if not wrong:
+                print("the analytics rollups match the recount")
+                return 0
+            print("; ".join(f"{table}: {_plural(n, 'row')} differ" for table, n in wrong.items())
+                  + ". `openmusic analytics rebuild` recounts them into place.")
+            return 1
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            counts = rollups.rebuild(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        print(f"rebuilt the analytics rollups of {settings.db_path} in {time.perf_counter() - started:.1f} s: "
+              + ", ".join(f"{table} {_plural(n, 'row')}" for table, n in counts.items()))
+        return 0
+    finally:
+        conn.close()
 
 
 def cmd_payouts(args: argparse.Namespace) -> int:
@@ -797,6 +843,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--month", help="only this period (YYYY-MM)")
     _add_settings_flags(a, ("db_path", "plc_url", "handle_resolver_url", "allow_private_hosts", "log_level"))
     p.set_defaults(func=cmd_payouts)
+
+    p = sub.add_parser("analytics", help="check the analytics rollups against the plays, or rebuild them",
+                       description="The analytics rollups of an AppView's database (per track and day, per "
+                       "listener and country, per second of each track), which the indexer keeps as plays come.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("check", help="recount the rollups from the plays and report any difference (exit 1)",
+                           description="Recount every rollup from the play rows, in one snapshot, and compare: "
+                           "each difference is printed, and the exit code is 1 when there is one. Changes nothing.")
+    _add_settings_flags(a, ("db_path", "log_level"))
+    a = actions.add_parser("rebuild", help="recount the rollups from the plays into place",
+                           description="Delete the rollups and recount them from the play rows in one transaction. "
+                           "A running AppView's indexer waits for it (and retries its batch if it waits too long).")
+    _add_settings_flags(a, ("db_path", "log_level"))
+    p.set_defaults(func=cmd_analytics)
 
     p = sub.add_parser(
         "verify-settlement", help="verify a settlement record from the network alone", formatter_class=raw,
