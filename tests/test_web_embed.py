@@ -146,3 +146,18 @@ async def test_search_forgives_bad_links(appview, published):  # noqa: F811
     assert none.status_code == 200 and "No tracks match" in none.text and "No tracks here yet" not in none.text
     fav = await http.get("/favicon.ico")
     assert fav.status_code == 200 and fav.headers["content-type"] == "image/png" and fav.content[:4] == b"\x89PNG"
+
+
+async def test_pages_are_gzipped_and_blobs_and_the_api_are_not(appview, published):  # noqa: F811
+    _artist, track = published
+    await indexed(appview, track.uri)
+    http = appview.http_client  # httpx asks for gzip and decodes it
+    home = await http.get("/")
+    assert home.headers.get("content-encoding") == "gzip" and "<main>" in home.text
+    css = await http.get("/static/web/web.css")
+    assert css.headers.get("content-encoding") == "gzip" and "player" in css.text
+    api = await http.get("/xrpc/fm.openmusic.catalog.getTrack", params={"uri": track.uri})
+    assert "content-encoding" not in api.headers
+    audio_url = api.json()["track"]["audioUrl"].removeprefix(appview.settings.base_url)
+    part = await http.get(audio_url, headers={"range": "bytes=0-99"})
+    assert part.status_code == 206 and "content-encoding" not in part.headers and len(part.content) == 100

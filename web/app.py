@@ -26,11 +26,12 @@ import httpx
 import jinja2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from appview.views import ViewContext
 from core import db
@@ -46,6 +47,11 @@ from web.sealing import Sealer, load_keys
 from web.settings import WebSettings
 
 log = logging.getLogger("openmusic.web")
+#: Paths whose answers ``CompressPages`` gzips (with ``/``): the pages and their static files.
+COMPRESSED_PREFIXES = ("/static/web/", "/search", "/track/", "/artist/", "/album/", "/listener/", "/me", "/welcome",
+                       "/wallet", "/tip/", "/login", "/offline", "/embed/", "/sw.js", "/manifest.webmanifest")
+#: Never gzipped, whatever else matches: the XRPC API and blobs.
+UNCOMPRESSED_PREFIXES = ("/xrpc/", "/audio/", "/image/")
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "om_session"
 ANON_COOKIE = "om_csrf"
@@ -344,9 +350,27 @@ def routes(web: WebApp) -> list[BaseRoute]:
     ]
 
 
+class CompressPages:
+    """gzip (Starlette's ``GZipMiddleware``) for the web app's pages and static files only: the API,
+    blobs (byte ranges of audio must stay byte ranges) and anything else pass through untouched."""
+
+    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...] = COMPRESSED_PREFIXES) -> None:
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=1024, compresslevel=6)
+        self.prefixes = prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path and not path.startswith(UNCOMPRESSED_PREFIXES) and (path == "/" or path.startswith(self.prefixes)):
+            await self.gzip(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 def middleware(web: WebApp) -> list[Middleware]:
-    """ASGI middleware the web app's routes need around them (the request's language, ``web.i18n``)."""
-    return [Middleware(LocaleMiddleware, secure=web.secure_cookies)]
+    """ASGI middleware the web app's routes need around them: the request's language (``web.i18n``)
+    and gzip for pages and static files (``CompressPages``)."""
+    return [Middleware(LocaleMiddleware, secure=web.secure_cookies), Middleware(CompressPages)]
 
 
 def create_web_app(settings: Settings, web_settings: WebSettings | None = None, *,

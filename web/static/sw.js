@@ -14,7 +14,7 @@
 // After signing out (/login?signed_out=1), saved pages are fetched again, signed out, so the copies
 // no longer carry the account.
 
-const VERSION = "2";
+const VERSION = "3";
 const SHELL = `om-shell-${VERSION}`;
 const PAGES = "om-pages";
 const MEDIA = "om-media";
@@ -28,7 +28,8 @@ const MEDIA_PATH = /^\/(audio|image)\//;
 self.addEventListener("install", (event) => {
   event.waitUntil((async () => {
     const cache = await caches.open(SHELL);
-    const request = (url) => new Request(url, { credentials: "omit", cache: "reload" });
+    // revalidated, not downloaded again: the page has just fetched most of these (304 Not Modified)
+    const request = (url) => new Request(url, { credentials: "omit", cache: "no-cache" });
     await cache.addAll(SHELL_NEEDED.map(request));  // without these the worker does not install
     await Promise.allSettled(SHELL_URLS.filter((u) => !SHELL_NEEDED.includes(u)).map((u) => cache.add(request(u))));
     await self.skipWaiting();
