@@ -21,8 +21,9 @@ Routes (signed in; every POST carries the CSRF token):
 - ``POST /wallet/subscribe`` (``tier``, ``paymentMethod``) -> JSON ``{status, clientSecret?}``.
 - ``POST /wallet/cancel`` (form) -> 303 to ``/wallet``.
 - ``GET /wallet/balance`` -> JSON, ``fm.openmusic.payment.getBalance``.
-- ``POST /tip`` (form: ``subject`` DID, ``track`` AT-URI or empty, ``amount`` as typed, ``message``)
-  -> 303 to ``/tip/{rkey}``.
+- ``POST /tip`` (form: ``subject`` DID, ``track`` AT-URI or empty, ``amount`` as typed, ``message``,
+  ``key``: the record key the form was rendered with, a TID) -> 303 to ``/tip/{rkey}``. The same form
+  sent twice finds its tip under that key and writes nothing more: a double click tips once.
 - ``GET /tip/{rkey}``: the viewer's tip and its settlement: settling (the page refreshes itself),
   settled, or rejected with the reason.
 JSON endpoints answer errors XRPC-style, ``{"error", "message"}``, with the upstream status."""
@@ -48,6 +49,7 @@ from appview.xrpc import XrpcError, validate_params
 from core.identity import valid_did
 from core.lexicons import TIP
 from core.publish import now_iso
+from core.tid import is_tid, tid
 from web import csrf
 from web.errors import PageError
 from web.i18n import current_locale
@@ -137,7 +139,7 @@ class Money:
         web.templates.filters.update(money=lambda minor, currency=None: format_money(minor, currency or self.currency),
                                      amount_input=lambda minor: str(Decimal(int(minor)).scaleb(-digits)),
                                      day=format_day)
-        web.templates.globals.update(tips={"currency": self.currency, "min_artist": s.tip_min_artist,
+        web.templates.globals.update(new_tid=tid, tips={"currency": self.currency, "min_artist": s.tip_min_artist,
                                            "min_track": s.tip_min_track} if self.enabled else None)
         csp = web.page_headers["Content-Security-Policy"]
         stripe_origins = origin(self.js_url) if s.stripe_api_base else STRIPE_ORIGINS
@@ -342,7 +344,17 @@ class Money:
             if message:
                 record["message"] = message[:3000]
             record |= {"amount": amount, "currency": self.currency, "createdAt": now_iso()}
-            created = await user.create_record(TIP, record)
+            key = form.get("key", "")
+            if key and not is_tid(key):
+                raise PageError(400, _("Cannot tip"), _("This form is damaged; reload the page."))
+            try:
+                created = await user.create_record(TIP, record, rkey=key or None)
+            except PdsError:
+                # The form's key is taken: the same form sent twice (a double click, a resend after a
+                # lost answer). That tip is the answer; nothing is written again.
+                if key and await user.get_record(TIP, key) is not None:
+                    return RedirectResponse(f"/tip/{key}", status_code=303)
+                raise
         except PageError as exc:
             return self.web.error_page(exc.status, exc.title, exc.message, user=user)
         except SessionEnded:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from appview.views import viewer_likes
 from appview.xrpc import XrpcError, validate_params
 from core.lexicons import LIKE, PLAY, TRACK
 from core.publish import now_iso
+from core.tid import TID_RE
 from web import csrf
 from web.errors import PageError
 from web.oauth.client import PdsError, SessionEnded, SignInError, UserSession
@@ -57,7 +57,7 @@ JSON_ERRORS = {400: "InvalidRequest", 401: "AuthRequired", 403: "InvalidCsrfToke
 #: What the play records' ``client`` says.
 CLIENT = "openmusic-web/0.1"
 #: A play's record key when the player chose it (``POST /play``'s ``rkey``): a TID (atproto record-key spec).
-PLAY_RKEY = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
+PLAY_RKEY = TID_RE
 
 
 class Pages:
