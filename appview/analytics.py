@@ -11,6 +11,7 @@ a manager both sides agreed on (the same rule as ``payments.managers.manages``) 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -40,7 +41,8 @@ MAX_PERIOD_DAYS = 3660
 DEFAULT_DAYS = 30
 #: Skip points and replayed passages listed by getRetention.
 TOP_SECONDS = 10
-_BUCKET_SQL = {"day": "{t}.day", "week": "date({t}.day, 'weekday 0', '-6 days')", "month": "substr({t}.day, 1, 7) || '-01'"}
+#: A row's bucket in SQL (a month's as YYYY-MM: '-01' is added after grouping, not on every row).
+_BUCKET_SQL = {"day": "{t}.day", "week": "date({t}.day, 'weekday 0', '-6 days')", "month": "substr({t}.day, 1, 7)"}
 Handler = Callable[[ViewContext, frozenset[str], str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -92,6 +94,11 @@ def buckets(start: date, end: date, granularity: str) -> list[str]:
             out.append(first.isoformat())
         day += timedelta(days=1)
     return out
+
+
+async def _rows(ctx: ViewContext, sql: str, args: list[Any] | tuple[Any, ...]) -> list[Any]:
+    """Every row of one statement on the readers."""
+    return list(await (await ctx.db.execute(sql, args)).fetchall())
 
 
 def bps(part: int, whole: int) -> int:
@@ -187,16 +194,18 @@ async def get_streams(ctx: ViewContext, ops: frozenset[str], caller: str, p: dic
         raise invalid("granularity must be day, week or month")
     s, start, end = await _prepare(ctx, ops, caller, p, MAX_DAYS[gran], f"a series by {gran}")
     frm, args = s.scope("track_day", "d")
-    rows = await (await ctx.db.execute(
-        f"SELECT {_BUCKET_SQL[gran].format(t='d')} AS b, SUM(d.plays), SUM(d.paid_streams), SUM(d.free_streams), "
-        f"SUM(d.listened_ms) {frm} AND d.day BETWEEN ? AND ? GROUP BY b", [*args, start, end])).fetchall()
     lfrm, largs = s.scope("track_day_listener", "l")
-    listeners = dict(await (await ctx.db.execute(
-        f"SELECT {_BUCKET_SQL[gran].format(t='l')} AS b, COUNT(DISTINCT l.did) {lfrm} AND l.day BETWEEN ? AND ? "
-        f"GROUP BY b", [*largs, start, end])).fetchall())
-    (unique,) = await (await ctx.db.execute(f"SELECT COUNT(DISTINCT l.did) {lfrm} AND l.day BETWEEN ? AND ?",
-                                            [*largs, start, end])).fetchone()
-    by_bucket = {r[0]: r[1:] for r in rows}
+    rows, by_listeners, total = await asyncio.gather(  # on as many readers as the pool has
+        _rows(ctx, f"SELECT {_BUCKET_SQL[gran].format(t='d')} AS b, SUM(d.plays), SUM(d.paid_streams), "
+                   f"SUM(d.free_streams), SUM(d.listened_ms) {frm} AND d.day BETWEEN ? AND ? GROUP BY b",
+              [*args, start, end]),
+        _rows(ctx, f"SELECT {_BUCKET_SQL[gran].format(t='l')} AS b, COUNT(DISTINCT l.did) {lfrm} "
+                   f"AND l.day BETWEEN ? AND ? GROUP BY b", [*largs, start, end]),
+        _rows(ctx, f"SELECT COUNT(DISTINCT l.did) {lfrm} AND l.day BETWEEN ? AND ?", [*largs, start, end]))
+    label = (lambda b: b + "-01") if gran == "month" else (lambda b: b)
+    by_bucket = {label(r[0]): tuple(r[1:]) for r in rows}
+    listeners = {label(b): n for b, n in by_listeners}
+    unique = total[0][0]
 
     def counts(plays: int, paid: int, free: int, ms: int, listeners_: int) -> dict[str, int]:
         return {"plays": plays, "paidStreams": paid, "freeStreams": free, "shortPlays": plays - paid - free,
@@ -218,8 +227,12 @@ async def get_retention(ctx: ViewContext, ops: frozenset[str], caller: str, p: d
     n = -(-(s.duration_ms or 0) // 1000)
     heard, replayed, stops = [0] * n, [0] * n, [0] * n
     h = r = 0
-    rows = await (await ctx.db.execute("SELECT second, heard, replayed, stops FROM track_second WHERE track_uri = ? "
-                                       "AND second < ? ORDER BY second", (s.track, n))).fetchall()
+    rows, totals = await asyncio.gather(
+        _rows(ctx, "SELECT second, heard, replayed, stops FROM track_second WHERE track_uri = ? AND second < ? "
+                   "ORDER BY second", (s.track, n)),
+        _rows(ctx, "SELECT COALESCE(SUM(plays), 0), COALESCE(SUM(segmented), 0) FROM track_day WHERE track_uri = ?",
+              (s.track,)))
+    plays, segmented = totals[0]
     cursor = 0
     for second, dh, dr, st in rows:  # a difference array: running sums between the rows
         for i in range(cursor, second):
@@ -229,9 +242,6 @@ async def get_retention(ctx: ViewContext, ops: frozenset[str], caller: str, p: d
         cursor = second + 1
     for i in range(cursor, n):
         heard[i], replayed[i] = h, r
-    plays, segmented = await (await ctx.db.execute(
-        "SELECT COALESCE(SUM(plays), 0), COALESCE(SUM(segmented), 0) FROM track_day WHERE track_uri = ?",
-        (s.track,))).fetchone()
     skips = sorted((i for i in range(n - 1) if stops[i]), key=lambda i: (-stops[i], i))[:TOP_SECONDS]
     passages: list[dict[str, int]] = []
     peak = max(replayed, default=0)

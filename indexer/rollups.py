@@ -17,8 +17,9 @@ Tables (migration 0011):
   ``MAX_SECOND`` (no track lasts longer) are dropped; readers cap at the track's own duration.
 
 A play's day, segments and replays never depend on its track, so only the decisions
-(``streams.track_appeared``, ``streams.mark_paid``) move rollups after the insert. Rows that fall
-back to zero are deleted, so the tables equal a recount (``recount``/``check``/``rebuild``).
+(``streams.track_appeared``, ``streams.mark_paid``) move rollups after the insert. Day rows that
+fall back to zero plays are deleted; ``track_second`` rows that fall back to all zeros stay (at most
+``MAX_SECOND`` per track) and read as no row. So the tables equal a recount (``check``, ``rebuild``).
 """
 
 from __future__ import annotations
@@ -98,17 +99,29 @@ def histogram(segments: list[list[int]] | None, replayed: list[list[int]] | None
     return {s: v for s, v in rows.items() if any(v)}
 
 
-def _upsert(tx: sqlite3.Connection, table: str, key: tuple, deltas: tuple[int, ...]) -> None:
-    """Add ``deltas`` to the counters of ``table``'s row ``key``; delete the row once all are 0."""
+def _sql(table: str) -> tuple[str, str]:
+    """(upsert adding to the counters, delete of the row when every counter is 0) for ``table``."""
     keys, cols = TABLES[table]
-    if not any(deltas):
-        return
-    sets = ", ".join(f"{c} = {c} + excluded.{c}" for c in cols)
-    row = tx.execute(f"INSERT INTO {table} ({', '.join(keys + cols)}) VALUES ({', '.join('?' * (len(keys) + len(cols)))}) "
-                     f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets} RETURNING {', '.join(cols)}",
-                     (*key, *deltas)).fetchone()
-    if row is not None and not any(row):
-        tx.execute(f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = ?' for k in keys)}", key)
+    upsert = (f"INSERT INTO {table} ({', '.join(keys + cols)}) VALUES ({', '.join('?' * (len(keys) + len(cols)))}) "
+              f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in cols)}")
+    vanish = (f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = ?' for k in keys)} "
+              f"AND {' AND '.join(f'{c} = 0' for c in cols)}")
+    return upsert, vanish
+
+
+_SQL = {table: _sql(table) for table in TABLES}
+#: ``track_second`` rows whose counters are all 0 (left behind when plays are taken away) mean no row.
+_NONZERO_SECOND = "NOT (heard = 0 AND replayed = 0 AND stops = 0)"
+
+
+def _upsert(tx: sqlite3.Connection, table: str, key: tuple, deltas: tuple[int, ...], may_vanish: bool = True) -> None:
+    """Add ``deltas`` to the counters of ``table``'s row ``key``; with ``may_vanish``, delete the row
+    if every counter is then 0."""
+    if any(deltas):
+        upsert, vanish = _SQL[table]
+        tx.execute(upsert, (*key, *deltas))
+        if may_vanish:
+            tx.execute(vanish, key)
 
 
 def add_play(tx: sqlite3.Connection, did: str, track_uri: str, sort_at: str, country: str | None,
@@ -121,11 +134,15 @@ def add_play(tx: sqlite3.Connection, did: str, track_uri: str, sort_at: str, cou
     segs = json.loads(segments) if isinstance(segments, str) else segments
     again = json.loads(replayed) if isinstance(replayed, str) else replayed
     day, heard = sort_at[:10], heard_ms or 0
+    # a day's rows count plays: they fall to 0 only when a play is taken away
     _upsert(tx, "track_day", (track_uri, day), (sign, sign * int(stream and paid), sign * int(stream and not paid),
-                                               sign * heard, sign * int(segs is not None)))
-    _upsert(tx, "track_day_listener", (track_uri, day, did, country or ""), (sign, sign * int(stream), sign * heard))
-    for second, (h, r, s) in histogram(segs, again).items():
-        _upsert(tx, "track_second", (track_uri, second), (sign * h, sign * r, sign * s))
+                                               sign * heard, sign * int(segs is not None)), may_vanish=sign < 0)
+    _upsert(tx, "track_day_listener", (track_uri, day, did, country or ""), (sign, sign * int(stream), sign * heard),
+            may_vanish=sign < 0)
+    # a difference array: rows that fall back to 0 stay (they read as no row, and a track has at most
+    # MAX_SECOND of them); deleting them would cost as much again on every play
+    tx.executemany(_SQL["track_second"][0], [(track_uri, sec, sign * h, sign * r, sign * st)
+                                             for sec, (h, r, st) in histogram(segs, again).items()])
 
 
 def decided(tx: sqlite3.Connection, play_uri: str) -> None:
@@ -232,8 +249,10 @@ def check(tx: sqlite3.Connection, examples: int = 20) -> tuple[dict[str, int], l
     for table, name in names.items():
         keys, cols = TABLES[table]
         all_cols = ", ".join(keys + cols)
-        stored = tx.execute(f"SELECT {all_cols} FROM main.{table} EXCEPT SELECT {all_cols} FROM {name}").fetchall()
-        recounted = tx.execute(f"SELECT {all_cols} FROM {name} EXCEPT SELECT {all_cols} FROM main.{table}").fetchall()
+        live = f" WHERE {_NONZERO_SECOND}" if table == "track_second" else ""
+        stored = tx.execute(f"SELECT {all_cols} FROM main.{table}{live} EXCEPT SELECT {all_cols} FROM {name}").fetchall()
+        recounted = tx.execute(f"SELECT {all_cols} FROM {name} EXCEPT SELECT {all_cols} FROM main.{table}{live}"
+                               ).fetchall()
         by_key: dict[tuple, list[Any]] = {}
         for row in stored:
             by_key.setdefault(tuple(row[:len(keys)]), [None, None])[0] = row[len(keys):]
