@@ -195,7 +195,7 @@ async def get_streams(ctx: ViewContext, ops: frozenset[str], caller: str, p: dic
     s, start, end = await _prepare(ctx, ops, caller, p, MAX_DAYS[gran], f"a series by {gran}")
     frm, args = s.scope("track_day", "d")
     lfrm, largs = s.scope("track_day_listener", "l")
-    rows, by_listeners, total = await asyncio.gather(  # on as many readers as the pool has
+    rows, by_listeners, distinct = await asyncio.gather(  # on as many readers as the pool has
         _rows(ctx, f"SELECT {_BUCKET_SQL[gran].format(t='d')} AS b, SUM(d.plays), SUM(d.paid_streams), "
                    f"SUM(d.free_streams), SUM(d.listened_ms) {frm} AND d.day BETWEEN ? AND ? GROUP BY b",
               [*args, start, end]),
@@ -205,7 +205,7 @@ async def get_streams(ctx: ViewContext, ops: frozenset[str], caller: str, p: dic
     label = (lambda b: b + "-01") if gran == "month" else (lambda b: b)
     by_bucket = {label(r[0]): tuple(r[1:]) for r in rows}
     listeners = {label(b): n for b, n in by_listeners}
-    unique = total[0][0]
+    unique = distinct[0][0]
 
     def counts(plays: int, paid: int, free: int, ms: int, listeners_: int) -> dict[str, int]:
         return {"plays": plays, "paidStreams": paid, "freeStreams": free, "shortPlays": plays - paid - free,
