@@ -528,3 +528,15 @@ def test_language_negotiation_and_catalogs():
         done = {m.id if isinstance(m.id, str) else m.id[0] for m in catalog
                 if m.id and (all(m.string) if isinstance(m.string, tuple) else m.string)}
         assert wanted <= done, f"{lang}: untranslated {sorted(wanted - done)}"
+
+
+def test_counts_follow_the_locale():
+    from web.app import format_number
+    from web.i18n import current_locale
+
+    assert format_number(1234567) == "1,234,567" and format_number(None) == ""
+    token = current_locale.set("es")
+    try:
+        assert format_number(1234567) == "1.234.567"
+    finally:
+        current_locale.reset(token)

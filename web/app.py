@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jinja2
+from babel.numbers import format_decimal
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -83,7 +84,8 @@ class WebApp:
         self._transport = transport
         self.views = views
         self.secure_cookies = not is_loopback_url(settings.base_url)
-        self.templates = Languages(jinja2.FileSystemLoader(HERE / "templates"), {"duration": format_duration})
+        self.templates = Languages(jinja2.FileSystemLoader(HERE / "templates"),
+                                   {"duration": format_duration, "number": format_number})
         media = "{0.scheme}://{0.netloc}".format(urlsplit(settings.base_url))
         self.page_headers = dict(PAGE_HEADERS)
         self.page_headers["Content-Security-Policy"] = PAGE_HEADERS["Content-Security-Policy"].format(media=media)
@@ -313,6 +315,11 @@ class WebApp:
             return await self.oauth.session(cookie)
         except SessionEnded:
             return None
+
+
+def format_number(value: int | None) -> str:
+    """A count in the current request's language ("1,234" in English, "1234" or "12.345" in Spanish)."""
+    return "" if value is None else format_decimal(value, locale=current_locale.get())
 
 
 def format_duration(ms: int | None) -> str:
