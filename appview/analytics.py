@@ -199,9 +199,9 @@ async def get_streams(ctx: ViewContext, ops: frozenset[str], caller: str, p: dic
         _rows(ctx, f"SELECT {_BUCKET_SQL[gran].format(t='d')} AS b, SUM(d.plays), SUM(d.paid_streams), "
                    f"SUM(d.free_streams), SUM(d.listened_ms) {frm} AND d.day BETWEEN ? AND ? GROUP BY b",
               [*args, start, end]),
-        _rows(ctx, f"SELECT {_BUCKET_SQL[gran].format(t='l')} AS b, COUNT(DISTINCT l.did) {lfrm} "
+        _rows(ctx, f"SELECT {_BUCKET_SQL[gran].format(t='l')} AS b, COUNT(DISTINCT l.listener) {lfrm} "
                    f"AND l.day BETWEEN ? AND ? GROUP BY b", [*largs, start, end]),
-        _rows(ctx, f"SELECT COUNT(DISTINCT l.did) {lfrm} AND l.day BETWEEN ? AND ?", [*largs, start, end]))
+        _rows(ctx, f"SELECT COUNT(DISTINCT l.listener) {lfrm} AND l.day BETWEEN ? AND ?", [*largs, start, end]))
     label = (lambda b: b + "-01") if gran == "month" else (lambda b: b)
     by_bucket = {label(r[0]): tuple(r[1:]) for r in rows}
     listeners = {label(b): n for b, n in by_listeners}
@@ -269,7 +269,7 @@ async def get_countries(ctx: ViewContext, ops: frozenset[str], caller: str, p: d
     s, start, end = await _prepare(ctx, ops, caller, p, MAX_PERIOD_DAYS, "a period")
     frm, args = s.scope("track_day_listener", "l")
     rows = await (await ctx.db.execute(
-        f"SELECT l.country, SUM(l.plays), SUM(l.streams), COUNT(DISTINCT l.did) {frm} AND l.day BETWEEN ? AND ? "
+        f"SELECT l.country, SUM(l.plays), SUM(l.streams), COUNT(DISTINCT l.listener) {frm} AND l.day BETWEEN ? AND ? "
         f"GROUP BY l.country", [*args, start, end])).fetchall()
     countries = sorted(({"country": c, "plays": n, "streams": st, "listeners": u} for c, n, st, u in rows if c),
                        key=lambda x: (-x["streams"], -x["listeners"], x["country"]))
@@ -291,7 +291,7 @@ async def get_top_tracks(ctx: ViewContext, ops: frozenset[str], caller: str, p: 
     if rows:
         marks = ",".join("?" * len(rows))
         listeners = dict(await (await ctx.db.execute(
-            f"SELECT track_uri, COUNT(DISTINCT did) FROM track_day_listener WHERE track_uri IN ({marks}) "
+            f"SELECT track_uri, COUNT(DISTINCT listener) FROM track_day_listener WHERE track_uri IN ({marks}) "
             f"AND day BETWEEN ? AND ? GROUP BY track_uri", [*(r[0] for r in rows), start, end])).fetchall())
     return {**s.view(), "start": start, "end": end, "tracks": [
         {"uri": uri, "title": title, "plays": n, "paidStreams": paid, "freeStreams": free,
@@ -300,22 +300,23 @@ async def get_top_tracks(ctx: ViewContext, ops: frozenset[str], caller: str, p: 
 
 async def get_top_listeners(ctx: ViewContext, ops: frozenset[str], caller: str, p: dict[str, Any]) -> dict[str, Any]:
     """fm.openmusic.analytics.getTopListeners: the ``limit`` listeners with the most streams of the
-    artist or track over the period, then the most plays; by verified handle only (``handle.invalid``
-    otherwise), never a DID."""
+    artist or track over the period, then the most plays (then the first seen); by verified handle
+    only (``handle.invalid`` otherwise), never a DID."""
     s, start, end = await _prepare(ctx, ops, caller, p, MAX_PERIOD_DAYS, "a period")
     frm, args = s.scope("track_day_listener", "l")
     rows = await (await ctx.db.execute(
-        f"SELECT l.did, SUM(l.plays) AS n, SUM(l.streams) AS st, SUM(l.listened_ms) {frm} AND l.day BETWEEN ? AND ? "
-        f"GROUP BY l.did ORDER BY st DESC, n DESC, l.did LIMIT ?", [*args, start, end, p["limit"]])).fetchall()
-    handles: dict[str, str] = {}
+        f"SELECT l.listener, SUM(l.plays) AS n, SUM(l.streams) AS st, SUM(l.listened_ms) {frm} "
+        f"AND l.day BETWEEN ? AND ? GROUP BY l.listener ORDER BY st DESC, n DESC, l.listener LIMIT ?",
+        [*args, start, end, p["limit"]])).fetchall()
+    handles: dict[int, str] = {}
     if rows:
         marks = ",".join("?" * len(rows))
         handles = dict(await (await ctx.db.execute(
-            f"SELECT did, handle FROM actor WHERE did IN ({marks}) AND handle_verified = 1 AND handle IS NOT NULL",
-            [r[0] for r in rows])).fetchall())
+            f"SELECT i.id, a.handle FROM analytics_listener i JOIN actor a ON a.did = i.did WHERE i.id IN ({marks}) "
+            f"AND a.handle_verified = 1 AND a.handle IS NOT NULL", [r[0] for r in rows])).fetchall())
     return {**s.view(), "start": start, "end": end, "listeners": [
-        {"handle": handles.get(did, INVALID_HANDLE), "plays": n, "streams": st, "listenedMs": ms}
-        for did, n, st, ms in rows]}
+        {"handle": handles.get(listener, INVALID_HANDLE), "plays": n, "streams": st, "listenedMs": ms}
+        for listener, n, st, ms in rows]}
 
 
 #: nsid -> handler(views, operator DIDs, caller DID, validated params)

@@ -1,7 +1,8 @@
 """Analytics rollups (``fm.openmusic.analytics.*``, issue 12), kept by the indexer in the same
 transaction as the plays (``indexer.rollups``): ``track_day`` (per track and UTC day: plays, paid
 and free streams, ms heard, plays with segments), ``track_day_listener`` (per track, day, listener
-and country: exact unique listeners over any range) and ``track_second`` (per track and second,
+and country: exact unique listeners over any range; listeners numbered in ``analytics_listener``)
+and ``track_second`` (per track and second,
 as a difference array: plays that heard it, that heard it twice, segments that ended in it).
 ``play.replayed`` holds the parts of a play heard twice or more (its raw segments overlap), which
 the merged ``play.segments`` cannot tell.
@@ -84,10 +85,11 @@ def fill_rollups(conn) -> None:
                 f"SELECT p.track_uri, substr(p.sort_at, 1, 10), COUNT(*), SUM(p.stream AND p.paid), "
                 f"SUM(p.stream AND NOT p.paid), SUM(COALESCE(p.heard_ms, 0)), SUM(p.segments IS NOT NULL) "
                 f"FROM play p LEFT JOIN actor a ON a.did = p.did WHERE {ACTIVE} GROUP BY 1, 2")
-    cur.execute(f"INSERT INTO track_day_listener (track_uri, day, did, country, plays, streams, listened_ms) "
-                f"SELECT p.track_uri, substr(p.sort_at, 1, 10), p.did, COALESCE(p.country, ''), COUNT(*), "
-                f"SUM(p.stream), SUM(COALESCE(p.heard_ms, 0)) "
-                f"FROM play p LEFT JOIN actor a ON a.did = p.did WHERE {ACTIVE} GROUP BY 1, 2, 3, 4")
+    cur.execute("INSERT OR IGNORE INTO analytics_listener (did) SELECT DISTINCT did FROM play")
+    cur.execute(f"INSERT INTO track_day_listener (track_uri, day, listener, country, plays, streams, listened_ms) "
+                f"SELECT p.track_uri, substr(p.sort_at, 1, 10), i.id, COALESCE(p.country, ''), COUNT(*), "
+                f"SUM(p.stream), SUM(COALESCE(p.heard_ms, 0)) FROM play p JOIN analytics_listener i ON i.did = p.did "
+                f"LEFT JOIN actor a ON a.did = p.did WHERE {ACTIVE} GROUP BY 1, 2, 3, 4")
     read = conn.cursor()
     read.execute(f"SELECT p.track_uri, p.segments, p.replayed FROM play p LEFT JOIN actor a ON a.did = p.did "
                  f"WHERE p.segments IS NOT NULL AND {ACTIVE} ORDER BY p.track_uri")
@@ -119,15 +121,19 @@ steps = [
         listened_ms INTEGER NOT NULL DEFAULT 0,
         segmented INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (track_uri, day)) WITHOUT ROWID"""),
+    # listeners by number: counting distinct integers is about twice as fast as distinct DIDs
+    step("""CREATE TABLE analytics_listener (
+        id INTEGER PRIMARY KEY,
+        did TEXT NOT NULL UNIQUE)"""),
     step("""CREATE TABLE track_day_listener (
         track_uri TEXT NOT NULL,
         day TEXT NOT NULL,
-        did TEXT NOT NULL,
+        listener INTEGER NOT NULL,
         country TEXT NOT NULL,
         plays INTEGER NOT NULL DEFAULT 0,
         streams INTEGER NOT NULL DEFAULT 0,
         listened_ms INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (track_uri, day, did, country)) WITHOUT ROWID"""),
+        PRIMARY KEY (track_uri, day, listener, country)) WITHOUT ROWID"""),
     step("""CREATE TABLE track_second (
         track_uri TEXT NOT NULL,
         second INTEGER NOT NULL,
