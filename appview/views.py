@@ -97,6 +97,14 @@ async def ordered_track_views(ctx: ViewContext, uris: list[str]) -> list[dict[st
     return [views[u] for u in uris if u in views]
 
 
+async def viewer_like_uris(ctx: ViewContext, viewer: str, subject: str) -> list[str]:
+    """Every indexed ``fm.openmusic.social.like`` of ``subject`` (an AT-URI) by ``viewer`` (a DID):
+    usually one; more when a client wrote duplicates, which an unlike removes together."""
+    cur = await ctx.db.execute("SELECT uri FROM like_record WHERE did = ? AND subject_uri = ? ORDER BY uri",
+                               (viewer, subject))
+    return [row[0] for row in await cur.fetchall()]
+
+
 async def viewer_likes(ctx: ViewContext, viewer: str, uris: list[str]) -> dict[str, str]:
     """The viewer's indexed ``fm.openmusic.social.like`` per subject: {subject AT-URI: like AT-URI}
     (the newest when there are several), for the subjects in ``uris`` the viewer (a DID) likes."""

@@ -84,6 +84,8 @@ def decide(tx: sqlite3.Connection, tip: sqlite3.Row, policy: Policy, today: str)
     amount, currency = tip["amount"], tip["currency"].upper()
     if currency != policy.currency:
         return REJECTED, "unsupported_currency", []
+    if tip["did"] == tip["subject"]:  # it would turn bought credit into earnings that are paid out
+        return REJECTED, "self_tip", []
     reason, recipients = _recipients(tx, tip, tip["track_uri"])
     if reason:
         return REJECTED, reason, []

@@ -136,3 +136,10 @@ def test_post_refuses_unbalanced_or_float_postings():
     for postings in ([("a", 5), ("b", -4)], [("a", 0.5), ("b", -0.5)]):
         with pytest.raises(ledger.LedgerError):
             ledger.post(conn, "k", "test", "USD", postings)
+
+
+def test_a_tip_to_oneself_is_refused():
+    """An artist tipping themself would turn bought credit into earnings that are paid out."""
+    me = "did:plc:" + "a" * 24
+    tip = {"did": me, "subject": me, "amount": 500, "currency": "USD", "track_uri": None}
+    assert settle.decide(None, tip, POLICY, "2026-11-29") == (settle.REJECTED, "self_tip", [])

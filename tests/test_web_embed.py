@@ -153,7 +153,7 @@ async def test_pages_are_gzipped_and_blobs_and_the_api_are_not(appview, publishe
     await indexed(appview, track.uri)
     http = appview.http_client  # httpx asks for gzip and decodes it
     home = await http.get("/")
-    assert home.headers.get("content-encoding") == "gzip" and "<main>" in home.text
+    assert home.headers.get("content-encoding") == "gzip" and '<main id="main">' in home.text
     css = await http.get("/static/web/web.css")
     assert css.headers.get("content-encoding") == "gzip" and "player" in css.text
     api = await http.get("/xrpc/fm.openmusic.catalog.getTrack", params={"uri": track.uri})
@@ -161,3 +161,19 @@ async def test_pages_are_gzipped_and_blobs_and_the_api_are_not(appview, publishe
     audio_url = api.json()["track"]["audioUrl"].removeprefix(appview.settings.base_url)
     part = await http.get(audio_url, headers={"range": "bytes=0-99"})
     assert part.status_code == 206 and "content-encoding" not in part.headers and len(part.content) == 100
+
+
+async def test_bad_addresses_and_sign_only_searches(appview, published):  # noqa: F811
+    _artist, track = published
+    await indexed(appview, track.uri)
+    http = appview.http_client
+    bad = await http.get("/track/notadid/xyz")
+    assert bad.status_code == 404 and "Nothing is published at this address" in bad.text and "format" not in bad.text
+    album = await http.get("/album/did:plc:x/%20")
+    assert album.status_code == 404
+    for q in ("-", "%", "🎵"):
+        page = await http.get("/search", params={"q": q})
+        assert page.status_code == 200 and "No tracks match" in page.text and track.uri not in page.text
+    twin = appview.settings.base_url.replace("://localhost:", "://127.0.0.1:").replace("://127.0.0.1:", "://localhost:")
+    got = await http.get("/oembed", params={"url": f"{twin}{path_of(track.uri)}"})
+    assert got.status_code == 200 and got.json()["type"] == "rich"

@@ -186,7 +186,7 @@ async def test_money_endpoints_refuse_bad_requests(paid_appview):
     rt = paid_appview
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rt.settings.port}") as http:
         signed_out = await http.get("/wallet")
-        assert signed_out.status_code == 303 and signed_out.headers["location"] == "/login"
+        assert signed_out.status_code == 303 and signed_out.headers["location"] == "/login?next=%2Fwallet"
         card = await http.post("/wallet/card", data={"csrf_token": "x"})
         assert card.status_code == 401 and card.json()["error"] == "AuthRequired"
         tip = await http.post("/tip", data={"csrf_token": "x", "subject": "did:plc:x", "amount": "1"})

@@ -76,7 +76,7 @@ async def test_pages_signed_out(appview, published):
     bad_cursor = await http.get("/search", params={"cursor": "eyJ4IjoxfQ"})  # a forged page link: the first page
     assert bad_cursor.status_code == 200 and "That page link no longer works" in bad_cursor.text
     missing = await http.get(f"/track/{artist.did}/3kzzzzzzzzz2a")
-    assert missing.status_code == 404 and "not indexed" in missing.text, missing.text.split("<main>")[1][:400]
+    assert missing.status_code == 404 and "not indexed" in missing.text, missing.text.split('<main id="main">')[1][:400]
     unknown = await http.get("/artist/nobody-here.test")
     assert unknown.status_code == 404
 
@@ -166,6 +166,28 @@ async def test_listen_like_and_unlike_in_chromium(net, make_client, appview, pub
     await page.get_by_role("button", name="♥ Liked").click()
     await page.get_by_role("button", name="♡ Like").wait_for(timeout=15_000)
     assert (await page.text_content("#likes")).strip() == "0"
+
+    # The like form sent twice (a double click) writes one like; an unlike removes every like of the
+    # track, also duplicates another client wrote.
+    async def likes_in_repo() -> list[dict]:
+        async with httpx.AsyncClient(base_url=net.pds_url) as pds:
+            return (await pds.get("/xrpc/com.atproto.repo.listRecords", params={
+                "repo": listener.did, "collection": "fm.openmusic.social.like"})).json()["records"]
+
+    form = {name: await page.locator(f'form.like input[name="{name}"]').input_value()
+            for name in ("csrf_token", "uri", "key")}
+    sent = [await context.request.post(f"{site.url}/like", form=form, max_redirects=0) for _ in range(2)]
+    assert [r.status for r in sent] == [303, 303] and len(await likes_in_repo()) == 1
+    listener.create_record("fm.openmusic.social.like", {  # a duplicate from another client
+        "$type": "fm.openmusic.social.like", "subject": {"uri": track.uri, "cid": track.cid},
+        "createdAt": "2026-01-01T00:00:00.000Z"})
+    await eventually(lambda: appview.http_client.get("/xrpc/fm.openmusic.social.getActorLikes",
+                                                     params={"actor": listener.did}),
+                     until=lambda r: len(r.json()["likes"]) == 2)
+    await page.reload()
+    await page.get_by_role("button", name="♥ Liked").click()
+    await page.get_by_role("button", name="♡ Like").wait_for(timeout=15_000)
+    assert await likes_in_repo() == []
 
     # Forged and malformed writes are refused and write nothing.
     token = await page.locator('meta[name="csrf-token"]').get_attribute("content")

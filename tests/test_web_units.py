@@ -540,3 +540,14 @@ def test_counts_follow_the_locale():
         assert format_number(1234567) == "1.234.567"
     finally:
         current_locale.reset(token)
+
+
+def test_language_links_keep_the_query():
+    from web.i18n import current_query, lang_href
+
+    token = current_query.set(b"q=neon+harbor&sort=plays&lang=en")
+    try:
+        assert lang_href("es") == "?q=neon+harbor&sort=plays&lang=es"
+    finally:
+        current_query.reset(token)
+    assert lang_href("en") == "?lang=en"

@@ -44,6 +44,7 @@ from web.i18n import Languages, LocaleMiddleware, current_locale
 from web.oauth.client import OAuthClient, SessionEnded, SignInError, UserSession, is_loopback_url
 from web.oauth.http import guarded_client
 from web.oauth.store import SessionStore, digest
+from web.paths import local_path, login_href
 from web.sealing import Sealer, load_keys
 from web.settings import WebSettings
 
@@ -86,6 +87,7 @@ class WebApp:
         self.secure_cookies = not is_loopback_url(settings.base_url)
         self.templates = Languages(jinja2.FileSystemLoader(HERE / "templates"),
                                    {"duration": format_duration, "number": format_number})
+        self.templates.globals.update(login_href=login_href)
         media = "{0.scheme}://{0.netloc}".format(urlsplit(settings.base_url))
         self.page_headers = dict(PAGE_HEADERS)
         self.page_headers["Content-Security-Policy"] = PAGE_HEADERS["Content-Security-Policy"].format(media=media)
@@ -175,23 +177,26 @@ class WebApp:
         so its cookies are the callback's."""
         assert self.oauth is not None
         if self.oauth.loopback and request.url.hostname == "localhost":
-            return RedirectResponse(f"{self.oauth.base_url}{request.url.path}", status_code=307)
+            query = f"?{request.url.query}" if request.url.query else ""
+            return RedirectResponse(f"{self.oauth.base_url}{request.url.path}{query}", status_code=307)
         return None
 
     # -- endpoints ---------------------------------------------------------------------------------
     async def login_page(self, request: Request, *, status: int = 200, error: tuple[str, str] | None = None,
                          identifier: str = "") -> Response:
-        """GET /login: the sign-in form (a signed-in visitor goes to /me)."""
+        """GET /login (``next``: a path on this site to come back to, default /me): the sign-in form
+        (a signed-in visitor goes straight on)."""
         if (moved := self._canonical_redirect(request)) is not None:
             return moved
+        next_url = local_path(request.query_params.get("next"), "/me")
         if error is None and await self.current_user(request) is not None:
-            return RedirectResponse("/me", status_code=303)
+            return RedirectResponse(next_url, status_code=303)
         assert self.sealer is not None
         anon = request.cookies.get(ANON_COOKIE)
         fresh = not anon or len(anon) > 64
         if fresh:
             anon = secrets.token_urlsafe(24)
-        resp = self.render("login.html", status=status, error=error, identifier=identifier,
+        resp = self.render("login.html", status=status, error=error, identifier=identifier, next=next_url,
                            signed_out=request.query_params.get("signed_out") == "1",
                            csrf_field=csrf.FIELD, csrf_token=csrf.token(self.sealer.csrf_key, f"anon:{anon}"))
         if fresh:
@@ -212,7 +217,7 @@ class WebApp:
         identifier = form.get("identifier", "")
         binding = secrets.token_urlsafe(24)
         try:
-            url = await self.oauth.authorize(identifier, binding)
+            url = await self.oauth.authorize(identifier, binding, local_path(form.get("next"), "/me"))
         except SignInError as exc:
             return await self.login_page(request, status=exc.status, error=(exc.title, exc.message),
                                          identifier=identifier[:200])

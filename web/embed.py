@@ -40,6 +40,10 @@ class Embeds:
         self.web = web
         self.pages = pages
         self.site = web.settings.base_url.rstrip("/")
+        #: Origins whose track pages are ours: the public URL, and on loopback its 127.0.0.1 / localhost twin
+        #: (the OAuth loopback client browses on 127.0.0.1 while did:web needs localhost).
+        self.sites = {self.site, self.site.replace("://localhost:", "://127.0.0.1:"),
+                      self.site.replace("://127.0.0.1:", "://localhost:")}
         web.templates.globals.update(site_url=self.site, oembed_url=self.oembed_url)
         self.embed_headers = {k: v for k, v in web.page_headers.items() if k != "X-Frame-Options"}
         self.embed_headers["Content-Security-Policy"] = web.page_headers["Content-Security-Policy"].replace(
@@ -85,7 +89,7 @@ class Embeds:
         url = q.get("url", "")
         parts = urlsplit(url)
         match = TRACK_PATH.match(parts.path)
-        if f"{parts.scheme}://{parts.netloc}" != self.site or not match:
+        if f"{parts.scheme}://{parts.netloc}" not in self.sites or not match:
             return _error(404, "NotFound", "url must be a track page on this site")
         did, rkey = match.groups()
         try:

@@ -16,6 +16,7 @@ import contextvars
 import io
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
 
 import jinja2
 from babel.messages.mofile import write_mo
@@ -30,6 +31,10 @@ LANGUAGES = {"en": "English", "es": "Español"}
 DEFAULT = "en"
 COOKIE = "om_lang"
 current_locale: contextvars.ContextVar[str] = contextvars.ContextVar("openmusic_locale", default=DEFAULT)
+#: The request's query string (raw bytes, as in the ASGI scope), for links that switch the language.
+current_query: contextvars.ContextVar[bytes] = contextvars.ContextVar("openmusic_query", default=b"")
+#: The request's path, for links that come back to it (``web.paths.login_href``).
+current_path: contextvars.ContextVar[str] = contextvars.ContextVar("openmusic_path", default="")
 
 
 def load_translations(lang: str) -> NullTranslations:
@@ -56,7 +61,7 @@ class Languages:
                                      extensions=["jinja2.ext.i18n"])
             env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
             env.filters.update(filters)
-            env.globals.update(languages=LANGUAGES)
+            env.globals.update(languages=LANGUAGES, lang_href=lang_href)
             self.environments[lang] = env
 
     @property
@@ -129,6 +134,8 @@ class LocaleMiddleware:
             return
         lang, remember = choose(HTTPConnection(scope))
         token = current_locale.set(lang)
+        query_token = current_query.set(scope.get("query_string", b""))
+        path_token = current_path.set(scope.get("path", ""))
 
         async def send_with_cookie(message: Message) -> None:
             if remember and message["type"] == "http.response.start":
@@ -141,6 +148,15 @@ class LocaleMiddleware:
             await self.app(scope, receive, send_with_cookie)
         finally:
             current_locale.reset(token)
+            current_query.reset(query_token)
+            current_path.reset(path_token)
+
+
+def lang_href(code: str) -> str:
+    """A link to this page in language ``code``: the request's query with ``lang`` set (a search
+    keeps its words and order when the reader switches language)."""
+    pairs = [(k, v) for k, v in parse_qsl(current_query.get().decode("utf-8", "replace"), keep_blank_values=True) if k != "lang"]
+    return "?" + urlencode([*pairs, ("lang", code)])
 
 
 class _Globals(_Filters):

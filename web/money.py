@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from babel.dates import format_date
-from babel.numbers import format_currency, get_currency_precision
+from babel.numbers import format_currency, get_currency_precision, get_decimal_symbol
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -49,11 +49,12 @@ from appview.xrpc import XrpcError, validate_params
 from core.identity import valid_did
 from core.lexicons import TIP
 from core.publish import now_iso
-from core.tid import is_tid, tid
+from core.tid import is_tid
 from web import csrf
 from web.errors import PageError
 from web.i18n import current_locale
 from web.oauth.client import PdsError, SessionEnded, UserSession
+from web.paths import login_href
 from web.settings import STRIPE_JS_URL
 
 if TYPE_CHECKING:
@@ -108,6 +109,13 @@ def format_money(minor: int | None, currency: str) -> str:
     return format_currency(value, currency, locale=current_locale.get())
 
 
+def amount_input(minor: int, digits: int) -> str:
+    """Minor units as a form field's value, with the current language's decimal mark ("0.10", "0,10");
+    ``parse_amount`` reads either."""
+    text = str(Decimal(int(minor)).scaleb(-digits))
+    return text.replace(".", get_decimal_symbol(current_locale.get()))
+
+
 def format_day(iso: str | None) -> str:
     """An RFC 3339 datetime as a date in the current request's language ("Dec 29, 2026"); "" for None."""
     if not iso:
@@ -137,9 +145,9 @@ class Money:
         self.js_url, self.publishable_key = self._stripe_js()
         digits = minor_digits(self.currency)
         web.templates.filters.update(money=lambda minor, currency=None: format_money(minor, currency or self.currency),
-                                     amount_input=lambda minor: str(Decimal(int(minor)).scaleb(-digits)),
+                                     amount_input=lambda minor: amount_input(minor, digits),
                                      day=format_day)
-        web.templates.globals.update(new_tid=tid, tips={"currency": self.currency, "min_artist": s.tip_min_artist,
+        web.templates.globals.update(tips={"currency": self.currency, "min_artist": s.tip_min_artist,
                                            "min_track": s.tip_min_track} if self.enabled else None)
         csp = web.page_headers["Content-Security-Policy"]
         stripe_origins = origin(self.js_url) if s.stripe_api_base else STRIPE_ORIGINS
@@ -217,7 +225,7 @@ class Money:
         """GET /wallet: the signed-in person's money."""
         user, token = await self.pages.viewer(request)
         if user is None:
-            return RedirectResponse("/login", status_code=303)
+            return RedirectResponse(login_href(), status_code=303)
         problem = None
         balance = subscription = None
         tiers: list[dict[str, Any]] = []
@@ -320,6 +328,8 @@ class Money:
             subject, track_uri = form.get("subject", ""), form.get("track", "")
             if not valid_did(subject):
                 raise PageError(400, _("Cannot tip"), _("This tip names no artist."))
+            if subject == user.did:
+                raise PageError(400, _("Cannot tip"), _("You cannot tip yourself."))
             record: dict[str, Any] = {"$type": TIP, "subject": subject}
             if track_uri:
                 track = (await self.pages.query("fm.openmusic.catalog.getTrack", uri=track_uri))["track"]

@@ -15,13 +15,16 @@ session; the firehose brings it back to our index:
   ``{"error", "message"}`` with 400/401/403/404/409/502.
 - ``POST /like`` and ``POST /unlike`` (forms): create or delete the viewer's
   ``fm.openmusic.social.like`` of a track, then back to the page (303), waiting up to
-  ``INDEX_WAIT_S`` for the index to show it."""
+  ``INDEX_WAIT_S`` for the index to show it. The like form carries a record key (a TID), so the
+  same form sent twice (a double click) writes one like; an unlike removes every like of the track
+  the viewer has (duplicates written by any client included)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -32,14 +35,15 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from appview.queries import QUERIES
-from appview.views import viewer_likes
+from appview.views import viewer_like_uris, viewer_likes
 from appview.xrpc import XrpcError, validate_params
 from core.lexicons import LIKE, PLAY, TRACK
 from core.publish import now_iso
-from core.tid import TID_RE
+from core.tid import TID_RE, is_tid, tid
 from web import csrf
 from web.errors import PageError
 from web.oauth.client import PdsError, SessionEnded, SignInError, UserSession
+from web.paths import local_path
 
 if TYPE_CHECKING:
     from web.app import WebApp
@@ -68,6 +72,7 @@ class Pages:
         self.web = web
         self.views = web.views
         web.templates.filters.update(track_path=track_path, album_path=album_path)
+        web.templates.globals.update(new_tid=tid)  # record keys for forms that write once (like, tip)
 
     def routes(self) -> list[BaseRoute]:
         """The routes, to put before the sign-in routes (``web.app.routes``)."""
@@ -93,6 +98,17 @@ class Pages:
             if exc.error.endswith("NotFound"):  # XRPC answers these 400 with the name; a page is 404
                 raise PageError(404, "Not found", exc.message) from exc
             raise PageError(exc.status, "Cannot show this", exc.message) from exc
+
+    async def lookup(self, nsid: str, uri: str) -> dict[str, Any]:
+        """``query(nsid, uri=uri)`` for a page whose address names the record: an address that cannot
+        name one (a malformed DID or key) is a plain 404 page, not the lexicon's validation message."""
+        try:
+            return await self.query(nsid, uri=uri)
+        except PageError as exc:
+            if exc.status == 400:
+                _ = self.web.templates.gettext
+                raise PageError(404, _("Not found"), _("Nothing is published at this address.")) from exc
+            raise
 
     async def viewer(self, request: Request) -> tuple[UserSession | None, str | None]:
         """The signed-in user (or None) and the CSRF token for their forms."""
@@ -135,6 +151,8 @@ class Pages:
         cursor = request.query_params.get("cursor")
 
         async def build() -> Response:
+            if q.strip() and not re.search(r"\w", q):  # only signs ("-", "%", "🎵"): nothing to match
+                return await self.page(request, "search.html", q=q, sort=sort, tracks=[], cursor=None, paged=False)
             stale = False
             try:
                 result = await self.query("fm.openmusic.catalog.searchTracks", q=q, sort=sort, cursor=cursor,
@@ -154,7 +172,7 @@ class Pages:
         uri = f"at://{request.path_params['did']}/{TRACK}/{request.path_params['rkey']}"
 
         async def build() -> Response:
-            track = (await self.query("fm.openmusic.catalog.getTrack", uri=uri))["track"]
+            track = (await self.lookup("fm.openmusic.catalog.getTrack", uri))["track"]
             stats = await self.query("fm.openmusic.listen.getTrackStats", uri=uri)
             user, _ = await self.viewer(request)
             return await self.page(request, "track.html", track=track, stats=stats,
@@ -182,7 +200,7 @@ class Pages:
         uri = f"at://{request.path_params['did']}/fm.openmusic.catalog.album/{request.path_params['rkey']}"
 
         async def build() -> Response:
-            album = (await self.query("fm.openmusic.catalog.getAlbum", uri=uri))["album"]
+            album = (await self.lookup("fm.openmusic.catalog.getAlbum", uri))["album"]
             return await self.page(request, "album.html", album=album, tracks=album["tracks"])
         return await self.guarded(request, build)
 
@@ -279,11 +297,20 @@ class Pages:
             uri = form.get("uri", "")
             track = (await self.query("fm.openmusic.catalog.getTrack", uri=uri))["track"]
             existing = (await self.liked(user, [uri])).get(uri)
+            key = form.get("key", "")
+            if key and not is_tid(key):
+                raise PageError(400, "Bad form", "This form is damaged; reload the page.")
             if on and not existing:
-                await user.create_record(LIKE, {"$type": LIKE, "subject": {"uri": uri, "cid": track["cid"]},
-                                                "createdAt": now_iso()})
-            elif not on and existing:
-                await user.delete_record(LIKE, existing.rsplit("/", 1)[-1])
+                try:
+                    await user.create_record(LIKE, {"$type": LIKE, "subject": {"uri": uri, "cid": track["cid"]},
+                                                    "createdAt": now_iso()}, rkey=key or None)
+                except PdsError:
+                    # the form's key is taken: the same form sent twice (a double click); one like it is
+                    if not key or await user.get_record(LIKE, key) is None:
+                        raise
+            elif not on:
+                for like in await viewer_like_uris(self.views, user.did, uri):  # duplicates from any client too
+                    await user.delete_record(LIKE, like.rsplit("/", 1)[-1])
             await self._until(lambda: self.liked(user, [uri]), lambda got: bool(got) == on)
         except PageError as exc:
             return self.web.error_page(exc.status, exc.title, exc.message, user=user)
@@ -346,10 +373,3 @@ def album_path(uri: str) -> str:
     """``at://did/fm.openmusic.catalog.album/rkey`` -> ``/album/did/rkey``."""
     did, _, rkey = uri.removeprefix("at://").partition("/fm.openmusic.catalog.album/")
     return f"/album/{did}/{rkey}"
-
-
-def local_path(value: str | None, fallback: str) -> str:
-    """``value`` when it is a path on this site (``/...``, not ``//host`` nor ``/\\host``), else ``fallback``."""
-    if value and value.startswith("/") and not value.startswith(("//", "/\\")) and len(value) <= 2048:
-        return value
-    return fallback

@@ -28,6 +28,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import httpx
 from babel.dates import format_skeleton
@@ -48,7 +49,7 @@ from web import csrf
 from web.errors import PageError
 from web.i18n import current_locale
 from web.oauth.client import PdsError, SessionEnded, SignInError, UserSession
-from web.pages import INDEX_WAIT_S, PAGE_SIZE, Pages
+from web.pages import INDEX_WAIT_S, PAGE_SIZE, Pages, local_path
 
 if TYPE_CHECKING:
     from web.app import WebApp
@@ -87,9 +88,9 @@ def routes(web: WebApp) -> list[BaseRoute]:
 
 
 async def landing(web: WebApp, cookie: str, next_url: str) -> str:
-    """Where sign-in goes: ``/welcome`` when it was headed for ``/me`` and the account's repo has no
-    Open Music profile; else ``next_url`` (also when the PDS cannot say: signing in is not held up)."""
-    if next_url != "/me" or web.views is None:
+    """Where sign-in goes: ``/welcome`` (then on to ``next_url``) when the account's repo has no Open
+    Music profile; else ``next_url`` (also when the PDS cannot say: signing in is not held up)."""
+    if web.views is None:
         return next_url
     user = await web.user_session(cookie)
     if user is None:
@@ -99,7 +100,9 @@ async def landing(web: WebApp, cookie: str, next_url: str) -> str:
     except (*PDS_TROUBLE, SessionEnded) as exc:
         log.warning("cannot tell whether %s has a profile: %s", user.did, exc)
         return next_url
-    return next_url if existing else "/welcome"
+    if existing:
+        return next_url
+    return "/welcome" if next_url == "/me" else f"/welcome?{urlencode({'next': next_url})}"
 
 
 async def home(web: WebApp, request: Request, user: UserSession) -> Response:
@@ -227,7 +230,8 @@ class Profile:
         max_size, accept = avatar_rules()
         return self.web.render("welcome.html", status=status, user=user, form=form, error=error, roles=ROLES,
                                csrf_field=csrf.FIELD, accept=",".join(accept), max_kb=max_size // 1000,
-                               csrf_token=csrf.token(self.web.sealer.csrf_key, f"session:{user.key}"))
+                               csrf_token=csrf.token(self.web.sealer.csrf_key, f"session:{user.key}"),
+                               next=local_path(request.query_params.get("next"), "/me"))
 
     async def welcome(self, request: Request) -> Response:
         """GET /welcome: the profile form (new, or the existing profile to edit)."""
@@ -287,6 +291,7 @@ class Profile:
             return (fields.get(name) or [""])[0]
 
         roles = list(dict.fromkeys(fields.get("roles", [])))
+        after = local_path(first("next"), "/me")  # where sign-in was headed before this form
         form = ProfileForm(mode="edit" if first("swap") else "new", roles=roles,
                            display_name=first("displayName").strip(), description=first("description").strip(),
                            swap=first("swap"))
@@ -297,7 +302,7 @@ class Profile:
         def again(status: int, title: str, message: str) -> Response:
             return self.web.render("welcome.html", status=status, user=user, form=form, error=(title, message),
                                    roles=ROLES, csrf_field=csrf.FIELD, accept=",".join(accept),
-                                   max_kb=max_size // 1000, csrf_token=first(csrf.FIELD))
+                                   max_kb=max_size // 1000, csrf_token=first(csrf.FIELD), next=after)
 
         if (existing or {}).get("cid", "") != form.swap:
             return again(409, _("Your profile changed meanwhile"), _(
@@ -356,7 +361,7 @@ class Profile:
             raise
         log.info("profile of %s saved (roles %s)", user.did, ",".join(roles))
         await self.until_indexed(user.did, record)
-        return RedirectResponse("/me?saved=1", status_code=303)
+        return RedirectResponse("/me?saved=1" if after == "/me" else after, status_code=303)
 
     async def until_indexed(self, did: str, record: dict[str, Any]) -> None:
         """Wait up to ``INDEX_WAIT_S`` for the firehose to bring ``record`` back into the index."""

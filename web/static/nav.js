@@ -7,14 +7,20 @@
 // A full navigation happens instead (location.assign) when the fetch fails or times out, the answer is
 // not an HTML page of this layout, it asks to refresh itself (Refresh header), it changes the language,
 // or its <head> loads other scripts or stylesheets than this document's (a page with its own scripts,
-// e.g. the wallet). Never intercepted: modified clicks, target/download links, /logout, /oauth/*,
-// /wallet*, media, the API. POST forms submit normally (the page reloads and the music stops), except
-// like/unlike, which are posted with fetch and their answer swapped in the same way.
+// e.g. the wallet). Never intercepted: modified clicks, target/download links, /logout, the sign-in
+// pages (/login, /welcome, /oauth/*: always full loads), /wallet*, media, the API. POST forms submit
+// normally (the page reloads and the music stops), except like/unlike, which are posted with fetch and
+// their answer swapped in the same way.
+//
+// Offline (navigator.onLine false), a POST form is not submitted (the browser would show its own error
+// page instead of this one): a message under the form (role=status, the text from #nav-status's
+// data-offline) says nothing was sent, and the page stays as it is. The same when a like's fetch fails
+// for want of a network. The messages go away when the browser is back online.
 //
 // After each swap the "om:page" event is dispatched on the document (detail: { main }): modules that
 // set up what they find on a page listen to it (bar.js, player.js, offline.js).
 
-const SKIP = /^\/(logout|oauth\/|wallet|audio\/|image\/|static\/|xrpc\/|embed\/|oembed|sw\.js|manifest\.webmanifest|health|stripe\/)/;
+const SKIP = /^\/(logout|login|welcome|oauth\/|wallet|audio\/|image\/|static\/|xrpc\/|embed\/|oembed|sw\.js|manifest\.webmanifest|health|stripe\/)/;
 const SOFT_POSTS = new Set(["/like", "/unlike"]);
 const TIMEOUT_MS = 20_000;
 
@@ -40,6 +46,7 @@ if (document.querySelector("main") && document.getElementById("player")) {
   document.addEventListener("click", onClick);
   document.addEventListener("submit", onSubmit);
   addEventListener("popstate", onPopState);
+  addEventListener("online", () => { for (const note of document.querySelectorAll(".om-offline")) note.remove(); });
   addEventListener("pagehide", rememberScroll);
 }
 
@@ -71,6 +78,11 @@ function onSubmit(event) {
   const attr = (name) => submitter?.getAttribute(`form${name}`) ?? form.getAttribute(name);
   if ((attr("target") ?? "_self") !== "_self") return;
   const method = (attr("method") ?? "get").toLowerCase();
+  if (method === "post" && navigator.onLine === false) {
+    event.preventDefault();  // nothing can be sent: say so here rather than load the browser's error page
+    offline(form);
+    return;
+  }
   const action = new URL(attr("action") ?? "", location.href);
   let data;
   try {
@@ -119,8 +131,13 @@ async function go(url, { push = true, y = null, form = null, body = null } = {})
       return leave(response.redirected || !body ? response.url : null, form);
     }
     html = await response.text();
-  } catch {
+  } catch (err) {
     if (turn !== generation) return;  // a newer navigation took over
+    // A POST that found no network (not our timeout): posting the form again would end on the
+    // browser's error page.
+    if (body && (navigator.onLine === false || (err instanceof TypeError && !mine.signal.aborted))) {
+      return offline(form);
+    }
     return leave(body ? null : url.href, form);
   } finally {
     clearTimeout(timer);
@@ -162,6 +179,22 @@ async function go(url, { push = true, y = null, form = null, body = null } = {})
 function leave(href, form) {
   if (href) location.assign(href);
   else if (form) HTMLFormElement.prototype.submit.call(form);
+}
+
+/** Say under `form` that it was not sent, being offline (one message per form, announced again). */
+function offline(form) {
+  const text = document.getElementById("nav-status")?.dataset.offline;
+  if (!text || !form.isConnected) return;
+  let note = form.nextElementSibling;
+  if (!note?.classList.contains("om-offline")) {
+    note = document.createElement("p");
+    note.className = "notice error om-offline";
+    note.setAttribute("role", "status");
+    note.setAttribute("aria-live", "polite");
+    form.after(note);
+  }
+  note.textContent = "";
+  requestAnimationFrame(() => { note.textContent = text; });
 }
 
 function swap(doc) {

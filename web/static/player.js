@@ -1,7 +1,8 @@
 // Counts what is heard of every <audio data-uri> on the page and, when a listening ends (the track
 // ends, another starts, or the page goes away), asks our server to write one
 // fm.openmusic.listen.play record to the listener's own PDS: the heard segments in ms.
-// Without a signed-in session (no csrf-token meta) nothing is sent. No tokens live here.
+// Without a signed-in session (no csrf-token meta) nothing is sent; "Sign in to have your plays counted"
+// is said once per browser session (sessionStorage) and fades. No tokens live here.
 //
 // No play is lost or written twice: each play gets its record key (a TID made here) and is kept in
 // localStorage ("om-play:<rkey>", with the listener's DID) before it is sent. It stays there until
@@ -24,8 +25,36 @@ const RETRY_MS = [15_000, 60_000, 300_000];
 
 // The page's language: the texts come from data-* attributes of #player-status.
 const text = (name) => status?.dataset[name] ?? "";
-function say(message) {
-  if (status) status.textContent = message;
+const FADE_AFTER_MS = 8_000;
+const FADE_MS = 1_000;  // the opacity transition of .player-status.fading (web.css)
+let fading = [];
+/** Show `message`; a `passing` one fades out after a while (a later message stays). */
+function say(message, passing = false) {
+  if (!status) return;
+  fading.forEach(clearTimeout);
+  fading = [];
+  status.classList.remove("fading");
+  status.textContent = message;
+  if (!passing) return;
+  fading.push(setTimeout(() => {
+    status.classList.add("fading");
+    fading.push(setTimeout(() => {
+      status.textContent = "";
+      status.classList.remove("fading");
+    }, FADE_MS));
+  }, FADE_AFTER_MS));
+}
+
+/** "Sign in to have your plays counted": once per browser session (tab), and it fades. */
+const SIGNIN_SHOWN = "om-signin-shown";
+function suggestSignIn() {
+  try {
+    if (sessionStorage.getItem(SIGNIN_SHOWN)) return;
+    sessionStorage.setItem(SIGNIN_SHOWN, "1");
+  } catch {
+    // no sessionStorage: shown, still fading
+  }
+  say(text("signin"), true);
 }
 
 /** The signed-in viewer of this page: its CSRF token and DID (both null when signed out). */
@@ -197,7 +226,7 @@ function track(audio) {
     segments = [];
     started = null;
     if (!viewer.token || !viewer.did) {
-      say(text("signin"));
+      suggestSignIn();
       return;
     }
     if (!keep(play) || leaving) {

@@ -6,7 +6,9 @@
 // - PAGES: the track and album pages the listener saved (offline.js puts them there). Pages are
 //   network first; a saved page's copy is refreshed on every visit and answers when offline;
 //   any other page answers /offline when offline. nav.js's page fetches (X-OM-Navigation: 1) are
-//   answered the same way, so pages change without a reload offline too. Nothing else a page sends
+//   answered the same way when the browser is offline, so pages change without a reload offline too;
+//   while online, a failed fetch of nav.js's is left to fail (e.g. a redirect to another origin, which
+//   its custom header cannot follow) and nav.js loads the page itself. Nothing else a page sends
 //   is kept (no POST, no unsaved page: they say Cache-Control: no-store).
 // - MEDIA: saved audio and artwork, keyed by their URLs; offline.js puts them there only after their
 //   bytes hashed to the blob's CID. Answered from the cache first, Range requests included
@@ -14,7 +16,7 @@
 // After signing out (/login?signed_out=1), saved pages are fetched again, signed out, so the copies
 // no longer carry the account.
 
-const VERSION = "3";
+const VERSION = "4";
 const SHELL = `om-shell-${VERSION}`;
 const PAGES = "om-pages";
 const MEDIA = "om-media";
@@ -71,6 +73,9 @@ async function page(event, url) {
     if (url.pathname === "/login" && url.searchParams.get("signed_out") === "1") event.waitUntil(resaveSignedOut());
     return response;
   } catch (err) {
+    // Online, only a navigation's network error is answered from the copies; nav.js's fetch fails on
+    // (it may have failed for another reason than the network), and nav.js navigates instead.
+    if (self.navigator.onLine !== false && event.request.mode !== "navigate") throw err;
     const saved = await (await caches.open(PAGES)).match(pageKey(url));
     if (saved) return saved;
     const fallback = await (await caches.open(SHELL)).match(OFFLINE);
