@@ -34,6 +34,7 @@ bench: setup           ## record a real stream once, replay it, and measure quer
 	$(BIN)/python -m bench.queries
 	$(BIN)/python -m bench.http --readers 1,2,4
 	$(BIN)/python -m bench.web_render
+	$(BIN)/python -m bench.analytics
 
 lint: setup
 	$(BIN)/ruff check .

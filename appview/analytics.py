@@ -337,8 +337,8 @@ async def analytics_query(rt: AppViewDeps, nsid: str, request: Request) -> Respo
         if request.method not in ("GET", "HEAD"):
             raise XrpcError(405, "InvalidRequest", f"{nsid} is a query: use GET")
         if rt.auth is None:
-            raise XrpcError(501, "AnalyticsUnavailable", "this AppView verifies no service-auth JWTs (it sets that "
-                                                         "up with payments), so it serves no analytics")
+            raise XrpcError(501, "AnalyticsUnavailable", "this AppView verifies no service-auth JWTs, so it "
+                                                         "serves no analytics")
         caller = await rt.auth.verify(request.headers.get("authorization"), nsid)
         params = parse_params(nsid, request)
         response = JSONResponse(await ANALYTICS[nsid](rt.views, operators(rt.settings.operator_dids), caller, params))

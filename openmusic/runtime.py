@@ -82,16 +82,18 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self._consume(), name="firehose"))
 
     async def _start_payments(self) -> None:
-        """With payments configured: log in to the broker's repo, build ``Payments`` and the service-auth
-        verifier, and start the broker. Always: index and verify settlements from trusted brokers.
+        """Always: the service-auth verifier (payments and analytics) and indexing settlements from
+        trusted brokers. With payments configured: log in to the broker's repo, build ``Payments`` and
+        start the broker.
         Raises ``PublishError`` when the broker account cannot log in."""
         s = self.settings
         assert self.indexer is not None
         trusted = {d.strip() for d in s.trusted_brokers.split(",") if d.strip()}
+        # service-auth JWTs are verified with or without payments: analytics needs them too
+        self.auth = ServiceAuth(s.service_did_resolved, self.identity.signing_key, await self._connect())
         if s.payments_enabled:
             client = await asyncio.to_thread(PdsClient, s.broker_pds_url, s.broker_handle, s.broker_password)
             self.payments = Payments(s, self.indexer, client.did)
-            self.auth = ServiceAuth(self.payments.service_did, self.identity.signing_key, await self._connect())
             self.broker_worker = BrokerWorker(self.indexer, self.payments.broker, self.payments.policy,
                                               (s.broker_pds_url, s.broker_handle, s.broker_password), client)
             trusted.add(client.did)

@@ -519,3 +519,12 @@ def test_period_and_buckets():
     with pytest.raises(XrpcError, match="holds 367 days; a series by day covers at most 366"):
         analytics.period({"start": "2026-01-01", "end": "2027-01-02"}, 366, "a series by day")
     analytics.period({"start": "2026-01-01", "end": "2027-01-01"}, 366, "a series by day")
+
+
+@pytest.mark.network
+async def test_served_by_an_appview_without_payments(appview):
+    """The runtime verifies service-auth JWTs with payments off too: analytics asks for a token (401
+    AuthRequired, where a runtime without a verifier answers 501)."""
+    anon = await appview.http_client.get("/xrpc/fm.openmusic.analytics.getTopTracks",
+                                         params={"artist": "did:plc:" + "a" * 24})
+    assert anon.status_code == 401 and anon.json()["error"] == "AuthRequired"
