@@ -177,3 +177,25 @@ async def test_bad_addresses_and_sign_only_searches(appview, published):  # noqa
     twin = appview.settings.base_url.replace("://localhost:", "://127.0.0.1:").replace("://127.0.0.1:", "://localhost:")
     got = await http.get("/oembed", params={"url": f"{twin}{path_of(track.uri)}"})
     assert got.status_code == 200 and got.json()["type"] == "rich"
+
+
+async def test_track_page_names_its_album(appview, make_client, tmp_path):
+    from core.publish import publish_album, publish_track
+    from devkit.media import tune_wav
+
+    artist = make_client("albumnamer")
+    path = tmp_path / "a.wav"
+    path.write_bytes(tune_wav(11, seconds=1.0))
+    track = publish_track(artist, path, title="Side A")
+    album = publish_album(artist, "Night Drive", [track])
+    async with httpx.AsyncClient(base_url=artist.pds_url) as pds:
+        record = (await pds.get("/xrpc/com.atproto.repo.getRecord", params={
+            "repo": artist.did, "collection": "fm.openmusic.catalog.track",
+            "rkey": track.uri.rsplit("/", 1)[-1]})).json()["value"]
+    record["album"] = {"uri": album.uri, "cid": album.cid}
+    artist.put_record("fm.openmusic.catalog.track", track.uri.rsplit("/", 1)[-1], record)
+
+    async def named():
+        page = await appview.http_client.get(path_of(track.uri))
+        return page.status_code == 200 and ">Night Drive</a>" in page.text
+    await eventually(named, timeout=30)

@@ -149,6 +149,8 @@ async def test_wallet_credit_tips_and_subscription_in_chromium(net, make_client,
 
     await page.goto(f"{site.url}/wallet")
     assert await page.text_content("#credit") == "$7.90"  # 10.00 - 0.50 - 0.10 - 1.50
+    sent = [await li.text_content() for li in await page.locator(".sent-tips li").all()]
+    assert len(sent) == 4 and "$50.00" in sent[0] and "refused" in sent[0] and "settled" in sent[1]
     # The listener's tips, as anyone can list them: newest first, the refused one included, $2.00 settled.
     given = (await rt.http_client.get("/xrpc/fm.openmusic.payment.getTips", params={"payer": listener.handle})).json()
     assert [t["amount"] for t in given["tips"]] == [5000, 150, 10, 50] and given["totalSettled"] == 210

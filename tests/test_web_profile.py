@@ -468,6 +468,9 @@ async def test_onboard_me_and_listener_page_in_chromium(net, make_client, appvie
     served = await appview.http_client.get(avatar_src.removeprefix(site.url))
     assert served.status_code == 200 and served.content == avatar
     assert "No plays yet." in await page.text_content("#plays")
+    await page.goto(f"{site.url}/artist/{fan.did}")  # their own artist page, no tracks yet: how to publish
+    assert "openmusic publish" in await page.text_content("#publish-hint")
+    await page.goto(f"{site.url}/me")
     assert await page.get_attribute("#wallet", "href") == "/wallet"
     assert (await page.text_content("#did")).strip() == fan.did
 

@@ -242,9 +242,14 @@ class Money:
             log.warning("wallet of %s: %s", user.did, exc)
             problem = self.web.templates.gettext("Your PDS would not vouch for this request; reload the page to try again.")
         names = {t["id"]: t["name"] for t in tiers}
+        try:
+            sent = (await PAYMENT_QUERIES[NS + "getTips"](self.web.views, validate_params(
+                NS + "getTips", [("payer", user.did), ("limit", "10")])))["tips"]
+        except XrpcError:  # an account we have not indexed yet has sent nothing we know of
+            sent = []
         html = self.web.templates.environment().get_template("wallet.html").render(
             lang=current_locale.get(), user=user, csrf_field=csrf.FIELD, csrf_token=token, balance=balance,
-            subscription=subscription, tiers=tiers, tier_names=names, problem=problem,
+            subscription=subscription, tiers=tiers, tier_names=names, problem=problem, sent=sent,
             enabled=self.enabled and problem is None, card_ready=bool(self.publishable_key),
             stripe_js=self.js_url, stripe_key=self.publishable_key, choices=CREDIT_CHOICES,
             currency=self.currency, test_mode=bool(self.web.settings.stripe_api_base),

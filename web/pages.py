@@ -175,7 +175,11 @@ class Pages:
             track = (await self.lookup("fm.openmusic.catalog.getTrack", uri))["track"]
             stats = await self.query("fm.openmusic.listen.getTrackStats", uri=uri)
             user, _ = await self.viewer(request)
-            return await self.page(request, "track.html", track=track, stats=stats,
+            album = None
+            if track.get("album"):  # its title for the link; an album not indexed (yet) keeps a plain link
+                with contextlib.suppress(PageError):
+                    album = (await self.query("fm.openmusic.catalog.getAlbum", uri=track["album"]["uri"]))["album"]
+            return await self.page(request, "track.html", track=track, stats=stats, album=album,
                                    like=(await self.liked(user, [uri])).get(uri),
                                    notice=request.query_params.get("notice", ""))
         return await self.guarded(request, build)
