@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import httpx
 import pytest
 
 from core.publish import publish_album, publish_profile, publish_track
@@ -275,3 +276,22 @@ async def test_bar_survives_forms_likes_and_the_back_button(net, album, listener
     await page.locator("#player-queue-toggle").click()
     await page.screenshot(path=str(tmp_path / "06-album-dark-1280.png"))
     await page.emulate_media(color_scheme="light")
+
+
+async def test_an_album_is_liked_and_unliked(net, album, listener):
+    """Albums are liked like tracks: a like record whose subject is the album, written once, removed by unlike."""
+    page, site = listener.page, listener.site
+
+    async def likes() -> list[dict]:
+        async with httpx.AsyncClient(base_url=net.pds_url) as pds:
+            return (await pds.get("/xrpc/com.atproto.repo.listRecords", params={
+                "repo": listener.account.did, "collection": "fm.openmusic.social.like"})).json()["records"]
+
+    await page.goto(f"{site.url}{album.path}")
+    await page.locator("main form.like").get_by_role("button", name="♡ Like").click()
+    await page.locator("main form.like").get_by_role("button", name="♥ Liked").wait_for(timeout=15_000)
+    mine = [r for r in await likes() if r["value"]["subject"]["uri"] == album.ref.uri]
+    assert len(mine) == 1 and mine[0]["value"]["subject"]["cid"] == album.ref.cid
+    await page.locator("main form.like").get_by_role("button", name="♥ Liked").click()
+    await page.locator("main form.like").get_by_role("button", name="♡ Like").wait_for(timeout=15_000)
+    assert not [r for r in await likes() if r["value"]["subject"]["uri"] == album.ref.uri]

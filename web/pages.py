@@ -37,7 +37,7 @@ from starlette.routing import BaseRoute, Route
 from appview.queries import QUERIES
 from appview.views import viewer_like_uris, viewer_likes
 from appview.xrpc import XrpcError, validate_params
-from core.lexicons import LIKE, PLAY, TRACK
+from core.lexicons import ALBUM, LIKE, PLAY, TRACK
 from core.publish import now_iso
 from core.tid import TID_RE, is_tid, tid
 from web import csrf
@@ -205,7 +205,9 @@ class Pages:
 
         async def build() -> Response:
             album = (await self.lookup("fm.openmusic.catalog.getAlbum", uri))["album"]
-            return await self.page(request, "album.html", album=album, tracks=album["tracks"])
+            user, _ = await self.viewer(request)
+            return await self.page(request, "album.html", album=album, tracks=album["tracks"],
+                                   like=(await self.liked(user, [uri])).get(uri))
         return await self.guarded(request, build)
 
     # -- writes ------------------------------------------------------------------------------------
@@ -287,11 +289,11 @@ class Pages:
         return JSONResponse(answer)
 
     async def like(self, request: Request) -> Response:
-        """POST /like (``uri``, ``cid`` of a track, ``next``): like it from the viewer's repo."""
+        """POST /like (``uri`` of a track or an album, ``key``, ``next``): like it from the viewer's repo."""
         return await self._like(request, True)
 
     async def unlike(self, request: Request) -> Response:
-        """POST /unlike (``uri`` of a track, ``next``): delete the viewer's like of it."""
+        """POST /unlike (``uri`` of a track or an album, ``next``): delete the viewer's likes of it."""
         return await self._like(request, False)
 
     async def _like(self, request: Request, on: bool) -> Response:
@@ -299,14 +301,19 @@ class Pages:
         try:
             user, form = await self._signed_in_form(request)
             uri = form.get("uri", "")
-            track = (await self.query("fm.openmusic.catalog.getTrack", uri=uri))["track"]
+            if f"/{ALBUM}/" in uri:  # an album is liked like a track: a strongRef to its record
+                subject = (await self.query("fm.openmusic.catalog.getAlbum", uri=uri))["album"]
+                back = album_path(uri)
+            else:
+                subject = (await self.query("fm.openmusic.catalog.getTrack", uri=uri))["track"]
+                back = track_path(uri)
             existing = (await self.liked(user, [uri])).get(uri)
             key = form.get("key", "")
             if key and not is_tid(key):
                 raise PageError(400, "Bad form", "This form is damaged; reload the page.")
             if on and not existing:
                 try:
-                    await user.create_record(LIKE, {"$type": LIKE, "subject": {"uri": uri, "cid": track["cid"]},
+                    await user.create_record(LIKE, {"$type": LIKE, "subject": {"uri": uri, "cid": subject["cid"]},
                                                     "createdAt": now_iso()}, rkey=key or None)
                 except PdsError:
                     # the form's key is taken: the same form sent twice (a double click); one like it is
@@ -322,7 +329,7 @@ class Pages:
             return RedirectResponse("/login", status_code=303)
         except PdsError as exc:
             return self.web.error_page(502, "Your PDS refused", f"Your PDS did not save this: {exc}", user=user)
-        return RedirectResponse(local_path(form.get("next"), fallback=track_path(uri)), status_code=303)
+        return RedirectResponse(local_path(form.get("next"), fallback=back), status_code=303)
 
     async def _until(self, check, done) -> None:
         """Poll ``check()`` until ``done(result)``, at most ``INDEX_WAIT_S`` (the firehose's round trip)."""
