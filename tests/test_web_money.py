@@ -166,7 +166,9 @@ async def test_wallet_credit_tips_and_subscription_in_chromium(net, make_client,
     text = await page.text_content("#subscription")
     assert "Plus: active" in text and "Renews on" in text
     await page.screenshot(path=str(shots / "05-subscribed.png"), full_page=True)
-    await page.get_by_role("button", name="Cancel subscription").click()
+    await page.get_by_text("Cancel subscription").click()  # a second step asks before anything happens
+    assert "Ends on" not in await page.text_content("#subscription")
+    await page.get_by_role("button", name="Yes, cancel it").click()
     await page.wait_for_url(f"{site.url}/wallet?cancelled=1", timeout=30_000)
     assert "Ends on" in await page.text_content("#subscription")
 
