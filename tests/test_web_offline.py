@@ -26,8 +26,8 @@ from core.publish import publish_album, publish_profile, publish_track
 from devkit import devnet
 from devkit.media import tune_wav
 from tests.conftest import eventually
-from tests.test_web_oauth_browser import CHROMIUM, FLAGS, PASSWORD, pds_sign_in, start_sign_in
-from tests.test_web_pages import indexed, path_of
+from tests.test_web_oauth_browser import PASSWORD, pds_sign_in, start_sign_in
+from tests.test_web_pages import browser, indexed, path_of  # noqa: F401  (browser: a fixture)
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 TID = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
@@ -103,20 +103,6 @@ def catalog(make_client, tmp_path_factory):
     return SimpleNamespace(artist=artist, tracks=tracks, album=album, wav=wav)
 
 
-@pytest.fixture(scope="module")
-async def browser():
-    """Debian's Chromium through Playwright (no browser download); audio may start without a gesture."""
-    from playwright.async_api import async_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make chromium` (apt-get install chromium)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM,
-                                    args=[*FLAGS, "--autoplay-policy=no-user-gesture-required"])
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def sign_in(page, net, site, handle: str, shots: Path, prefix: str) -> None:
@@ -128,7 +114,7 @@ async def sign_in(page, net, site, handle: str, shots: Path, prefix: str) -> Non
 
 
 @pytest.fixture(scope="module")
-async def listener(net, make_client, appview, catalog, browser, tmp_path_factory):
+async def listener(net, make_client, appview, catalog, browser, tmp_path_factory):  # noqa: F811
     """A fresh listener signed in in one browser context (its page stays open for the module)."""
     for ref in catalog.tracks.values():
         await indexed(appview, ref.uri)

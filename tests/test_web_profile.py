@@ -44,6 +44,7 @@ from firehose.events import CommitEvent, RecordOp
 from indexer.core import Indexer
 from tests.conftest import eventually
 from tests.records import DID, LISTENER, track
+from tests.test_indexer_units import rkey
 from tests.test_web_oauth_browser import CHROMIUM, FLAGS, PASSWORD, pds_sign_in, start_sign_in
 from web import WebSettings, csrf
 from web.app import WebApp
@@ -60,13 +61,6 @@ PROFILE = "fm.openmusic.actor.profile"
 
 # --- units: getActorLikes ----------------------------------------------------------------------------
 
-def rkey(i: int) -> str:
-    alphabet = "234567abcdefghijklmnopqrstuvwxyz"
-    s = ""
-    for _ in range(10):
-        s = alphabet[i % 32] + s
-        i //= 32
-    return "3kz" + s
 
 
 @pytest.fixture
