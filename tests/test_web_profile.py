@@ -45,7 +45,7 @@ from indexer.core import Indexer
 from tests.conftest import eventually
 from tests.records import DID, LISTENER, track
 from tests.test_indexer_units import rkey
-from tests.test_web_oauth_browser import CHROMIUM, FLAGS, PASSWORD, pds_sign_in, start_sign_in
+from tests.test_web_oauth_browser import CHROMIUM, FLAGS, PASSWORD, browser, pds_sign_in, start_sign_in  # noqa: F401  (browser: a fixture)
 from web import WebSettings, csrf
 from web.app import WebApp
 from web.profile import DRAIN_LIMIT, FORM_OVERHEAD, MAX_FIELDS, Profile, avatar_rules, image_type, read_capped
@@ -328,19 +328,6 @@ def published(make_client, tmp_path_factory):
     return artist, publish_track(artist, path, title="Harbour Lights", extra={"genre": "Ambient"})
 
 
-@pytest.fixture(scope="module")
-async def browser():
-    """Debian's Chromium through Playwright (no browser download)."""
-    from playwright.async_api import async_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make chromium` (apt-get install chromium)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def sign_in(page, net, site, handle: str, shots: Path, prefix: str) -> None:
@@ -387,7 +374,7 @@ async def no_sideways_scroll(page, site, shots: Path, paths: list[tuple[str, str
 
 
 @pytest.mark.network
-async def test_onboard_me_and_listener_page_in_chromium(net, make_client, appview, published, browser, tmp_path):
+async def test_onboard_me_and_listener_page_in_chromium(net, make_client, appview, published, browser, tmp_path):  # noqa: F811
     artist, song = published
     await indexed(appview, "fm.openmusic.catalog.getTrack", "track", uri=song.uri)
     fan = make_client("profilefan")
@@ -546,7 +533,7 @@ async def test_onboard_me_and_listener_page_in_chromium(net, make_client, appvie
 
 
 @pytest.mark.network
-async def test_bluesky_name_prefilled_and_skip_writes_nothing(net, make_client, appview, browser, tmp_path):
+async def test_bluesky_name_prefilled_and_skip_writes_nothing(net, make_client, appview, browser, tmp_path):  # noqa: F811
     person = make_client("profilebsky")
     person._call("POST", "com.atproto.repo.putRecord", json={  # not ours: PdsClient.put_record checks our lexicons
         "repo": person.did, "collection": "app.bsky.actor.profile", "rkey": "self",
