@@ -339,16 +339,19 @@ def format_duration(ms: int | None) -> str:
 def routes(web: WebApp) -> list[BaseRoute]:
     """The web app's routes, to mount beside the AppView's (the caller starts and stops ``web``).
     With ``web.views`` set, the catalog pages and the listener's writes come first (``web.pages``)."""
+    from web.dashboard import routes as dashboard_routes
     from web.embed import Embeds
     from web.money import Money
     from web.offline import routes as offline_routes
     from web.pages import Pages
     from web.profile import routes as profile_routes
+    from web.studio import routes as studio_routes
 
     catalog: list[BaseRoute] = []
     if web.views is not None:
         pages = Pages(web)
-        catalog = [*pages.routes(), *Money(web, pages).routes(), *Embeds(web, pages).routes()]
+        catalog = [*pages.routes(), *Money(web, pages).routes(), *Embeds(web, pages).routes(),
+                   *studio_routes(web, pages), *dashboard_routes(web, pages)]
     return [*catalog, *offline_routes(web),
         *profile_routes(web),
         Route("/login", web.login_page, methods=["GET"]),
