@@ -48,7 +48,8 @@ from tests.test_indexer_units import rkey
 from tests.test_web_oauth_browser import CHROMIUM, FLAGS, PASSWORD, browser, pds_sign_in, start_sign_in  # noqa: F401  (browser: a fixture)
 from web import WebSettings, csrf
 from web.app import WebApp
-from web.profile import DRAIN_LIMIT, FORM_OVERHEAD, MAX_FIELDS, Profile, avatar_rules, image_type, read_capped
+from web.forms import DRAIN_LIMIT, image_type, read_capped
+from web.profile import FORM_OVERHEAD, MAX_FIELDS, Profile, avatar_rules
 from web.profile import routes as profile_routes
 from web.sealing import new_key_text
 

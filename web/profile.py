@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -32,14 +31,10 @@ from urllib.parse import urlencode
 
 import httpx
 from babel.dates import format_skeleton
-from PIL import Image
-from python_multipart.multipart import parse_options_header
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Message
 
 from core.db import parse_datetime
 from core.lexicons import PROFILE, RecordInvalid, from_json, validate_record, validator
@@ -47,6 +42,7 @@ from core.netguard import BlockedURL
 from core.publish import now_iso
 from web import csrf
 from web.errors import PageError
+from web.forms import image_type, read_capped, read_form
 from web.i18n import current_locale
 from web.oauth.client import PdsError, SessionEnded, SignInError, UserSession
 from web.pages import INDEX_WAIT_S, PAGE_SIZE, Pages, local_path
@@ -61,15 +57,8 @@ ROLES = ("listener", "artist", "manager")
 BSKY_PROFILE = "app.bsky.actor.profile"
 #: Bytes of a profile form besides the avatar (its text fields and the multipart framing).
 FORM_OVERHEAD = 64 * 1024
-#: A body over the cap is still read and thrown away up to this many bytes, so that the browser
-#: gets our page rather than a reset connection; past it the connection is closed.
-DRAIN_LIMIT = 16 * 1024 * 1024
-#: Most text fields in a profile form (it has 8) and file fields (the avatar).
+#: Most text fields in a profile form (it has 8; its one file is the avatar).
 MAX_FIELDS = 12
-MAX_FILES = 1
-#: Largest avatar, pixels (the file's bytes are capped by the lexicon).
-MAX_PIXELS = 4096 * 4096
-IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 #: Errors of the user's PDS or of reaching it.
 PDS_TROUBLE = (PdsError, httpx.HTTPError, BlockedURL, SignInError)
 
@@ -266,7 +255,9 @@ class Profile:
                     _("Image too large"), _("The avatar may be at most %(kb)s KB. Nothing was saved: choose a "
                                             "smaller image.") % {"kb": max_size // 1000}))
             try:
-                fields, avatar = await read_form(request, body)
+                fields, files = await read_form(request, body, ("avatar",), max_fields=MAX_FIELDS,
+                                                max_part_size=FORM_OVERHEAD)
+                avatar = files["avatar"]
             except HTTPException:  # what request.form raises for python-multipart's MultiPartException
                 return self.web.error_page(400, _("Unreadable form"), _("This form could not be read."), user=user)
             if not csrf.check(self.web.sealer.csrf_key, f"session:{user.key}",  # type: ignore[union-attr]
@@ -376,64 +367,6 @@ class Profile:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-
-async def read_capped(request: Request, cap: int) -> bytes | None:
-    """The request body, or None when it is over ``cap`` bytes (declared or read): then at most
-    ``cap`` bytes were kept, and the rest is read and dropped up to ``DRAIN_LIMIT``."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
-        if int(declared) <= DRAIN_LIMIT:
-            await _drain(request, 0)
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        if len(body) + len(chunk) > cap:
-            await _drain(request, len(body) + len(chunk))
-            return None
-        body += chunk
-    return bytes(body)
-
-
-async def _drain(request: Request, seen: int) -> None:
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > DRAIN_LIMIT:
-            return
-
-
-async def read_form(request: Request, body: bytes) -> tuple[dict[str, list[str]], bytes]:
-    """``body`` (``request``'s, read by ``read_capped``) parsed by ``request.form``: text fields
-    (``name -> values``) and the first ``avatar`` file's bytes (b"" for none: a file input left empty
-    is sent as an empty file). Raises ``HTTPException`` 400 for a body python-multipart cannot read,
-    over ``MAX_FIELDS``/``MAX_FILES``, with a text field over ``FORM_OVERHEAD``, or cut short."""
-    async def replay() -> Message:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    # python-multipart's finalize() does not yet check that the closing boundary came (see its
-    # MultipartParser.finalize), so a body cut short would read as a shorter form: refuse it here.
-    boundary = parse_options_header(request.headers.get("content-type"))[1].get(b"boundary", b"")
-    if not boundary or b"\r\n--" + boundary + b"--" not in b"\r\n" + body:
-        raise HTTPException(400, "multipart body without its closing boundary")
-    async with Request(request.scope, replay).form(max_files=MAX_FILES, max_fields=MAX_FIELDS,
-                                                   max_part_size=FORM_OVERHEAD) as form:
-        fields = {name: [v for v in form.getlist(name) if isinstance(v, str)] for name in form}
-        files = [f for f in form.getlist("avatar") if isinstance(f, UploadFile)]
-        return fields, await files[0].read() if files else b""
-
-
-def image_type(data: bytes) -> str | None:
-    """The media type of ``data`` when it is a PNG, JPEG or WebP image Pillow can read (header and
-    structure checked, not decoded) of at most ``MAX_PIXELS``; else None. Never trusts a declared type."""
-    try:
-        with Image.open(io.BytesIO(data), formats=list(IMAGE_TYPES)) as img:
-            fmt, (width, height) = img.format, img.size
-            img.verify()
-    except Exception:  # Pillow raises many kinds for bad input (SyntaxError, OSError, DecompressionBombError)
-        return None
-    if not fmt or width * height > MAX_PIXELS:
-        return None
-    return IMAGE_TYPES.get(fmt)
-
 
 def format_when(value: str | None) -> str:
     """An atproto datetime as a short date and time in the request's language, UTC."""
