@@ -5,6 +5,7 @@ Nothing is uploaded to the AppView."""
 
 from __future__ import annotations
 
+import io
 import mimetypes
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,10 +109,12 @@ class PdsClient:
 
 @dataclass
 class AudioInfo:
-    """What we read from an audio file: ``duration_ms``, ``mime_type`` and tags (may be None)."""
+    """What we read from an audio file: ``duration_ms``, ``mime_type``, ``format`` (mutagen's class:
+    ``MP3``, ``FLAC``, ``OggVorbis``, ``OggOpus``, ``WAVE``, ``MP4``...) and tags (may be None)."""
 
     duration_ms: int
     mime_type: str
+    format: str = ""
     title: str | None = None
     genre: str | None = None
     track_number: int | None = None
@@ -134,20 +137,23 @@ def _tag(audio: Any, *keys: str) -> str | None:
     return None
 
 
-def read_audio(path: Path) -> AudioInfo:
-    """Duration (ms), mime type and common tags (ID3, Vorbis, MP4) of ``path``. Raises ``PublishError``."""
+def read_audio(source: Path | bytes, name: str = "") -> AudioInfo:
+    """Duration (ms), mime type and common tags (ID3, Vorbis, MP4) of an audio file, given as a path
+    or as its bytes (``name``: the file's name, for messages and the type when the tags name none).
+    Raises ``PublishError``."""
+    label = str(source) if isinstance(source, Path) else (name or "the file")
     try:
-        audio = mutagen.File(path)
+        audio = mutagen.File(source if isinstance(source, Path) else io.BytesIO(source))
     except mutagen.MutagenError as exc:
-        raise PublishError(f"{path}: cannot read audio: {exc}") from exc
+        raise PublishError(f"{label}: cannot read audio: {exc}") from exc
     if audio is None or not getattr(audio, "info", None) or not audio.info.length:
-        raise PublishError(f"{path}: not a recognised audio file")
+        raise PublishError(f"{label}: not a recognised audio file")
     mime = next((m for m in getattr(audio, "mime", []) if m.startswith("audio/") and "x-" not in m), None)
-    mime = mime or mimetypes.guess_type(path.name)[0] or "audio/mpeg"
+    mime = mime or mimetypes.guess_type(source.name if isinstance(source, Path) else name)[0] or "audio/mpeg"
     number = _tag(audio, "TRCK", "tracknumber", "trkn")
     bpm = _tag(audio, "TBPM", "bpm", "tmpo")
     return AudioInfo(
-        duration_ms=max(1, round(audio.info.length * 1000)), mime_type=mime,
+        duration_ms=max(1, round(audio.info.length * 1000)), mime_type=mime, format=type(audio).__name__,
         title=_tag(audio, "TIT2", "title", "\xa9nam"), genre=_tag(audio, "TCON", "genre", "\xa9gen"),
         track_number=int(number.split("/")[0]) if number and number.split("/")[0].isdigit() else None,
         bpm=int(float(bpm)) if bpm and bpm.replace(".", "", 1).isdigit() else None,

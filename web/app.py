@@ -345,7 +345,7 @@ def routes(web: WebApp) -> list[BaseRoute]:
     from web.offline import routes as offline_routes
     from web.pages import Pages
     from web.profile import routes as profile_routes
-    from web.studio import routes as studio_routes
+    from web.studio_album import routes as studio_routes
 
     catalog: list[BaseRoute] = []
     if web.views is not None:

@@ -14,12 +14,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import Message
 
+from core.lexicons import validator
+
 #: A body over the cap is still read and thrown away up to this many bytes, so that the browser
 #: gets our page rather than a reset connection; past it the connection is closed.
 DRAIN_LIMIT = 16 * 1024 * 1024
 #: Largest image, pixels (the file's bytes are capped by each lexicon's ``maxSize``).
 MAX_PIXELS = 4096 * 4096
 IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+
+def blob_rules(collection: str, name: str) -> tuple[int, list[str]]:
+    """(maxSize bytes, accept) of the blob field ``name`` of the record ``collection``, from its lexicon."""
+    schema = validator().defs[collection]["record"]["properties"][name]
+    return int(schema["maxSize"]), list(schema["accept"])
 
 
 async def read_capped(request: Request, cap: int) -> bytes | None:

@@ -90,8 +90,10 @@ class Pages:
     # -- helpers -----------------------------------------------------------------------------------
     async def query(self, nsid: str, **params: object) -> dict[str, Any]:
         """Call the XRPC handler ``nsid`` with ``params`` (validated by its lexicon). Raises
-        ``PageError`` (404 for ``NotFound``/``ActorNotFound``, else the XRPC error's status)."""
-        pairs = [(k, str(v)) for k, v in params.items() if v not in (None, "")]
+        ``PageError`` (404 for ``NotFound``/``ActorNotFound``, else the XRPC error's status). A list
+        value is sent as the parameter repeated (``uris=a&uris=b``)."""
+        pairs = [(k, str(item)) for k, v in params.items() if v not in (None, "")
+                 for item in (v if isinstance(v, list | tuple) else [v])]
         try:
             return await QUERIES[nsid](self.views, validate_params(nsid, pairs))
         except XrpcError as exc:

@@ -37,12 +37,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from core.db import parse_datetime
-from core.lexicons import PROFILE, RecordInvalid, from_json, validate_record, validator
+from core.lexicons import PROFILE, RecordInvalid, from_json, validate_record
 from core.netguard import BlockedURL
 from core.publish import now_iso
 from web import csrf
 from web.errors import PageError
-from web.forms import image_type, read_capped, read_form
+from web.forms import blob_rules, image_type, read_capped, read_form
 from web.i18n import current_locale
 from web.oauth.client import PdsError, SessionEnded, SignInError, UserSession
 from web.pages import INDEX_WAIT_S, PAGE_SIZE, Pages, local_path
@@ -65,8 +65,7 @@ PDS_TROUBLE = (PdsError, httpx.HTTPError, BlockedURL, SignInError)
 
 def avatar_rules() -> tuple[int, list[str]]:
     """(maxSize, accept) of the profile's avatar blob, from the lexicon."""
-    schema = validator().defs[PROFILE]["record"]["properties"]["avatar"]
-    return int(schema["maxSize"]), list(schema["accept"])
+    return blob_rules(PROFILE, "avatar")
 
 
 def routes(web: WebApp) -> list[BaseRoute]:
