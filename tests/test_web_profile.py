@@ -182,7 +182,7 @@ async def welcome(tmp_path, monkeypatch):
     settings = Settings(db_path=str(tmp_path / "openmusic.sqlite"), allow_private_hosts=True,
                         host="127.0.0.1", port=8123)
     web = WebApp(settings, WebSettings(session_key=new_key_text()),
-                 views=SimpleNamespace(image_url=lambda did, cid: f"/image/{did}/{cid}"))
+                 views=SimpleNamespace(image_url=lambda did, cid: f"/image/{did}/{cid}", identity=None))
     await web.start()
     user = StandInUser()
 
@@ -236,6 +236,35 @@ async def test_welcome_reads_fields_and_files_through_request_form(welcome):
     resp = await http.post("/welcome", content=chromium, headers={"content-type": "multipart/form-data; boundary=----B"})
     assert resp.status_code == 303
     assert [w[0] for w in user.writes] == ["putRecord"] and "avatar" not in user.writes[0][3]
+
+
+async def test_welcome_names_managers_both_ways_and_where_payouts_go(welcome, monkeypatch):
+    """Managers, managed artists and ``payoutTo`` are typed as handles and written as DIDs; an unknown
+    handle, yourself, or payouts to someone who is not your manager are refused and write nothing."""
+    import web.profile as profile_module
+    http, user, token = welcome
+    known = {"max.test": "did:plc:" + "m" * 24, "ana.test": "did:plc:" + "n" * 24, "listener.test": user.did}
+
+    async def resolve(identity, people):
+        return {p: known[p] for p in people if p in known}, [p for p in people if p not in known]
+    monkeypatch.setattr(profile_module, "resolve_people", resolve)
+    base = {"csrf_token": token, "swap": "", "roles": ["artist", "manager"], "displayName": "Ana"}
+
+    async def send(**fields):
+        ctype, body = encoded({**base, **fields}, {})
+        return await http.post("/welcome", content=body, headers={"content-type": ctype})
+    resp = await send(managers="@max.test, max.test", payoutTo="@max.test", manages="ana.test")
+    assert resp.status_code == 303
+    record = user.writes[-1][3]
+    assert record["managers"] == [known["max.test"]] and record["payoutTo"] == known["max.test"]
+    assert record["manages"] == [known["ana.test"]]
+    user.writes.clear()
+    for fields, status, words in (({"managers": "nobody.test"}, 400, "@nobody.test"),
+                                  ({"manages": "listener.test"}, 400, "cannot manage yourself"),
+                                  ({"managers": "max.test", "payoutTo": "ana.test"}, 400, "only to one of your managers")):
+        resp = await send(**fields)
+        assert resp.status_code == status and words in resp.text, fields
+    assert user.writes == []
 
 
 async def test_welcome_refuses_unreadable_and_oversized_forms(welcome):

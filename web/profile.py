@@ -36,7 +36,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from appview.views import artist_views
 from core.db import parse_datetime
+from core.identity import INVALID_HANDLE
 from core.lexicons import PROFILE, RecordInvalid, from_json, validate_record
 from core.netguard import BlockedURL
 from core.publish import now_iso
@@ -46,6 +48,7 @@ from web.forms import blob_rules, image_type, read_capped, read_form
 from web.i18n import current_locale
 from web.oauth.client import PdsError, SessionEnded, SignInError, UserSession
 from web.pages import INDEX_WAIT_S, PAGE_SIZE, Pages, local_path
+from web.people import names, resolve_people
 
 if TYPE_CHECKING:
     from web.app import WebApp
@@ -57,8 +60,8 @@ ROLES = ("listener", "artist", "manager")
 BSKY_PROFILE = "app.bsky.actor.profile"
 #: Bytes of a profile form besides the avatar (its text fields and the multipart framing).
 FORM_OVERHEAD = 64 * 1024
-#: Most text fields in a profile form (it has 8; its one file is the avatar).
-MAX_FIELDS = 12
+#: Most text fields in a profile form (it has 11; its one file is the avatar).
+MAX_FIELDS = 15
 #: Errors of the user's PDS or of reaching it.
 PDS_TROUBLE = (PdsError, httpx.HTTPError, BlockedURL, SignInError)
 
@@ -110,6 +113,9 @@ class ProfileForm:
     avatar_url: str | None = None
     swap: str = ""
     from_bluesky: bool = False
+    managers: str = ""   # handles, as typed or shown (the record holds DIDs)
+    manages: str = ""
+    payout_to: str = ""  # one of ``managers``, or "" for the account itself
 
 
 class Profile:
@@ -194,10 +200,16 @@ class Profile:
         if existing is not None:
             value = existing.get("value") or {}
             roles = value.get("roles")
+            shown = await self.handles([*(value.get("managers") or []), *(value.get("manages") or []),
+                                        value.get("payoutTo") or ""])
             return ProfileForm(
                 mode="edit", roles=[r for r in roles if r in ROLES] if isinstance(roles, list) else [],
                 display_name=str(value.get("displayName") or ""), description=str(value.get("description") or ""),
-                avatar_url=self.avatar_url(user.did, value.get("avatar")), swap=str(existing.get("cid") or ""))
+                avatar_url=self.avatar_url(user.did, value.get("avatar")), swap=str(existing.get("cid") or ""),
+                managers=", ".join(shown.get(d, d) for d in value.get("managers") or []),
+                manages=", ".join(shown.get(d, d) for d in value.get("manages") or []),
+                payout_to="" if value.get("payoutTo") in (None, user.did)
+                else shown.get(value["payoutTo"], value["payoutTo"]))
         form = ProfileForm(mode="new")
         with contextlib.suppress(*PDS_TROUBLE):
             bsky = await user.get_record(BSKY_PROFILE, "self")
@@ -205,6 +217,12 @@ class Profile:
             if isinstance(name, str) and name.strip():
                 form.display_name, form.from_bluesky = name.strip(), True
         return form
+
+    async def handles(self, dids: list[object]) -> dict[str, str]:
+        """DID -> verified handle, for the DIDs a profile names (those without one are left out)."""
+        wanted = [d for d in dids if isinstance(d, str) and d.startswith("did:")]
+        views = await artist_views(self.views, wanted) if wanted else {}
+        return {d: v["handle"] for d, v in views.items() if v.get("handle") not in (None, INVALID_HANDLE)}
 
     def avatar_url(self, did: str, blob: object) -> str | None:
         """Where the AppView serves an avatar blob (once the record naming it is indexed)."""
@@ -284,7 +302,8 @@ class Profile:
         after = local_path(first("next"), "/me")  # where sign-in was headed before this form
         form = ProfileForm(mode="edit" if first("swap") else "new", roles=roles,
                            display_name=first("displayName").strip(), description=first("description").strip(),
-                           swap=first("swap"))
+                           swap=first("swap"), managers=first("managers").strip(), manages=first("manages").strip(),
+                           payout_to=first("payoutTo").strip().lstrip("@"))
         existing = await user.get_record(PROFILE, "self")
         if existing is not None:
             form.avatar_url = self.avatar_url(user.did, (existing.get("value") or {}).get("avatar"))
@@ -307,8 +326,30 @@ class Profile:
         if len(form.description) > 2560:
             return again(400, _("Description too long"), _("The description may be at most 2560 characters."))
 
+        wanted = [*names(form.managers), *names(form.manages), *([form.payout_to] if form.payout_to else [])]
+        dids, missing = await resolve_people(self.views.identity, wanted) if wanted else ({}, [])
+        if missing:
+            return again(400, _("Unknown account"), _("No account was found for %(names)s. Check the handles.")
+                         % {"names": ", ".join("@" + n for n in missing)})
+        managers = list(dict.fromkeys(dids[n] for n in names(form.managers)))
+        manages = list(dict.fromkeys(dids[n] for n in names(form.manages)))
+        payout_to = dids.get(form.payout_to) if form.payout_to else None
+        if user.did in managers or user.did in manages:
+            return again(400, _("Not yourself"), _("You cannot manage yourself: name other accounts."))
+        if payout_to is not None and payout_to not in managers:
+            return again(400, _("Payouts to a manager"), _(
+                "Payouts can go only to one of your managers: name them under “My managers” too."))
         value: dict[str, Any] = dict((existing or {}).get("value") or {})
         record = {**value, "$type": PROFILE, "roles": roles, "createdAt": value.get("createdAt") or now_iso()}
+        for key, people in (("managers", managers), ("manages", manages)):
+            if people:
+                record[key] = people
+            else:
+                record.pop(key, None)
+        if payout_to:
+            record["payoutTo"] = payout_to
+        else:
+            record.pop("payoutTo", None)
         for key, text in (("displayName", form.display_name), ("description", form.description)):
             if text:
                 record[key] = text

@@ -44,7 +44,6 @@ from starlette.routing import BaseRoute, Route
 
 from appview.clicks import count_purchase_click
 from appview.views import artist_views
-from core.identity import IdentityError, valid_did
 from core.lexicons import ALBUM, TRACK, RecordInvalid, from_json, validate_record
 from core.publish import PublishError, now_iso, read_audio
 from core.tid import is_tid, tid
@@ -53,6 +52,7 @@ from web.errors import PageError
 from web.forms import blob_rules, image_type, read_capped, read_form
 from web.oauth.client import PdsError, SessionEnded, SignInError, UserSession
 from web.paths import login_href
+from web.people import resolve_people
 from web.studio_form import (
     AI_LEVELS,
     LICENSES,
@@ -61,7 +61,6 @@ from web.studio_form import (
     apply,
     blob_ref,
     track_fields,
-    valid_person,
 )
 
 if TYPE_CHECKING:
@@ -191,30 +190,6 @@ class Studio:
                         return True
                     await asyncio.sleep(0.1)
         return False
-
-    async def resolve(self, people: list[str]) -> tuple[dict[str, str], list[str]]:
-        """Handles or DIDs -> (name -> DID for those found, names not found). A DID counts when its
-        DID document resolves; a handle when it resolves to a DID whose document names it back."""
-        found: dict[str, str] = {}
-        missing: list[str] = []
-        for name in dict.fromkeys(people):
-            did: str | None = None
-            if not valid_person(name):
-                missing.append(name)
-                continue
-            try:
-                if valid_did(name):
-                    await self.views.identity.resolver.resolve_did(name)
-                    did = name
-                else:
-                    did = await self.views.identity.did_for_handle(name)
-            except (IdentityError, httpx.HTTPError, ValueError):
-                did = None
-            if did:
-                found[name] = did
-            else:
-                missing.append(name)
-        return found, missing
 
     async def store_file(self, user: UserSession, kind: str, data: bytes, name: str = "") -> tuple[dict, dict]:
         """Check ``data`` (``kind``: audio or artwork) and upload it as a blob to the user's PDS.
@@ -395,7 +370,7 @@ class Studio:
         if rkey and (existing is None or existing.get("cid") != form.swap):
             return again(409, _("This track changed or was deleted elsewhere since this page was opened. Nothing "
                                 "was saved: reload the page to see it as it is now."))
-        dids, missing = await self.resolve(form.people())
+        dids, missing = await resolve_people(self.views.identity, form.people())
         if missing:
             return again(400, _("No account was found for %(names)s. Check the handles.")
                          % {"names": ", ".join("@" + n for n in missing)})

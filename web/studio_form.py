@@ -13,7 +13,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from core.identity import valid_did
+from web.people import names
 
 #: The AI disclosure's levels (``fm.openmusic.catalog.track#aiDisclosure``), in the form's order.
 AI_LEVELS = ("human", "assisted", "generated")
@@ -27,7 +27,6 @@ MAX_SPLITS = 20
 WHOLE_BPS = 10_000
 Gettext = Callable[[str], str]
 _LIST_SPLIT = re.compile(r"[,\n]")
-_HANDLES_SPLIT = re.compile(r"[\s,]+")
 
 
 class FormProblem(ValueError):
@@ -112,11 +111,6 @@ class TrackForm:
     def shown_splits(self) -> list[SplitRow]:
         """The rows to show: those filled in, then blank ones up to ``SPLIT_ROWS``."""
         return [*self.splits, *(SplitRow() for _ in range(max(0, SPLIT_ROWS - len(self.splits))))]
-
-
-def names(text: str) -> list[str]:
-    """Handles or DIDs typed in one field, separated by commas or spaces; ``@`` dropped; order kept, once each."""
-    return list(dict.fromkeys(n.lstrip("@") for n in _HANDLES_SPLIT.split(text) if n.lstrip("@")))
 
 
 def words(text: str, most: int, longest: int, what: str, _: Gettext) -> list[str]:
@@ -272,8 +266,3 @@ def apply(value: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = new
     return out
-
-
-def valid_person(name: str) -> bool:
-    """Could ``name`` be a handle or a DID (before resolving it)?"""
-    return valid_did(name) or bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}\.[A-Za-z0-9-]+", name))
