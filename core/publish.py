@@ -218,12 +218,16 @@ def publish_profile(client: PdsClient, display_name: str, *, description: str | 
 
 
 def record_play(client: PdsClient, track: StrongRef, listened_ms: int, *, completed: bool = False,
-                segments: list[tuple[int, int]] | None = None, client_name: str = "openmusic-cli/0.1") -> StrongRef:
-    """Write a ``fm.openmusic.listen.play`` record in the listener's repo (what a player does)."""
+                segments: list[tuple[int, int]] | None = None, client_name: str = "openmusic-cli/0.1",
+                country: str | None = None) -> StrongRef:
+    """Write a ``fm.openmusic.listen.play`` record in the listener's repo (what a player does);
+    ``country``: the listener's opt-in ISO 3166-1 alpha-2 code."""
     record: dict[str, Any] = {"track": track.as_dict(), "createdAt": now_iso(), "listenedMs": listened_ms,
                               "completed": completed, "client": client_name}
     if segments:
         record["segments"] = [{"startMs": a, "endMs": b} for a, b in segments]
+    if country:
+        record["country"] = country
     return client.create_record(PLAY, record)
 
 

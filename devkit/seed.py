@@ -1,6 +1,6 @@
 """Seeds a demo catalog on a PDS through its own API (the same calls a creator's or listener's
 client makes): 3 artists with profiles, 2 albums, 12 tracks with generated audio and artwork,
-3 listeners with plays and likes. Needs a PDS that lets anyone create accounts (the local devnet)."""
+3 listeners with plays (two of them with a country) and likes, and a manager of the first artist. Needs a PDS that lets anyone create accounts (the local devnet)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ ARTISTS = [
      "tracks": ["Boss Level", "Save Point", "Extra Life", "Credits Roll"]},
 ]
 LISTENERS = [("river-listens.test", "River"), ("sam-hears.test", "Sam"), ("kim-plays.test", "Kim")]
+#: Where each listener says they listen from (the plays' opt-in ``country``; Kim's plays carry none).
+COUNTRIES = {"river-listens.test": "NO", "sam-hears.test": "ES"}
+#: A manager whom Aurora Tide names and who names her back (both sides agree: ``payments.managers``).
+MANAGER = ("max-manages.test", "Max Manages", "aurora-tide.test")
 
 
 @dataclass
@@ -59,14 +63,21 @@ def seed(net: Devnet, password: str = "demo-password-1234", log: Any = print) ->
         avatar = client.upload_blob(cover_png(900 + i, name, 128), "image/png")
         publish_profile(client, name, roles=["listener"], avatar=avatar)
         client.close()
+    manager_handle, manager_name, managed = MANAGER
+    manager = net.create_account(manager_handle, password)
+    out.dids[manager_handle] = manager.did
     n = 0
     for a_i, art in enumerate(ARTISTS):
         acct = net.create_account(art["handle"], password)
         out.dids[art["handle"]] = acct.did
         client = PdsClient(net.pds_url, art["handle"], password)
         avatar = client.upload_blob(cover_png(100 + a_i, art["name"], 128), "image/png")
+        extra_profile: dict[str, Any] = {
+            "location": "Earth", "links": [{"uri": f"https://{art['handle']}.example", "label": "site"}]}
+        if art["handle"] == managed:
+            extra_profile["managers"] = [manager.did]
         publish_profile(client, art["name"], description=art["about"], roles=["artist"], avatar=avatar,
-                        extra={"location": "Earth", "links": [{"uri": f"https://{art['handle']}.example", "label": "site"}]})
+                        extra=extra_profile)
         cover = client.upload_blob(cover_png(200 + a_i, art["album"] or art["name"]), "image/png")
         album_ref = None
         if art["album"]:
@@ -94,13 +105,17 @@ def seed(net: Devnet, password: str = "demo-password-1234", log: Any = print) ->
             out.albums.append(publish_album(client, art["album"], refs, rkey=rkey, artwork=cover,
                                             extra={"genre": art["genre"]}))
         client.close()
+    client = PdsClient(net.pds_url, manager_handle, password)
+    publish_profile(client, manager_name, roles=["manager"], extra={"manages": [out.dids[managed]]})
+    client.close()
     for i, (handle, _name) in enumerate(LISTENERS):
         client = PdsClient(net.pds_url, handle, password)
         for j, track in enumerate(out.tracks):
             if (i + j) % 3 == 0 or j < 2:
                 full = 6000 + ((j + 1) % 5) * 1000
                 heard = full if (i + j) % 2 == 0 else full // 2
-                record_play(client, track, heard, completed=heard == full, segments=[(0, heard)])
+                record_play(client, track, heard, completed=heard == full, segments=[(0, heard)],
+                            country=COUNTRIES.get(handle))
                 out.plays += 1
             if (i * 5 + j) % 4 == 0:
                 like(client, track)

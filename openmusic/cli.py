@@ -632,6 +632,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         price = create_monthly_price(f"http://127.0.0.1:{stripe_port}", "plan_openmusic_plus", 999, "USD", "Plus")
         with devnet.Devnet() as net:
             net.create_account("openmusic-broker.test", "broker-password-1234")
+            operator = net.create_account(DEMO_OPERATOR, DEMO_PASSWORD)  # sees /dashboard/operator
             # atproto accepts a did:web with a port only on localhost: the service DID is did:web:localhost%3A<port>.
             public = f"http://localhost:{args.port}" if args.host in ("127.0.0.1", "localhost") else None
             settings = Settings.from_env(
@@ -643,7 +644,8 @@ def _run_demo(args: argparse.Namespace) -> int:
                 broker_handle="openmusic-broker.test", broker_password="broker-password-1234",
                 attestation_key=new_secret(), processor_ref_salt=new_secret(),
                 tiers=json.dumps([{"id": "plus", "name": "Plus", "monthlyPrice": 999, "stripePrice": price}]),
-                stripe_connect_api_base=f"http://127.0.0.1:{args.port + 2}", payout_threshold=100)
+                stripe_connect_api_base=f"http://127.0.0.1:{args.port + 2}", payout_threshold=100,
+                operator_dids=operator.did)
             _logging(settings.log_level)
 
             async def ready(rt) -> None:
@@ -712,15 +714,16 @@ async def _demo_tips(rt, net, result) -> str:
     return song_tip.uri
 
 
-#: The demo's accounts (``devkit.seed``; the broker is made by ``cmd_demo``) and their password.
+#: The demo's accounts (``devkit.seed``; the broker and the operator are made by ``cmd_demo``) and their password.
 DEMO_PASSWORD = "demo-password-1234"
+DEMO_OPERATOR = "ops-desk.test"
 
 
 def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payout_uri: str, earnings: dict, *,
                  pds: str, plc: str, broker: str, db_path: str) -> str:
     """What the demo prints once it is ready: where things are and commands that work on it as printed."""
     from devkit.demo_payments import explain
-    from devkit.seed import ARTISTS, LISTENERS
+    from devkit.seed import ARTISTS, LISTENERS, MANAGER
 
     artist = "aurora-tide.test"
     t = result.tracks[0].uri
@@ -737,7 +740,10 @@ def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payou
         f"track or artist page, subscribe)",
         f"  Local PDS:          {pds}   PLC: {plc}   (random ports, new each run)",
         f"  Demo accounts (password {DEMO_PASSWORD}): artists " + ", ".join(a["handle"] for a in ARTISTS)
-        + "; listeners " + ", ".join(h for h, _name in LISTENERS),
+        + "; listeners " + ", ".join(h for h, _name in LISTENERS) + f"; manager {MANAGER[0]} (of {MANAGER[2]}); "
+        f"operator {DEMO_OPERATOR}",
+        f"  Studio:             {web}/studio  (signed in as an artist: upload a song from the browser to your PDS)",
+        f"  Dashboards:         {web}/dashboard  (artist), {web}/dashboard/manager, {web}/dashboard/operator",
         "", "Try:",
         f"  curl '{base}/xrpc/fm.openmusic.catalog.searchTracks?q=neon'",
         f"  curl '{base}/xrpc/fm.openmusic.catalog.searchTracks?sort=plays&limit=5'",
@@ -747,7 +753,7 @@ def _demo_banner(base: str, result, tracks: int, plays: int, tip_uri: str, payou
         f"  curl '{base}/xrpc/fm.openmusic.catalog.getAlbum?uri={album}'",
         f"  curl '{base}/xrpc/fm.openmusic.actor.getProfile?actor={artist}'",
         f"  curl '{base}/xrpc/fm.openmusic.listen.getPlays?actor=river-listens.test'",
-        "Publish a track as a demo artist (any audio file; it shows up within seconds):",
+        "Publish a track as a demo artist from the command line too (any audio file; it shows up within seconds):",
         f"  OPENMUSIC_PASSWORD={DEMO_PASSWORD} {cli} publish --pds {pds} --handle {artist} song.mp3",
         "", "Money (Stripe is localstripe here): river-listens.test bought credit and tipped; the broker settled it",
         "and wrote signed settlement records in its own repo (openmusic-broker.test), verifiable by anyone:",
