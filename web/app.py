@@ -344,13 +344,15 @@ def routes(web: WebApp) -> list[BaseRoute]:
     from web.money import Money
     from web.offline import routes as offline_routes
     from web.pages import Pages
+    from web.payouts import Payouts
     from web.profile import routes as profile_routes
     from web.studio_album import routes as studio_routes
 
     catalog: list[BaseRoute] = []
     if web.views is not None:
         pages = Pages(web)
-        catalog = [*pages.routes(), *Money(web, pages).routes(), *Embeds(web, pages).routes(),
+        money = Money(web, pages)
+        catalog = [*pages.routes(), *money.routes(), *Payouts(money).routes(), *Embeds(web, pages).routes(),
                    *studio_routes(web, pages), *dashboard_routes(web, pages)]
     return [*catalog, *offline_routes(web),
         *profile_routes(web),

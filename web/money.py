@@ -180,17 +180,18 @@ class Money:
 
     # -- calling our procedures as the user ---------------------------------------------------------
     async def call(self, user: UserSession, nsid: str, body: dict[str, Any] | None = None,
-                   auth: bool = True) -> dict[str, Any]:
-        """Call ``nsid`` (a query without ``body``, else a procedure) as ``user``, with a service-auth
-        JWT their PDS mints. Raises ``ApiError`` (our XRPC error, or 503 when payments are off),
-        ``SessionEnded`` and ``PdsError`` (the PDS would not mint the token)."""
+                   auth: bool = True, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Call ``nsid`` (a query with ``params`` and without ``body``, else a procedure) as ``user``,
+        with a service-auth JWT their PDS mints. Raises ``ApiError`` (our XRPC error, or 503 when
+        payments are off), ``SessionEnded`` and ``PdsError`` (the PDS would not mint the token)."""
         if not self.enabled or self.web.api is None:
             raise ApiError(503, "PaymentsDisabled", "payments are not configured on this server")
         headers = {}
         if auth:
             headers["authorization"] = "Bearer " + await user.service_auth(self.web.settings.service_did_resolved, nsid)
         if body is None:
-            resp = await self.web.api.get(f"/xrpc/{nsid}", headers=headers)
+            resp = await self.web.api.get(f"/xrpc/{nsid}", headers=headers,
+                                          params={k: v for k, v in (params or {}).items() if v not in (None, "")})
         else:
             resp = await self.web.api.post(f"/xrpc/{nsid}", json=body, headers=headers)
         try:
