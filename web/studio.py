@@ -35,6 +35,7 @@ import logging
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import httpx
 from multiformats import CID, multihash
@@ -273,7 +274,8 @@ class Studio:
         if not data:
             return refuse(400, "InvalidRequest", _("The file is empty."))
         try:
-            blob, info = await self.store_file(user, kind, data, request.headers.get("x-file-name", "")[:256])
+            name = unquote(request.headers.get("x-file-name", ""))[:256]  # studio.js sends it URI-encoded
+            blob, info = await self.store_file(user, kind, data, name)
         except UploadRefused as exc:
             return refuse(exc.status, exc.error, exc.message)
         except SessionEnded:
