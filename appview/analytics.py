@@ -1,6 +1,8 @@
 """The analytics queries, ``fm.openmusic.analytics.*``: streams and listeners over time, the
 retention curve second by second, countries, top tracks and top listeners, for an artist or a
 track. They read the rollups the indexer keeps (``indexer.rollups``), never the plays themselves.
+The money side (revenue, free-to-paid conversion, the operator's overview) is computed in
+``appview.analytics_money``; its params and callers are checked here, by the same rules.
 
 Each needs a service-auth JWT whose ``lxm`` is the method (``payments.auth``, like
 ``payment.getEarnings``), and answers only the artist (the DID of the repo that holds the tracks),
@@ -15,6 +17,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from appview import analytics_money as money
 from appview.queries import resolve_actor
 from appview.views import ViewContext
 from appview.xrpc import XrpcError, head_response, invalid, not_found, parse_params
@@ -319,6 +323,68 @@ async def get_top_listeners(ctx: ViewContext, ops: frozenset[str], caller: str, 
         for listener, n, st, ms in rows]}
 
 
+# -- the money side (appview.analytics_money computes; here: params and callers, as above) --------
+
+#: The AppView serving the current request (``analytics_query`` sets it): getOverview reads its firehose.
+SERVING: ContextVar[AppViewDeps | None] = ContextVar("openmusic_analytics_serving", default=None)
+
+
+def granularity(p: dict[str, Any]) -> str:
+    """The ``granularity`` param (default ``day``). Raises 400 ``InvalidRequest`` for another value."""
+    gran = p.get("granularity") or "day"
+    if gran not in MAX_DAYS:
+        raise invalid("granularity must be day, week or month")
+    return gran
+
+
+def operator_only(ops: frozenset[str], caller: str, what: str) -> None:
+    """Raises 403 ``Forbidden`` unless ``caller`` is an operator (``Settings.operator_dids``)."""
+    if caller not in ops:
+        raise XrpcError(403, "Forbidden", f"{caller} may not read {what}: only an operator of this AppView "
+                                          "(OPENMUSIC_OPERATOR_DIDS) may")
+
+
+async def get_revenue(ctx: ViewContext, ops: frozenset[str], caller: str, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.analytics.getRevenue: the artist's money per currency, per bucket and in total,
+    by source (subscriptions, ads, tips to the artist and to songs), tips by song and the top
+    tippers (by verified handle), purchase-link clicks, the balance and payouts
+    (``analytics_money.revenue`` gives the shape). 400 for bad params or an unknown artist, 403
+    ``Forbidden`` for a caller who is not the artist, an agreed manager or an operator."""
+    gran = granularity(p)
+    s, start, end = await _prepare(ctx, ops, caller, p, MAX_DAYS[gran], f"a series by {gran}", track=False)
+    labels = buckets(date.fromisoformat(start), date.fromisoformat(end), gran)
+    return await money.revenue(ctx, s.artist, start, end, gran, labels, p["limit"])
+
+
+async def get_conversion(ctx: ViewContext, ops: frozenset[str], caller: str, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.analytics.getConversion: listeners who moved from the free tier to a paid one,
+    per bucket and in total; with ``artist``, how many streamed the artist in the 30 days before;
+    without, network-wide (operators only) with the free-to-paid rate (``analytics_money.conversion``).
+    400 for bad params or an unknown artist, 403 ``Forbidden`` for a caller not allowed."""
+    gran = granularity(p)
+    if p.get("artist"):
+        s, start, end = await _prepare(ctx, ops, caller, p, MAX_DAYS[gran], f"a series by {gran}", track=False)
+        artist: str | None = s.artist
+    else:
+        first, last = period(p, MAX_DAYS[gran], f"a series by {gran}")
+        operator_only(ops, caller, "the network's conversion (give artist for an artist's)")
+        artist, start, end = None, first.isoformat(), last.isoformat()
+    labels = buckets(date.fromisoformat(start), date.fromisoformat(end), gran)
+    return await money.conversion(ctx, artist, start, end, gran, labels)
+
+
+async def get_overview(ctx: ViewContext, ops: frozenset[str], caller: str, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.analytics.getOverview: the operator's command center over a period (money,
+    subscribers, conversion, indexing health; ``analytics_money.overview``). 400 for a bad period,
+    403 ``Forbidden`` for anyone but an operator."""
+    first, last = period(p, MAX_PERIOD_DAYS, "the overview")
+    operator_only(ops, caller, "the overview")
+    rt = SERVING.get()
+    st = rt.consumer.status if rt is not None and rt.consumer is not None else None
+    firehose = (False, None) if st is None else (bool(st.connected), st.lag())
+    return await money.overview(ctx, first.isoformat(), last.isoformat(), firehose)
+
+
 #: nsid -> handler(views, operator DIDs, caller DID, validated params)
 ANALYTICS: dict[str, Handler] = {
     NS + "getStreams": get_streams,
@@ -326,6 +392,9 @@ ANALYTICS: dict[str, Handler] = {
     NS + "getCountries": get_countries,
     NS + "getTopTracks": get_top_tracks,
     NS + "getTopListeners": get_top_listeners,
+    NS + "getRevenue": get_revenue,
+    NS + "getConversion": get_conversion,
+    NS + "getOverview": get_overview,
 }
 
 
@@ -341,7 +410,12 @@ async def analytics_query(rt: AppViewDeps, nsid: str, request: Request) -> Respo
                                                          "serves no analytics")
         caller = await rt.auth.verify(request.headers.get("authorization"), nsid)
         params = parse_params(nsid, request)
-        response = JSONResponse(await ANALYTICS[nsid](rt.views, operators(rt.settings.operator_dids), caller, params))
+        serving = SERVING.set(rt)
+        try:
+            response = JSONResponse(await ANALYTICS[nsid](rt.views, operators(rt.settings.operator_dids), caller,
+                                                          params))
+        finally:
+            SERVING.reset(serving)
         return head_response(response) if request.method == "HEAD" else response
     except AuthError as exc:
         resp = XrpcError(401, exc.error, str(exc)).response()

@@ -5,6 +5,15 @@ from the start until the listener stops, some skipping ahead, some seeking back 
 again), an opt-in country on 60% of them, and the streams decisions (``heard_ms``, paid for the 20%
 of listeners on a paid tier).
 
+The money queries (getRevenue, getConversion, getOverview) read what ``money`` writes beside the
+plays (deterministic, replaced on every run, ``--reuse`` too): the paid listeners' monthly invoices
+(the first from a month and day of the year before, so conversions spread over it), every listener's stream
+days (``listener_day``, from the plays), November's close as earning lines (one subscription line
+per paid listener and track streamed, one ad line per track with free streams, both posted
+2026-11-30), 50,000 settled tips (half naming a track), credit purchases, a payout per artist (a
+tenth still pending), the ad pool, purchase-link clicks on a fifth of the tracks and 10,000 rejected
+records.
+
 Requests go through the real Starlette app in-process over ASGI, each with its own service-auth
 JWT (ES256K, verified by ``payments.auth.ServiceAuth``: signature and replay check included), from
 an operator. p50 / p99 per query.
@@ -36,6 +45,7 @@ from atproto_crypto.did import format_did_key
 from bench.firehose import cpu_model
 from bench.queries import build
 from bench.record import DATA
+from core import db
 from core.config import Settings
 from indexer import rollups, streams
 
@@ -102,6 +112,107 @@ def enrich(path: str, seed: int = 3) -> None:
     conn.close()
 
 
+def money(path: str, seed: int = 5) -> dict[str, int]:
+    """Write the money the money queries read (see the module docstring), replacing what an earlier
+    run wrote. Returns rows per table."""
+    rng = random.Random(seed)
+    db.migrate(path)  # a database an earlier run built may predate purchase_click
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("BEGIN")
+    tables = ("subscription_invoice", "listener_day", "earning_line", "ledger_day", "ledger_entry", "ledger_txn", "payout",
+              "ad_pool", "purchase_click", "rejected_record")
+    for table in tables:
+        conn.execute(f"DELETE FROM {table}")
+    listeners = [r[0] for r in conn.execute("SELECT DISTINCT did FROM play ORDER BY did")]
+    paid = [d for d in listeners if int(d[-2:]) % 5 == 0]  # as ``enrich`` decides
+    artists = [r[0] for r in conn.execute("SELECT DISTINCT did FROM track ORDER BY did")]
+    tracks = [r[0] for r in conn.execute("SELECT uri FROM track ORDER BY uri")]
+    txns: list[tuple[str, str, str]] = []  # (idem_key, kind, created_at)
+    entries: list[tuple[str, str, int]] = []  # (idem_key, account, amount)
+
+    def post(key: str, kind: str, at: str, *postings: tuple[str, int]) -> None:
+        txns.append((key, kind, at))
+        entries.extend((key, account, amount) for account, amount in postings)
+
+    months = [f"{2025 + (m + 11) // 12}-{(m + 11) % 12 + 1:02d}" for m in range(12)]  # 2025-12 .. 2026-11
+    invoices = []
+    for did in paid:
+        day = 1 + rng.randrange(28)  # the day of the month their service periods start
+        for month in months[rng.randrange(12):]:
+            y, m = int(month[:4]), int(month[5:])
+            start, end = f"{month}-{day:02d}T00:00:00.000Z", f"{y + m // 12}-{m % 12 + 1:02d}-{day:02d}T00:00:00.000Z"
+            inv = f"in_{did[-10:]}_{month}"
+            invoices.append((inv, "sub_" + did[-10:], did, "plus", "paid", start, end, 999, 30, "USD", start,
+                             f"share:{inv}" if month < "2026-11" else None, start))
+            post(f"stripe:{inv}", "subscription_payment", start, ("stripe:holding", -969), (f"subscription:{did}", 969))
+    conn.executemany("INSERT INTO subscription_invoice (id, subscription, did, tier, status, period_start, period_end, "
+                     "amount_paid, fee, currency, paid_at, distributed_txn, updated_at) "
+                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", invoices)
+    conn.execute("INSERT INTO listener_day (did, day, stream_ms) SELECT did, substr(sort_at, 1, 10), SUM(stream_ms) "
+                 "FROM play WHERE stream = 1 GROUP BY 1, 2")
+    # November's close: the paid listeners' shares by (listener, track), the ad pool by track
+    closed = "2026-11-30T23:00:00.000Z"
+    lines = []
+    for did, track_uri, artist, ms in conn.execute(
+            "SELECT p.did, p.track_uri, t.did, SUM(p.stream_ms) FROM play p JOIN track t ON t.uri = p.track_uri "
+            "WHERE p.stream = 1 AND p.paid = 1 GROUP BY p.did, p.track_uri").fetchall():
+        lines.append((f"share:in_{did[-10:]}_2026-11", "2026-11", "subscription_share", artist, track_uri, ms,
+                      ms // 3, 678, 10000, 1 + ms // 20000, "USD", "invoice:" + did[-16:]))
+    for track_uri, artist, ms in conn.execute(
+            "SELECT p.track_uri, t.did, SUM(p.stream_ms) FROM play p JOIN track t ON t.uri = p.track_uri "
+            "WHERE p.stream = 1 AND p.paid = 0 GROUP BY p.track_uri").fetchall():
+        lines.append(("ads:2026-11", "2026-11", "ad_share", artist, track_uri, ms, 0, 0, 10000, 1 + ms // 50000,
+                      "USD", "ads:2026-11"))
+    for key in sorted({x[0] for x in lines if x[0].startswith("share:")}):
+        post(key, "subscription_share", closed, ("platform:revenue", 291))
+    post("ads:2026-11", "ad_share", closed, ("ads:pool", -1_000_000))
+    conn.execute("INSERT INTO ad_pool (period, amount, currency, entered_at, distributed_txn) VALUES "
+                 "('2026-11', 1000000, 'USD', '2026-11-25T00:00:00.000Z', 'ads:2026-11')")
+    post("adrev:2026-11", "ad_revenue", "2026-11-25T00:00:00.000Z", ("ads:income", -1_000_000), ("ads:pool", 1_000_000))
+    # tips, settled through November, bought with credit
+    for i, did in enumerate(listeners):
+        post(f"stripe:pi_{i}", "credit_purchase", f"2026-11-{1 + i % 20:02d}T08:00:00.000Z",
+             ("stripe:holding", -2000), (f"credit:{did}", 2000))
+    for i in range(50_000):
+        payer, track_uri = rng.choice(listeners), rng.choice(tracks)
+        artist = track_uri.split("/")[2]
+        uri, amount = f"at://{payer}/fm.openmusic.payment.tip/t{i:08d}", rng.choice((100, 200, 500, 1000))
+        at = f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:00:00.000Z"
+        post(f"tip:{uri}", "tip", at, (f"credit:{payer}", -amount), (f"earnings:{artist}", amount))
+        lines.append((f"tip:{uri}", "2026-11", "tip", artist, track_uri if i % 2 else None, None, None, amount, None,
+                      amount, "USD", uri))
+    conn.executemany("INSERT INTO earning_line (txn, period, kind, artist, track_uri, listened_ms, pool_ms, pool, "
+                     "share_bps, amount, currency, source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", lines)
+    payouts = []
+    for i, artist in enumerate(artists):
+        pid, status = f"po_bench{i:06d}", "pending" if i % 10 == 0 else "paid"
+        made = f"2026-11-{1 + i % 28:02d}T12:00:00.000Z"
+        payouts.append((pid, artist, artist, "acct_" + artist[-8:], "2026-10", 5000, "USD", "{}", status,
+                        None if status == "pending" else "tr_" + pid, "r" + pid, made, made))
+        post(f"payout:{pid}", "payout_reserve", made, (f"earnings:{artist}", -5000), ("payouts:pending", 5000))
+        if status == "paid":
+            post(f"payout-sent:{pid}", "payout", made, ("payouts:pending", -5000), ("stripe:holding", 5000))
+    conn.executemany("INSERT INTO payout (id, did, payee, account, period, amount, currency, covers, status, transfer, "
+                     "rkey, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", payouts)
+    conn.executemany("INSERT INTO ledger_txn (idem_key, kind, created_at) VALUES (?,?,?)", txns)
+    ids = dict(conn.execute("SELECT idem_key, id FROM ledger_txn"))
+    conn.executemany("INSERT INTO ledger_entry (txn_id, account, currency, amount) VALUES (?,?,'USD',?)",
+                     [(ids[k], account, amount) for k, account, amount in entries])
+    clicks = [(uri, uri.split("/")[2], f"2026-11-{d:02d}", rng.randrange(1, 20))
+              for uri in tracks[::5] for d in sorted(rng.sample(range(1, 31), 10))]
+    conn.executemany("INSERT INTO purchase_click (track_uri, did, day, clicks) VALUES (?,?,?,?)", clicks)
+    reasons = ("lexicon", "too_large", "bad_reference", "blob", "invalid_commit")
+    conn.executemany("INSERT INTO rejected_record (uri, reason, rejected_at) VALUES (?,?,?)",
+                     [(f"at://did:plc:x{i}/x/1", reasons[i % 5], f"2026-11-{1 + i % 28:02d}T00:00:00.000Z")
+                      for i in range(10_000)])
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    counts = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+    conn.close()
+    return counts
+
+
 def rebuild(path: str) -> tuple[float, dict[str, int], float]:
     """Rebuild the rollups (timed), then check them against a recount (timed): (rebuild s, rows, check s)."""
     conn = sqlite3.connect(path, isolation_level=None)
@@ -164,6 +275,17 @@ async def measure(path: str, requests: int) -> dict[str, list[float]]:
         "getTopTracks top artist": lambda: ("getTopTracks", {"artist": rng.choice(hot_artists), **month}),
         "getTopListeners hot track": lambda: ("getTopListeners", {"track": rng.choice(hot_tracks), **month}),
         "getTopListeners top artist": lambda: ("getTopListeners", {"artist": rng.choice(hot_artists), **month}),
+        "getRevenue artist, by day": lambda: ("getRevenue", {"artist": rng.choice(artists), **month}),
+        "getRevenue top artist, by day": lambda: ("getRevenue", {"artist": rng.choice(hot_artists), **month}),
+        "getRevenue top artist, by week, 1 year": lambda: ("getRevenue", {"artist": rng.choice(hot_artists),
+                                                                          "granularity": "week", **year}),
+        "getConversion top artist, by day": lambda: ("getConversion", {"artist": rng.choice(hot_artists), **month}),
+        "getConversion top artist, by month, 1 year": lambda: ("getConversion", {"artist": rng.choice(hot_artists),
+                                                                                 "granularity": "month", **year}),
+        "getConversion network, by day": lambda: ("getConversion", month),
+        "getConversion network, by month, 1 year": lambda: ("getConversion", {"granularity": "month", **year}),
+        "getOverview 30 days": lambda: ("getOverview", month),
+        "getOverview 1 year": lambda: ("getOverview", year),
     }
     timings: dict[str, list[float]] = {}
     n = 0
@@ -209,6 +331,10 @@ def main() -> None:
         print(f"rollup rebuild: {took:.1f} s ({', '.join(f'{t} {n:,} rows' for t, n in counts.items())}); "
               f"analytics check (recount and compare): {checked:.1f} s; database {path.stat().st_size / 1e6:.0f} MB",
               flush=True)
+    started = time.perf_counter()
+    rows = money(str(path))
+    print(f"money written in {time.perf_counter() - started:.0f} s ({', '.join(f'{t} {n:,}' for t, n in rows.items())})",
+          flush=True)
     timings = asyncio.run(measure(str(path), args.requests))
     print(f"\n{'query':42} {'p50 ms':>8} {'p99 ms':>8}   ({args.requests} requests each, in-process ASGI, JWT verified)")
     for name, samples in timings.items():
