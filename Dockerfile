@@ -12,15 +12,23 @@ WORKDIR /src
 COPY . .
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
+# The browser libraries the web app serves itself (web/package.json: the chart library), from npm.
+FROM python:3.11-slim AS vendor
+RUN apt-get update && apt-get install -y --no-install-recommends npm && rm -rf /var/lib/apt/lists/*
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+
 FROM python:3.11-slim
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels openmusic
 # The lexicon documents are read at run time (core.lexicons) and are not a Python package.
 COPY lexicons /app/lexicons
+COPY --from=vendor /web/node_modules/uplot/dist /app/vendor/uplot/dist
 RUN useradd --system --home-dir /app openmusic && mkdir -p /data && chown openmusic /data
 USER openmusic
 WORKDIR /app
-ENV OPENMUSIC_LEXICON_DIR=/app/lexicons OPENMUSIC_HOST=0.0.0.0 \
+ENV OPENMUSIC_LEXICON_DIR=/app/lexicons OPENMUSIC_VENDOR_DIR=/app/vendor OPENMUSIC_HOST=0.0.0.0 \
     OPENMUSIC_DB_PATH=/data/openmusic.sqlite OPENMUSIC_BLOB_CACHE_DIR=/data/blobs
 VOLUME /data
 EXPOSE 8080

@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 
 .PHONY: setup chromium demo test lint run bench clean i18n
 
-setup: $(VENV)/.installed devnet/node_modules/.openmusic-installed chromium
+setup: $(VENV)/.installed devnet/node_modules/.openmusic-installed web/node_modules/.openmusic-installed chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml
 
 devnet/node_modules/.openmusic-installed: devnet/package.json devnet/install.sh
 	bash devnet/install.sh
+
+web/node_modules/.openmusic-installed: web/package.json web/package-lock.json devnet/node_modules/.openmusic-installed
+	PATH="$(CURDIR)/devnet/.node22/bin:$$PATH" npm ci --prefix web --no-audit --no-fund --loglevel=error
+	touch $@
 
 chromium:              ## Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
@@ -43,7 +47,7 @@ run: setup             ## the AppView on the public network (see README for sett
 	$(BIN)/openmusic run
 
 clean:
-	rm -rf $(VENV) devnet/node_modules devnet/.node22 data
+	rm -rf $(VENV) devnet/node_modules devnet/.node22 web/node_modules data
 
 i18n: setup           ## re-extract the web app's strings and merge them into each language's .po
 	$(BIN)/pybabel extract -F web/babel.cfg --no-location --sort-output -o web/locales/messages.pot .

@@ -54,6 +54,10 @@ class WebSettings:
     #: Where the wallet page loads Stripe.js from. Empty: Stripe's own (``STRIPE_JS_URL``), or
     #: localstripe's stand-in (``<stripe_api_base>/js.stripe.com/v3/``) when the API base is another server.
     stripe_js_url: str = ""
+    #: Where the browser libraries installed from npm (``web/package.json``) are: a ``node_modules``
+    #: directory. Empty: ``web/node_modules`` beside the code (``make setup`` installs it there); the
+    #: container image sets its own (see the Dockerfile).
+    vendor_dir: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> WebSettings:
