@@ -39,6 +39,7 @@ from urllib.parse import unquote
 
 import httpx
 from multiformats import CID, multihash
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -86,6 +87,8 @@ RKEY = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._:~-]{1,512}")
 #: Stands in for a blob not uploaded yet, so that a record is checked before its files are sent.
 PLACEHOLDER_AUDIO = {"$type": "blob", "ref": {"$link": str(CID("base32", 1, "raw", multihash.digest(b"", "sha2-256")))},
                      "mimeType": "audio/wav", "size": 1}
+#: Collection -> (the query that shows one record, the page path's first segment).
+PAGES = {TRACK: ("fm.openmusic.catalog.getTrack", "track"), ALBUM: ("fm.openmusic.catalog.getAlbum", "album")}
 #: Errors of the user's PDS or of reaching it.
 PDS_TROUBLE = (PdsError, httpx.HTTPError, SignInError)
 
@@ -331,23 +334,10 @@ class Studio:
             return got
         user, token = got
         rkey = request.path_params.get("rkey")
-        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-            return self.web.error_page(415, _("Unsupported form"), _("Send this form from our page."), user=user)
-        audio_max, _a = blob_rules(TRACK, "audio")
-        art_max, _b = blob_rules(TRACK, "artwork")
-        body = await read_capped(request, audio_max + art_max + FORM_OVERHEAD)
-        if body is None:
-            return self.web.error_page(413, _("Files too large"), _(
-                "A track's audio may be at most %(audio)s MB and its artwork %(art)s MB. Nothing was saved.")
-                % {"audio": audio_max // 1_000_000, "art": art_max // 1_000_000}, user=user)
-        try:
-            fields, files = await read_form(request, body, ("audio", "artwork"), max_fields=MAX_FIELDS,
-                                            max_part_size=FORM_OVERHEAD)
-        except Exception:  # starlette's HTTPException for python-multipart's refusals
-            return self.web.error_page(400, _("Unreadable form"), _("This form could not be read."), user=user)
-        if not self.csrf_ok(user, (fields.get(csrf.FIELD) or [None])[0]):
-            return self.web.error_page(403, _("Form expired"), _(
-                "This was not sent from our page, or the page is too old. Reload the page and try again."), user=user)
+        got_form = await self.read_upload_form(request, user, TRACK, ("audio", "artwork"), MAX_FIELDS)
+        if isinstance(got_form, Response):
+            return got_form
+        fields, files = got_form
         form = TrackForm.from_fields(fields)
         try:
             return await self.save(user, token, form, files, rkey)
@@ -355,6 +345,29 @@ class Studio:
             return RedirectResponse(login_href(), status_code=303)
         except PDS_TROUBLE as exc:
             return self.pds_problem(exc, user, _("saving the track"))
+
+    async def read_upload_form(self, request: Request, user: UserSession, collection: str, files: tuple[str, ...],
+                               max_fields: int) -> tuple[dict[str, list[str]], dict[str, bytes]] | Response:
+        """A studio form's multipart body: at most the lexicon's ``maxSize`` of each blob field named in
+        ``files`` plus ``FORM_OVERHEAD``, read with ``web.forms.read_form``, its CSRF token checked.
+        Returns (fields, file bytes by name), or the error page (413, 415, 400, 403) to answer."""
+        _ = self._
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            return self.web.error_page(415, _("Unsupported form"), _("Send this form from our page."), user=user)
+        cap = sum(blob_rules(collection, name)[0] for name in files)
+        body = await read_capped(request, cap + FORM_OVERHEAD)
+        if body is None:
+            return self.web.error_page(413, _("Files too large"), _(
+                "The files of this form may be at most %(mb)s MB in all. Nothing was saved.")
+                % {"mb": cap // 1_000_000}, user=user)
+        try:
+            fields, found = await read_form(request, body, files, max_fields=max_fields, max_part_size=FORM_OVERHEAD)
+        except HTTPException:  # what request.form raises for python-multipart's refusals
+            return self.web.error_page(400, _("Unreadable form"), _("This form could not be read."), user=user)
+        if not self.csrf_ok(user, (fields.get(csrf.FIELD) or [None])[0]):
+            return self.web.error_page(403, _("Form expired"), _(
+                "This was not sent from our page, or the page is too old. Reload the page and try again."), user=user)
+        return fields, found
 
     async def save(self, user: UserSession, token: str, form: TrackForm, files: dict[str, bytes],
                    rkey: str | None) -> Response:
@@ -417,20 +430,33 @@ class Studio:
             validate_record(TRACK, from_json(record))
         except (RecordInvalid, ValueError) as exc:
             return again(400, _("This track does not fit the track lexicon: %(reason)s") % {"reason": exc})
-        key = rkey or form.key
+        written = await self.write(user, TRACK, rkey, form.key, record, form.swap)
+        if written is None:
+            return again(409, _("This track changed or was deleted elsewhere since this page was opened. "
+                                "Nothing was saved: reload the page to see it as it is now."))
+        log.info("studio: %s %s track %s", user.did, "edited" if rkey else "published", rkey or form.key)
+        return written
+
+    async def write(self, user: UserSession, collection: str, rkey: str | None, key: str, record: dict[str, Any],
+                    swap: str) -> Response | None:
+        """Write ``record`` (checked) to ``collection``: an edit of ``rkey`` only over the record at
+        CID ``swap``, or a new one under ``key`` only where none is yet (a second send of the same
+        form finds the first one's record). Then wait for the index and go to the record's page (or
+        to the studio, saying it shows shortly). None: the edited record changed meanwhile, nothing
+        was written. Raises ``PDS_TROUBLE``, ``SessionEnded``."""
+        key = rkey or key
         try:
-            written = await user.put_record(TRACK, key, record, swap_record=form.swap or None, expect_new=not rkey)
+            written = await user.put_record(collection, key, record, swap_record=swap or None, expect_new=not rkey)
         except PdsError as exc:
             if exc.error != "InvalidSwap":
                 raise
             if rkey:
-                return again(409, _("This track changed or was deleted elsewhere since this page was opened. "
-                                    "Nothing was saved: reload the page to see it as it is now."))
-            written = await user.get_record(TRACK, key) or {}  # sent twice: the first one was written
-        log.info("studio: %s %s track %s", user.did, "edited" if rkey else "published", key)
-        uri, cid = written.get("uri", f"at://{user.did}/{TRACK}/{key}"), written.get("cid")
-        if await self.until_indexed("fm.openmusic.catalog.getTrack", uri, cid):
-            return RedirectResponse(f"/track/{user.did}/{key}?saved=1", status_code=303)
+                return None
+            written = await user.get_record(collection, key) or {}  # sent twice: the first one was written
+        uri, cid = written.get("uri", f"at://{user.did}/{collection}/{key}"), written.get("cid")
+        view_nsid, page = PAGES[collection]
+        if await self.until_indexed(view_nsid, uri, cid):
+            return RedirectResponse(f"/{page}/{user.did}/{key}?saved=1", status_code=303)
         return RedirectResponse("/studio?notice=pending", status_code=303)
 
     async def delete(self, request: Request) -> Response:

@@ -26,10 +26,10 @@ from core.lexicons import ALBUM, TRACK, RecordInvalid, from_json, validate_recor
 from core.publish import now_iso
 from core.tid import is_tid, tid
 from web import csrf
-from web.forms import blob_rules, read_capped, read_form
-from web.oauth.client import PdsError, SessionEnded, UserSession
+from web.forms import blob_rules
+from web.oauth.client import SessionEnded, UserSession
 from web.paths import login_href
-from web.studio import FORM_OVERHEAD, PDS_TROUBLE, RKEY, Listed, Studio, UploadRefused
+from web.studio import PDS_TROUBLE, RKEY, Listed, Studio, UploadRefused
 from web.studio_form import FormProblem, apply, blob_ref
 
 if TYPE_CHECKING:
@@ -142,22 +142,10 @@ class Albums:
             return got
         user, token = got
         rkey = request.path_params.get("rkey")
-        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-            return self.web.error_page(415, _("Unsupported form"), _("Send this form from our page."), user=user)
-        art_max, _accept = blob_rules(ALBUM, "artwork")
-        body = await read_capped(request, art_max + FORM_OVERHEAD)
-        if body is None:
-            return self.web.error_page(413, _("Files too large"), _(
-                "An album's artwork may be at most %(art)s MB. Nothing was saved.") % {"art": art_max // 1_000_000},
-                user=user)
-        try:
-            fields, files = await read_form(request, body, ("artwork",), max_fields=MAX_FIELDS,
-                                            max_part_size=FORM_OVERHEAD)
-        except Exception:  # starlette's HTTPException for python-multipart's refusals
-            return self.web.error_page(400, _("Unreadable form"), _("This form could not be read."), user=user)
-        if not self.studio.csrf_ok(user, (fields.get(csrf.FIELD) or [None])[0]):
-            return self.web.error_page(403, _("Form expired"), _(
-                "This was not sent from our page, or the page is too old. Reload the page and try again."), user=user)
+        got_form = await self.studio.read_upload_form(request, user, ALBUM, ("artwork",), MAX_FIELDS)
+        if isinstance(got_form, Response):
+            return got_form
+        fields, files = got_form
 
         def one(name: str) -> str:
             return (fields.get(name) or [""])[0].strip()
@@ -224,20 +212,11 @@ class Albums:
             blob, _info = await self.studio.store_file(user, "artwork", artwork_file)
             record["artwork"] = blob
             form.artwork_blob = json.dumps(blob)
-        key = rkey or form.key
-        try:
-            written = await user.put_record(ALBUM, key, record, swap_record=form.swap or None, expect_new=not rkey)
-        except PdsError as exc:
-            if exc.error != "InvalidSwap":
-                raise
-            if rkey:
-                return again(409, _("This album changed or was deleted elsewhere since this page was opened. "
-                                    "Nothing was saved: reload the page to see it as it is now."))
-            written = await user.get_record(ALBUM, key) or {}
-        uri, cid = written.get("uri", f"at://{user.did}/{ALBUM}/{key}"), written.get("cid")
-        if await self.studio.until_indexed("fm.openmusic.catalog.getAlbum", uri, cid):
-            return RedirectResponse(f"/album/{user.did}/{key}?saved=1", status_code=303)
-        return RedirectResponse("/studio?notice=pending", status_code=303)
+        written = await self.studio.write(user, ALBUM, rkey, form.key, record, form.swap)
+        if written is None:
+            return again(409, _("This album changed or was deleted elsewhere since this page was opened. "
+                                "Nothing was saved: reload the page to see it as it is now."))
+        return written
 
     async def delete(self, request: Request) -> Response:
         """POST /studio/album/{rkey}/delete (``swap``: the CID the page showed); the tracks stay."""
