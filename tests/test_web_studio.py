@@ -270,12 +270,30 @@ async def test_studio_upload_edit_album_delete_in_chromium(net, make_client, app
     assert served.status_code == 200 and served.content == wav
     await page.screenshot(path=str(shots / "03-track-page.png"), full_page=True)
 
-    # The purchase link: a click is counted, then the store.
-    buy = await appview.http_client.get(await page.get_attribute("#buy", "href"))
+    # The purchase link: a click on our page counts once per clicker and day, then the store (in a
+    # new tab). A bare request (no Sec-Fetch-Site: same-origin, as a script or curl sends) counts nothing.
+    def clicks() -> tuple | None:
+        with sqlite3.connect(appview.settings.db_path) as conn:
+            return conn.execute("SELECT clicks FROM purchase_click WHERE track_uri = ?",
+                                (f"at://{artist.did}/{TRACK}/{rkey}",)).fetchone()
+    href = await page.get_attribute("#buy", "href")
+    assert await page.get_attribute("#buy", "target") == "_blank"
+    buy = await appview.http_client.get(href)
     assert buy.status_code == 303 and buy.headers["location"] == "https://shop.example/night-bus"
-    with sqlite3.connect(appview.settings.db_path) as conn:
-        assert conn.execute("SELECT clicks FROM purchase_click WHERE track_uri = ?",
-                            (f"at://{artist.did}/{TRACK}/{rkey}",)).fetchone() == (1,)
+    assert clicks() is None
+    for _i in range(2):
+        same = await appview.http_client.get(href, headers={"sec-fetch-site": "same-origin"})
+        assert same.status_code == 303
+    assert clicks() == (1,)
+    await context.route("https://shop.example/**", lambda route: route.fulfill(body="<h1>Shop</h1>",
+                                                                             content_type="text/html"))
+    async with context.expect_page() as popup:
+        await page.click("#buy")
+    shop = await popup.value
+    await shop.wait_for_load_state()
+    assert shop.url == "https://shop.example/night-bus" and page.url.startswith(f"{site.url}/track/")
+    await shop.close()
+    assert clicks() == (2,)  # the signed-in artist: another clicker than the address above
 
     # Edit: the form comes back filled in, by handle and percent; the change shows on the track page.
     await page.click("#edit-track")

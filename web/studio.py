@@ -22,14 +22,17 @@ back to our index like any other client's.
   overwritten. A refusal writes no record and shows the form again with the reason; blobs uploaded
   for a refused form are never referenced, and the PDS drops them.
 - ``POST /studio/track/{rkey}/delete``: delete the record (``swapRecord``: the CID shown).
-- ``GET /buy/{did}/{rkey}``: count a click on the track's purchase link
-  (``appview.clicks``) and go there (303); only ``https`` links are followed.
+- ``GET /buy/{did}/{rkey}``: count a click on the track's purchase link (``appview.clicks``: once
+  per clicker, track and day; a clicker is the signed-in DID or else the visitor's address, kept
+  only as a keyed hash; only requests a browser marks ``Sec-Fetch-Site: same-origin``, i.e. clicks on
+  our pages, count) and go there (303); only ``https`` links are followed.
 Albums: ``web.studio_album``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import re
@@ -506,7 +509,11 @@ class Studio:
             user, _t = await self.pages.viewer(request)
             return self.web.error_page(404, self._("Not for sale here"), self._(
                 "This track has no purchase link."), user=user)
-        await count_purchase_click(self.web.conn, uri, did)
+        if request.headers.get("sec-fetch-site") == "same-origin":  # a click on our page, not a bare fetch
+            user, _t = await self.pages.viewer(request)
+            clicker = user.did if user else f"addr:{request.client.host if request.client else ''}"
+            key = hmac.new(self.web.sealer.csrf_key, f"buy\x00{clicker}".encode(), "sha256").hexdigest()  # type: ignore[union-attr]
+            await count_purchase_click(self.web.conn, uri, did, key)
         return RedirectResponse(link, status_code=303, headers={"Referrer-Policy": "no-referrer"})
 
 
