@@ -258,6 +258,8 @@ async def test_studio_upload_edit_album_delete_in_chromium(net, make_client, app
     await page.click("#publish")
     await page.wait_for_url(lambda u: "/track/" in u, timeout=30_000)
     rkey = page.url.split("?")[0].rsplit("/", 1)[1]
+    assert "Saved in your PDS" in await page.text_content("#saved")
+    assert await page.locator(".track-words li").all_text_contents() == ["calm", "late"]
     value = pds_record(net, artist.did, TRACK, rkey)["value"]
     assert value["title"] == "Night Bus" and value["genre"] == "Dub" and value["duration"] == 4000
     assert value["audio"]["ref"]["$link"] == audio_ref["ref"]["$link"] and value["artwork"]["mimeType"] == "image/png"
@@ -300,11 +302,18 @@ async def test_studio_upload_edit_album_delete_in_chromium(net, make_client, app
     await page.wait_for_url(f"{site.url}/studio/track/{rkey}")
     assert await page.input_value("#title") == "Night Bus"
     assert await who.nth(1).input_value() == bob.handle and await share.nth(1).input_value() == "30"
+    assert (await page.get_attribute(".current-art img", "src")).endswith(value["artwork"]["ref"]["$link"])
     await page.fill("#title", "Night Bus (Edit)")
     await page.click("#publish")
     await page.wait_for_url(lambda u: f"/track/{artist.did}/{rkey}" in u, timeout=30_000)
     assert await page.text_content("h1") == "Night Bus (Edit)"
-    assert pds_record(net, artist.did, TRACK, rkey)["value"]["splits"] == value["splits"]
+    edited = pds_record(net, artist.did, TRACK, rkey)["value"]
+    assert edited["splits"] == value["splits"] and edited["artwork"] == value["artwork"]
+    await page.goto(f"{site.url}/studio/track/{rkey}")  # and the artwork can be taken off
+    await page.check("input[name=removeArtwork]")
+    await page.click("#publish")
+    await page.wait_for_url(lambda u: f"/track/{artist.did}/{rkey}" in u, timeout=30_000)
+    assert "artwork" not in pds_record(net, artist.did, TRACK, rkey)["value"]
 
     # Without JavaScript: the files travel in the form itself.
     plain = await browser.new_context(java_script_enabled=False, storage_state=await context.storage_state())
@@ -324,6 +333,11 @@ async def test_studio_upload_edit_album_delete_in_chromium(net, make_client, app
     await page.fill("#title", "Late Rides")
     rows = page.locator(".album-row")
     assert await rows.count() == 2
+    async with page.expect_response(lambda r: r.request.method == "POST" and "/studio/album" in r.url) as info:
+        await page.click("#save-album")  # no track ticked
+    assert (await info.value).status == 400 and "at least one track" in await page.text_content("[role=alert]")
+    assert pds_list(net, artist.did, ALBUM) == []
+    rows = page.locator(".album-row")
     for i in range(2):
         await rows.nth(i).locator("input[name=on]").check()
     first_title = await rows.nth(0).get_attribute("data-title")
@@ -336,6 +350,8 @@ async def test_studio_upload_edit_album_delete_in_chromium(net, make_client, app
     await page.click("#save-album")
     await page.wait_for_url(lambda u: "/album/" in u, timeout=30_000)
     album_rkey = page.url.split("?")[0].rsplit("/", 1)[1]
+    assert "Saved in your PDS" in await page.text_content("#saved")
+    assert await page.get_attribute("#edit-album", "href") == f"/studio/album/{album_rkey}"
     titles = {f"at://{artist.did}/{TRACK}/{rkey}": "Night Bus (Edit)", f"at://{artist.did}/{TRACK}/{second}": "Second Song"}
     listed = [titles[t["uri"]] for t in pds_record(net, artist.did, ALBUM, album_rkey)["value"]["tracks"]]
     assert listed == order

@@ -183,7 +183,8 @@ class Pages:
                     album = (await self.query("fm.openmusic.catalog.getAlbum", uri=track["album"]["uri"]))["album"]
             return await self.page(request, "track.html", track=track, stats=stats, album=album,
                                    like=(await self.liked(user, [uri])).get(uri),
-                                   notice=request.query_params.get("notice", ""))
+                                   notice=request.query_params.get("notice", ""),
+                                   saved=request.query_params.get("saved") == "1")
         return await self.guarded(request, build)
 
     async def artist(self, request: Request) -> Response:
@@ -209,7 +210,8 @@ class Pages:
             album = (await self.lookup("fm.openmusic.catalog.getAlbum", uri))["album"]
             user, _ = await self.viewer(request)
             return await self.page(request, "album.html", album=album, tracks=album["tracks"],
-                                   like=(await self.liked(user, [uri])).get(uri))
+                                   like=(await self.liked(user, [uri])).get(uri),
+                                   saved=request.query_params.get("saved") == "1")
         return await self.guarded(request, build)
 
     # -- writes ------------------------------------------------------------------------------------

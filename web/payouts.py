@@ -106,13 +106,16 @@ class Payouts:
             log.warning("earnings of %s: %s", user.did, exc)
             return self.web.error_page(502, _("Earnings unavailable"), _(
                 "Your PDS would not vouch for this request; reload the page to try again."), user=user)
-        dids = [view["artist"], *(m.get("artist") for m in view.get("managed") or [])]
+        tippers = [ln["source"].removeprefix("at://").split("/")[0] for ln in view.get("lines", [])
+                   if ln.get("kind") == "tip" and str(ln.get("source", "")).startswith("at://did:")]
+        dids = [view["artist"], *(m.get("artist") for m in view.get("managed") or []), *tippers]
         tracks = [ln["track"] for ln in view.get("lines", []) if ln.get("track")]
         names = await self.names([d for d in dids if isinstance(d, str)], tracks)
         return self.web.render("earnings.html", user=user, csrf_field=csrf.FIELD, csrf_token=token, view=view,
                                periods=by_period(view.get("lines", [])), period=period, names=names,
                                own=view["artist"] == user.did, onboarded=q.get("onboarded") == "1",
-                               more=view.get("cursor"), artist=artist)
+                               more=view.get("cursor"), artist=artist,
+                               threshold=self.web.settings.payout_threshold)
 
     async def names(self, dids: list[str], tracks: list[str]) -> dict[str, str]:
         """DIDs and track AT-URIs -> what the page calls them (display name or handle; title)."""

@@ -322,12 +322,15 @@ class Studio:
         audio_max, audio_accept = blob_rules(TRACK, "audio")
         art_max, art_accept = blob_rules(TRACK, "artwork")
         audio = blob_ref_or_none(form.audio_blob)
+        artwork = blob_ref_or_none(form.artwork_blob)
+        art_cid = (artwork or {}).get("ref", {}).get("$link") if isinstance((artwork or {}).get("ref"), dict) else None
         return self.web.render(
             "studio_track.html", status=status, user=user, csrf_field=csrf.FIELD, csrf_token=token, form=form,
             rkey=rkey, uri=uri, error=error, ai_levels=AI_LEVELS, licenses=LICENSES,
             audio_max_mb=audio_max // 1_000_000, art_max_mb=art_max // 1_000_000,
             audio_accept=",".join([*audio_accept, ".mp3", ".flac", ".ogg", ".oga", ".opus", ".wav", ".m4a"]),
-            art_accept=",".join(art_accept), audio_size=(audio or {}).get("size"))
+            art_accept=",".join(art_accept), audio_size=(audio or {}).get("size"),
+            artwork_url=self.views.image_url(user.did, art_cid) if art_cid and rkey else None)
 
     async def track_submit(self, request: Request) -> Response:
         """POST /studio/track/new or /studio/track/{rkey}: check, upload files, write (module docstring)."""
@@ -423,7 +426,10 @@ class Studio:
         except UploadRefused as exc:
             return again(exc.status, exc.message)
         record["audio"] = audio
-        if artwork is not None:
+        if form.remove_artwork and not files.get("artwork"):
+            record.pop("artwork", None)
+            form.artwork_blob = ""
+        elif artwork is not None:
             record["artwork"] = artwork
         if duration is None and not record.get("duration"):
             return again(400, _("The audio's length is unknown: upload the file again."))

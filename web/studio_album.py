@@ -189,8 +189,10 @@ class Albums:
         if any(r.on and not r.cid for r in form.rows):
             return again(400, _("A track on this album is no longer in your repo. Reload the page."))
         chosen = [{"uri": r.uri, "cid": r.cid} for r in form.rows if r.on]
+        if not chosen:
+            return again(400, _("Tick at least one track for the album."))
         changes: dict[str, Any] = {"title": form.title, "description": form.description or None,
-                                   "genre": form.genre or None, "tracks": chosen or None, "releaseDate": None}
+                                   "genre": form.genre or None, "tracks": chosen, "releaseDate": None}
         if form.release_date:
             try:
                 changes["releaseDate"] = date.fromisoformat(form.release_date).isoformat() + "T00:00:00.000Z"

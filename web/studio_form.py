@@ -63,6 +63,7 @@ class TrackForm:
     splits: list[SplitRow] = field(default_factory=list)
     audio_blob: str = ""       # the uploaded audio's blob ref, JSON (from ``POST /studio/upload``)
     artwork_blob: str = ""
+    remove_artwork: bool = False
     duration_ms: str = ""      # read from the audio when it was uploaded
     swap: str = ""             # the CID of the record being edited ("" for a new track)
     key: str = ""              # the new record's key (a TID), so sending the form twice writes once
@@ -79,7 +80,8 @@ class TrackForm:
                    explicit=one("explicit") == "1", license=one("license"), featured=one("featured"),
                    ai_level=one("aiLevel"), ai_tools=one("aiTools"), ai_note=one("aiNote"),
                    purchase_url=one("purchaseUrl"), splits=[r for r in rows if r.who or r.percent],
-                   audio_blob=one("audioBlob"), artwork_blob=one("artworkBlob"), duration_ms=one("durationMs"),
+                   audio_blob=one("audioBlob"), artwork_blob=one("artworkBlob"),
+                   remove_artwork=one("removeArtwork") == "1", duration_ms=one("durationMs"),
                    swap=one("swap"), key=one("key"))
 
     @classmethod

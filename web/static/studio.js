@@ -31,15 +31,17 @@ function setUp(form) {
   form.addEventListener("submit", (event) => {
     if (running > 0) {
       event.preventDefault();
-      status(form.querySelector(".upload-status"), label("labelWait"));
+      status(form.querySelector(".upload-status"), label("labelWait"), true);
     }
   });
   setUpSplits(form);
   setUpRows(form);
 }
 
-function status(element, text) {
-  if (element) element.textContent = text;
+function status(element, text, failed = false) {
+  if (!element) return;
+  element.textContent = text;
+  element.classList.toggle("failed", failed);
 }
 
 function upload(input, file) {
@@ -74,13 +76,13 @@ function upload(input, file) {
       } else {
         bar.hidden = true;
         input.value = "";
-        status(line, label("labelFailed", { reason: body.message || xhr.statusText }));
+        status(line, label("labelFailed", { reason: body.message || xhr.statusText }), true);
       }
       resolve();
     });
     xhr.addEventListener("error", () => {
       bar.hidden = true;
-      status(line, label("labelFailed", { reason: navigator.onLine ? "network error" : "offline" }));
+      status(line, label("labelFailed", { reason: navigator.onLine ? "network error" : "offline" }), true);
       resolve();
     });
     xhr.send(file);
