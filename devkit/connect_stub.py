@@ -19,12 +19,12 @@ import threading
 import time
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 
@@ -102,16 +102,22 @@ class ConnectStub:
             if p.get("account") not in self.accounts:
                 return 404, {"error": {"type": "invalid_request_error", "message": "No such account"}}
             link = copy.deepcopy(self.fixtures["account_link"])
+            back = p.get("return_url", "")
+            query = f"?{urlencode({'return_url': back})}" if back.startswith(("http://", "https://")) else ""
             link.update(created=int(time.time()), expires_at=int(time.time()) + 300,
-                        url=f"{request.base_url}onboard/{p['account']}")
+                        url=f"{request.base_url}onboard/{p['account']}{query}")
             return 200, link
         return await self._once(request, make)
 
-    async def onboard(self, request: Request) -> PlainTextResponse:
+    async def onboard(self, request: Request) -> Response:
+        """Onboarding done at once; like Stripe's hosted page, back to the link's ``return_url`` when given."""
         acct = self.accounts.get(request.path_params["id"])
         if not acct:
             return PlainTextResponse("no such account", status_code=404)
         acct.update(payouts_enabled=True, charges_enabled=True, details_submitted=True)
+        back = request.query_params.get("return_url", "")
+        if back.startswith(("http://", "https://")):
+            return RedirectResponse(back, status_code=303)
         return PlainTextResponse("onboarding complete: you can close this page")
 
     async def create_transfer(self, request: Request) -> JSONResponse:

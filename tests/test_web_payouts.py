@@ -65,6 +65,7 @@ async def test_statement_payouts_and_manager_view_in_chromium(paid_appview, make
     async with page.expect_response(lambda r: r.url.endswith("/wallet/payouts/setup")) as info:
         await page.click("#payout-setup")
     assert (await info.value).status == 303
+    await page.wait_for_url(f"{site.url}/wallet/earnings?onboarded=1")  # Stripe (the stub) sends them back
     assert len(stub.accounts) == accounts + 1
     await onboard(rt, manager)
     assert (await rt.payments.run_payouts())["paid"] == 2
