@@ -3,7 +3,10 @@ localstripe, the network the reference PDS) serves them; Debian's Chromium signs
 and an operator in on the PDS, and each dashboard draws its charts with uPlot (served by us from
 web/node_modules) and shows, in its tables, the figures of the plays, subscription and tips this test
 wrote. CSV exports, the operator's server-sent events, a non-operator's 403 and a bad date are checked
-too; screenshots (1280 px, 390 px, dark) go to the test's tmp dir.
+too; so are what a listener (no track, no artist role) sees: a page saying what the dashboard is for,
+a plain 403 for another artist's figures and for the operator's page; screenshots (1280 px, 390 px,
+dark) go to the test's tmp dir. Unit tests: the period's length per granularity, the tabs a viewer is
+shown, the first bucket of a series labelled from the period's first day.
 
 What the test writes, all today (UTC). Track A of ARTIST lasts 4 s (a stream needs 2 s); track B of
 ARTIST2 too. L4 subscribes to Plus first, so L4's play is a paid stream; the others are free.
@@ -32,10 +35,13 @@ import asyncio
 import csv
 import io
 import json
-from urllib.parse import urljoin
+from types import SimpleNamespace
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
+import jinja2
 import pytest
+from starlette.requests import Request
 
 from core.lexicons import PLAY
 from core.publish import now_iso, publish_profile, publish_track, tip
@@ -45,9 +51,11 @@ from tests.conftest import eventually
 from tests.test_payments_e2e import buy_credit, call
 from tests.test_web_oauth_browser import PASSWORD, pds_sign_in, start_sign_in
 from tests.test_web_pages import browser, indexed  # noqa: F401  (browser: a fixture)
-from web.dashboard_tables import Column, Table, csv_text
+from web.dashboard_core import Dashboards, Viewer
+from web.dashboard_tables import Column, Table, csv_text, shown_buckets
+from web.i18n import Languages
 
-pytestmark = pytest.mark.network
+network = pytest.mark.network
 AN = "fm.openmusic.analytics."
 
 
@@ -172,6 +180,7 @@ async def no_sideways_scroll(page, path: str, shot) -> None:
     await page.set_viewport_size({"width": 1280, "height": 900})
 
 
+@network
 async def test_artist_dashboard_in_chromium(net, world, browser, tmp_path):  # noqa: F811
     site, artist = world["site"], world["artist"]
     l1 = world["listeners"][0]
@@ -219,6 +228,18 @@ async def test_artist_dashboard_in_chromium(net, world, browser, tmp_path):  # n
     assert headers["content-disposition"].startswith('attachment; filename="openmusic-artist-streams-')
     assert rows[0][:5] == ["Day", "Paid streams", "Free streams", "Plays not streams", "Plays"]
     assert len(rows) == 1 + 30 + 1 and rows[-2][1:6] == ["1", "3", "1", "5", "4"] and rows[-1][1:6] == ["1", "3", "1", "5", "4"]
+    assert rows[-1][0] == "Total"
+    # A 30-row table is closed (a phone sees the charts first), its caption and CSV link in view.
+    assert await page.locator("#streams details.dash-details").count() == 1
+    assert await page.locator("#streams details.dash-details[open]").count() == 0
+    assert await page.locator("#streams .dash-caption").is_visible()
+    assert await page.locator("#streams .dash-csv a").is_visible()
+    # An artist who manages nobody and operates nothing is shown no tabs (no "Manager" tab).
+    assert await page.locator("#tab-manager").count() == 0 and await page.locator("#tab-operator").count() == 0
+    # One listener moved to a paid tier: said in the singular (plural forms, not "1 listeners").
+    converters = int(await page.get_attribute("#table-conversion tfoot td[data-key=converters]", "data-value"))
+    summary = (await page.text_content("#conversion-summary")).strip()
+    assert summary.startswith(f"{converters} listener moved " if converters == 1 else f"{converters} listeners moved ")
     _, rows = await csv_rows(page, await page.get_attribute("#countries .dash-csv a", "href"))
     assert rows == [["Country", "Streams", "Listeners", "Plays"], ["DE", "2", "1", "2"], ["FR", "1", "1", "1"],
                     ["SE", "1", "1", "1"], ["No country given", "0", "1", "1"]]
@@ -227,10 +248,16 @@ async def test_artist_dashboard_in_chromium(net, world, browser, tmp_path):  # n
     missing = await page.request.get(f"{site}/dashboard?format=csv&table=nothing")
     assert missing.status == 404
 
-    # A week at a time (the plain GET form), and a bad date: a message on the page, not a crash.
+    # A week at a time (the plain GET form, which keeps the chosen track), and a bad date: a message on
+    # the page, not a crash.
+    rkey = world["song_a"].uri.rsplit("/", 1)[-1]
+    await page.goto(f"{site}/dashboard?track={rkey}")
+    assert await page.get_attribute("form.dash-period input[name=track]", "value") == rkey
     await page.select_option("#dash-granularity", "week")
     await page.get_by_role("button", name="Show", exact=True).click()
     await page.wait_for_url(lambda u: "granularity=week" in u)
+    assert parse_qs(urlsplit(page.url).query).get("track") == [rkey]
+    assert await page.input_value("#dash-track") == rkey
     await page.locator("#streams-chart canvas").first.wait_for(timeout=15_000)
     assert (await cells(page, "streams", "paidStreams", "tfoot")) == ["1"]
     bad = await page.goto(f"{site}/dashboard?start=2026-02-30&end=2026-03-01")
@@ -241,15 +268,25 @@ async def test_artist_dashboard_in_chromium(net, world, browser, tmp_path):  # n
     assert backwards.status == 400 and "is before the start" in await page.text_content("#dash-error")
     too_long = await page.goto(f"{site}/dashboard?start=2020-01-01&end=2026-01-01&granularity=day")
     assert too_long.status == 400 and "366" in await page.text_content("#dash-error")
+    too_long = await page.goto(f"{site}/dashboard?start=1900-01-01&end=2100-01-01")
+    text = " ".join((await page.text_content("#dash-error")).split())
+    assert too_long.status == 400 and "This period is 73,050 days long; a series by day covers at most 366 days. " \
+        "Choose week or month, or a shorter period." in text, text
+    assert "the period holds" not in text
     await page.screenshot(path=str(tmp_path / "artist-bad-date.png"), full_page=True)
 
     # Not an operator: the operator's page and its events are refused, clearly.
     refused = await page.goto(f"{site}/dashboard/operator")
-    assert refused.status == 403 and "Operators only" in await page.text_content("main")
+    main = await page.text_content("main")
+    assert refused.status == 403 and "Operators only" in main and "This page is for the operators of this server." in main
+    assert await page.locator("main a[href='/dashboard']").count() == 1  # an artist: their dashboard
     assert (await page.request.get(f"{site}/dashboard/operator/events")).status == 403
-    # Another artist's figures (no agreement): refused by the AppView, said on the page.
+    # Another artist's figures (no agreement): refused by the AppView, said in words, no DIDs, no form.
     other = await page.goto(f"{site}/dashboard?artist={world['lone'].handle}")
-    assert other.status == 403 and "may not read the analytics" in await page.text_content("#dash-error")
+    main = await page.text_content("main")
+    assert other.status == 403 and await page.text_content("h1") == "Not your artist"
+    assert "you manage them" in main and "did:" not in main and "may not read the analytics" not in main
+    assert await page.locator("form.dash-period").count() == 0
 
     # A phone, Spanish, the dark scheme.
     await page.goto(f"{site}/dashboard")
@@ -271,6 +308,7 @@ async def test_artist_dashboard_in_chromium(net, world, browser, tmp_path):  # n
     await context.close()
 
 
+@network
 async def test_manager_dashboard_in_chromium(net, world, browser, tmp_path):  # noqa: F811
     site = world["site"]
     context, page = await sign_in(browser, net, world, world["manager"], tmp_path, "manager")
@@ -297,12 +335,18 @@ async def test_manager_dashboard_in_chromium(net, world, browser, tmp_path):  # 
     await page.wait_for_url(lambda u: "/dashboard?artist=" in u)
     await page.locator("#streams-chart canvas").first.wait_for(timeout=15_000)
     assert await cells(page, "streams", "plays", "tfoot") == ["5"]
+    # Their own /dashboard: no track, no artist role: what it is for, the studio and their artists.
+    assert (await page.goto(f"{site}/dashboard")).status == 200
+    assert await page.get_attribute("#dashboard-notice", "data-kind") == "listener"
+    assert await page.locator(".dash-links a[href='/studio']").count() == 1
+    assert await page.locator(".dash-links a[href='/dashboard/manager']").count() == 1
     await page.goto(f"{site}/dashboard/manager")
     await no_sideways_scroll(page, "/dashboard/manager", tmp_path / "manager-390.png")
     assert problems == [], problems
     await context.close()
 
 
+@network
 async def test_operator_dashboard_live_in_chromium(net, world, browser, tmp_path):  # noqa: F811
     site, rt, operator = world["site"], world["rt"], world["operator"]
     context, page = await sign_in(browser, net, world, operator, tmp_path, "operator")
@@ -352,6 +396,7 @@ async def test_operator_dashboard_live_in_chromium(net, world, browser, tmp_path
     await context.close()
 
 
+@network
 async def test_signed_out_static_files_and_csv_units(world):
     site = world["site"]
     async with httpx.AsyncClient(base_url=site) as http:
@@ -369,3 +414,87 @@ async def test_signed_out_static_files_and_csv_units(world):
                              Column("s", "Share", "bps")],
                   rows=[{"title": "=HYPERLINK(1)", "n": 3, "m": 1234, "s": 2500}], currency="USD")
     assert csv_text(table) == "Title,Plays,Earned (USD),Share (%)\r\n'=HYPERLINK(1),3,12.34,25.00\r\n"
+
+
+@network
+async def test_listener_sees_plain_pages_in_chromium(net, world, browser, tmp_path):  # noqa: F811
+    """A listener (no track, no artist role): /dashboard says what it is for; another artist's
+    figures and the operator's page are refused in plain words."""
+    site, artist = world["site"], world["artist"]
+    context, page = await sign_in(browser, net, world, world["listeners"][0], tmp_path, "listener")
+    problems = watch(page)
+    resp = await page.goto(f"{site}/dashboard")
+    assert resp.status == 200
+    await page.screenshot(path=str(tmp_path / "listener-1280.png"), full_page=True)
+    assert await page.get_attribute("#dashboard-notice", "data-kind") == "listener"
+    main = " ".join((await page.text_content("main")).split())
+    assert "shows an artist's figures" in main and "no tracks here yet" in main
+    assert await page.locator(".dash-links a[href='/studio']").count() == 1
+    assert await page.locator(".dash-links a[href='/dashboard/manager']").count() == 0  # no manager role
+    assert await page.locator("#figures").count() == 0 and await page.locator("form.dash-period").count() == 0
+    assert "Dashboard:" not in await page.text_content("h1")
+
+    other = await page.goto(f"{site}/dashboard?artist={artist.handle}")
+    assert other.status == 403
+    await page.screenshot(path=str(tmp_path / "listener-403-1280.png"), full_page=True)
+    main = await page.text_content("main")
+    assert await page.text_content("h1") == "Not your artist" and "Dash Artist" not in main
+    assert "did:" not in main and await page.locator("form.dash-period").count() == 0
+    assert await page.get_attribute("#dashboard-notice", "data-kind") == "not-your-artist"
+
+    ops = await page.goto(f"{site}/dashboard/operator")
+    main = await page.text_content("main")
+    assert ops.status == 403 and "This page is for the operators of this server." in main
+    assert "/dashboard" not in main and await page.locator("main a[href='/dashboard']").count() == 0
+    assert await page.locator("main a[href='/me']").count() == 1
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.goto(f"{site}/dashboard")
+    await page.screenshot(path=str(tmp_path / "listener-390.png"), full_page=True)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert problems == [], problems
+    await context.close()
+
+
+def dashboards() -> Dashboards:
+    """``Dashboards`` over just what ``period`` needs (the English catalog)."""
+    web = SimpleNamespace(settings=SimpleNamespace(currency="usd"), templates=Languages(jinja2.DictLoader({}), {}))
+    return Dashboards(web, None)  # type: ignore[arg-type]
+
+
+def query(text: str) -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/dashboard", "query_string": text.encode(),
+                    "headers": []})
+
+
+def test_period_too_long_for_its_granularity_in_words():
+    dash = dashboards()
+    got = dash.period(query("start=1900-01-01&end=2100-01-01"))
+    assert got.errors == ["This period is 73,050 days long; a series by day covers at most 366 days. "
+                          "Choose week or month, or a shorter period."]
+    got = dash.period(query("start=2020-01-01&end=2023-01-01&granularity=week"))
+    assert got.errors == ["This period is 1,097 days long; a series by week covers at most 731 days. "
+                          "Choose month, or a shorter period."]
+    got = dash.period(query("start=1900-01-01&end=2100-01-01&granularity=month"))
+    assert got.errors[0].endswith("a series by month covers at most 3,660 days. Choose a shorter period.")
+    assert dash.period(query("start=2025-01-01&end=2025-12-31")).errors == []  # 365 days by day
+    assert dash.period(query("start=2020-01-01&end=2026-01-01&granularity=month")).errors == []
+    assert dash.period(query("start=2026-03-05&end=2026-03-01")).errors == [
+        "The end (Mar 1, 2026) is before the start (Mar 5, 2026)."]  # not also "too long"
+
+
+def test_tabs_follow_who_the_viewer_is():
+    def tabs(current: str, **who: bool) -> list[str]:
+        v = Viewer("did:plc:x", None, who.get("artist", False), who.get("manager", False), who.get("operator", False))
+        return [t["id"] for t in v.tabs(current, lambda s: s)]
+    assert tabs("artist", artist=True) == []  # an artist who manages nobody: no "Manager" tab
+    assert tabs("artist", artist=True, manager=True) == ["artist", "manager"]
+    assert tabs("manager", manager=True) == []
+    assert tabs("manager", manager=True, operator=True) == ["manager", "operator"]
+    assert tabs("operator", artist=True, operator=True) == ["artist", "operator"]
+    assert tabs("artist", artist=True, manager=True, operator=True) == ["artist", "manager", "operator"]
+
+
+def test_first_bucket_shown_from_the_period_start():
+    data = {"start": "2026-11-01", "buckets": [{"bucket": "2026-10-26", "plays": 1}, {"bucket": "2026-11-02", "plays": 2}]}
+    assert shown_buckets(data) == [{"bucket": "2026-11-01", "plays": 1}, {"bucket": "2026-11-02", "plays": 2}]
+    assert data["buckets"][0]["bucket"] == "2026-10-26"  # the answer itself is left as it is

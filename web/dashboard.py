@@ -21,9 +21,26 @@ Routes (signed in; signed out: to the sign-in page and back):
 - ``GET /static/vendor/uplot/uPlot.iife.min.js`` and ``uPlot.min.css``: the chart library, installed
   from npm into ``web/node_modules`` by ``make setup`` (``web/package.json``) and served from there.
 
-A period that is not one (a date that is not a date, an end before the start, a range too long for the
-granularity) gets the page with the form and a message saying what is wrong, status 400. A part whose
-method fails or is not on this server says so in its place; the rest of the page is shown."""
+Who sees what: ``/dashboard`` of a viewer who is no artist (their public ``actor.getProfile`` has
+neither the role ``artist`` nor a track) is a short page saying what the dashboard is for, with links
+to the studio (and to the manager's dashboard for a manager); another artist's figures refused by the
+AppView, and the operator's page for anyone else, are plain 403 pages in words (no DIDs, no period
+form) with links to the viewer's own dashboards and page. The tabs shown are the viewer's: the artist's
+for an artist, the manager's for the role ``manager`` or at least one artist who agrees, the operator's
+for an operator (none when only one).
+
+A period that is not one (a date that is not a date, an end before the start, a range longer than
+``appview.analytics.MAX_DAYS`` allows for the granularity, checked here before any call) gets the page
+with the form and a message saying what is wrong, status 400. The period form carries ``artist`` and
+``track``. A part whose method fails or is not on this server says so in its place, in words
+(``Dashboards.why``: the method's own English message goes only to the server log); the rest of the
+page is shown.
+
+A series by week or month counts only the period's days, also in a first or last bucket that reaches
+outside it; the first bucket is labelled from the period's first day rather than the week's Monday or
+the month's first (by week from Sunday 2026-11-01: "Week of Nov 1, 2026", holding that one day), in the
+tables, the charts and the CSV alike. Tables of more than 10 rows are in a closed ``<details>`` (their
+caption and CSV link stay in view); a CSV's totals row is labelled "Total"."""
 
 from __future__ import annotations
 

@@ -6,7 +6,13 @@ Parts, each from one method called as the viewer: streams and listeners over tim
 track), countries (``getCountries``), top tracks and listeners (``getTopTracks``, ``getTopListeners``),
 earnings by source (``payment.getEarnings``), revenue (``analytics.getRevenue``: tips by source, top
 tippers, purchase-link clicks, payouts) and free-to-paid conversion (``analytics.getConversion``).
-The artist's track list for the track chooser is the public ``catalog.getArtistTracks``."""
+The artist's track list for the track chooser is the public ``catalog.getArtistTracks``.
+
+A viewer who is no artist (their public profile has neither the role ``artist`` nor a track) opening
+their own dashboard gets a short page saying what it is for, with a link to the studio (and to the
+manager's dashboard for a manager) instead of empty figures. Another artist's figures are shown only
+when the AppView lets the viewer read them (a manager both sides agree on, an operator); otherwise a
+plain 403 page "Not your artist". The period form carries ``artist`` and the chosen ``track``."""
 
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from starlette.responses import RedirectResponse, Response
 
 from core.lexicons import TRACK
 from web import dashboard_tables as dt
-from web.dashboard_core import AN, PAY, RKEY, Dashboards, Part, gather_parts, login_href_here, operator_set
+from web.dashboard_core import AN, PAY, RKEY, Dashboards, Part, Viewer, gather_parts, login_href_here
 from web.dashboard_revenue import conversion_tables, revenue_chart, revenue_tables
 from web.oauth.client import SessionEnded
 
@@ -45,25 +51,46 @@ class ArtistDashboard:
         assert user is not None
         _ = dash._
         period = dash.period(request)
+        viewer = await dash.viewer_info(user)
         actor = request.query_params.get("artist", "").strip()[:256] or user.did
-        profile = await dash.public("fm.openmusic.actor.getProfile", actor=actor)
+        profile = viewer.profile if actor == user.did else await dash.public("fm.openmusic.actor.getProfile",
+                                                                              actor=actor)
         if profile is None and actor != user.did:
             return dash.web.error_page(404, _("No such artist"), _("No artist %(who)s is known here.") % {
                 "who": actor}, user=user)
         did = profile["did"] if profile else user.did
+        own = did == user.did
+        if own and not viewer.artist:
+            return self.listener(user, viewer)
         artist = {"did": did, "handle": (profile or {}).get("handle") or user.handle or did,
                   "name": (profile or {}).get("displayName") or (profile or {}).get("handle") or user.handle or did,
-                  "own": did == user.did, "key": "" if did == user.did else actor}
+                  "own": own, "key": "" if own else actor}
+        asked = request.query_params.get("track", "").strip()
+        hidden = [(k, v) for k, v in (("artist", artist["key"]), ("track", asked if RKEY.match(asked) else "")) if v]
         context: dict[str, Any] = {"artist": artist, "period": period, "start": period.start, "end": period.end,
-                                   "operator": user.did in operator_set(dash), "problems": {}, "errors": period.errors}
+                                   "tabs": viewer.tabs("artist", _), "hidden": hidden, "problems": {},
+                                   "errors": period.errors}
         if period.errors:
             return dash.respond(request, "dashboard.html", user, token, status=400, **context)
         try:
-            return await self._build(request, user, token, did, artist, period, context)
+            return await self._build(request, user, token, viewer, did, artist, period, context)
         except SessionEnded:
             return RedirectResponse(login_href_here(request), status_code=303)
 
-    async def _build(self, request, user, token, did, artist, period, context) -> Response:
+    def listener(self, user, viewer: Viewer) -> Response:
+        """The viewer's own dashboard when they are no artist: what it is for, and where to go."""
+        _ = self.dash._
+        links = [("/studio", _("Publish a track in the studio"))]
+        if viewer.manager:
+            links.append(("/dashboard/manager", _("The artists you manage")))
+        if viewer.operator:
+            links.append(("/dashboard/operator", _("The operator's dashboard")))
+        links.append(("/me", _("Back to your page")))
+        return self.dash.notice(user, viewer, "listener", _("Your artist dashboard"), [
+            _("This dashboard shows an artist's figures: streams, listeners, countries and money."),
+            _("You have no tracks here yet. Once you publish one, its figures appear here.")], links=links)
+
+    async def _build(self, request, user, token, viewer, did, artist, period, context) -> Response:
         dash = self.dash
         _ = dash._
         who = {"artist": did}
@@ -75,6 +102,10 @@ class ArtistDashboard:
             dash.part(user, PAY + "getEarnings", limit=1, **({} if artist["own"] else who)),
             dash.part(user, AN + "getRevenue", **who, **period.params(series=True), limit=TOP),
             dash.part(user, AN + "getConversion", **who, **period.params(series=True)))
+        if streams.status == 403 and not artist["own"]:  # the AppView refuses this viewer this artist
+            return dash.notice(user, viewer, "not-your-artist", _("Not your artist"), [
+                _("You may see another artist's figures only when you manage them and their profile names you "
+                  "as their manager, or when you are an operator of this server.")], status=403, current="")
         if streams.status in (400, 403):  # the period or the artist, as the AppView sees it: the whole page
             status = streams.status
             context["errors"] = [streams.problem]

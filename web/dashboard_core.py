@@ -1,6 +1,9 @@
 """The dashboards' shared machinery (``web.dashboard`` describes the pages): calling the AppView's
-XRPC methods as the viewer (``Dashboards.call``, ``part``), the period of the query, the page or CSV
-answer (``respond``), and the chart library's two files (``vendor``)."""
+XRPC methods as the viewer (``Dashboards.call``, ``part``: a failure becomes a sentence a person reads,
+the method's own English message going only to the log), who the viewer is (``Viewer``: artist,
+manager, operator, from their public profile; the tabs they are shown), the period of the query, the
+page or CSV answer (``respond``), a plain notice page (``notice``: the listener's /dashboard, a 403),
+and the chart library's two files (``vendor``)."""
 
 from __future__ import annotations
 
@@ -16,9 +19,11 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
+from appview.analytics import MAX_DAYS
 from web import csrf
 from web.dashboard_tables import Table, cell, csv_text
 from web.errors import PageError
+from web.i18n import current_locale
 from web.money import ApiError
 from web.oauth.client import PdsError, UserSession
 from web.paths import login_href
@@ -58,6 +63,27 @@ class Period:
 
 
 @dataclass(slots=True)
+class Viewer:
+    """Who the signed-in viewer is here, from their public profile (``actor.getProfile``, None when
+    the AppView knows none): ``artist`` (the role ``artist`` or at least one track), ``manager`` (the
+    role ``manager``, or at least one artist who agrees), ``operator`` (``Settings.operator_dids``)."""
+
+    did: str
+    profile: dict[str, Any] | None
+    artist: bool
+    manager: bool
+    operator: bool
+
+    def tabs(self, current: str, _) -> list[dict[str, Any]]:
+        """The dashboards' tabs this viewer is shown (the current page's always): none when only one."""
+        tabs = [{"id": "artist", "href": "/dashboard", "label": _("Artist"), "show": self.artist},
+                {"id": "manager", "href": "/dashboard/manager", "label": _("Manager"), "show": self.manager},
+                {"id": "operator", "href": "/dashboard/operator", "label": _("Operator"), "show": self.operator}]
+        shown = [t for t in tabs if t["show"] or t["id"] == current]
+        return shown if len(shown) > 1 else []
+
+
+@dataclass(slots=True)
 class Part:
     """One method's answer (``data``), or why there is none (``problem``, translated)."""
 
@@ -79,6 +105,10 @@ class Dashboards:
     def _(self, message: str) -> str:
         """``message`` in the request's language."""
         return self.web.templates.gettext(message)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        """``singular`` or ``plural`` (by ``n``, as the request's language counts) in that language."""
+        return self.web.templates.translations[current_locale.get()].ngettext(singular, plural, n)
 
     # -- calling the AppView's methods as the viewer -------------------------------------------------
     async def call(self, user: UserSession, nsid: str, **params: object) -> dict[str, Any]:
@@ -106,17 +136,55 @@ class Dashboards:
         try:
             return Part(await self.call(user, nsid, **params))
         except ApiError as exc:
-            if exc.status == 501 or exc.error in ("MethodNotImplemented", "PaymentsDisabled", "AnalyticsUnavailable"):
-                why = _("Not available on this server.")
-            elif exc.status == 403:
-                why = _("You may not see this: %(why)s") % {"why": exc.message}
-            else:
-                why = exc.message
-            return Part(problem=why, status=exc.status, error=exc.error)
+            log.info("%s for %s: %s %s: %s", nsid, user.did, exc.status, exc.error, exc.message)
+            return Part(problem=self.why(exc.status, exc.error), status=exc.status, error=exc.error)
         except PdsError as exc:
             log.warning("service auth for %s of %s failed: %s", nsid, user.did, exc)
             return Part(problem=_("Your PDS would not vouch for this request; reload the page to try again."),
                         status=502, error="UpstreamFailure")
+
+    def why(self, status: int, error: str) -> str:
+        """A method's XRPC error in words a person reads (its own message is English and technical:
+        it goes to the log, never to the page)."""
+        _ = self._
+        if status == 501 or error in ("MethodNotImplemented", "PaymentsDisabled", "AnalyticsUnavailable"):
+            return _("Not available on this server.")
+        if status == 403 or error in ("Forbidden", "AuthRequired", "AuthMissing"):
+            return _("You may not see these figures.")
+        if error == "ActorNotFound":
+            return _("No such artist is known here.")
+        if error == "NotFound":
+            return _("This track is not known here.")
+        if status == 400 and error == "InvalidRequest":
+            return _("This period cannot be shown: check its dates, and that it is not too long for the "
+                     "granularity.")
+        return _("These figures are not available right now.")
+
+    # -- who the viewer is ---------------------------------------------------------------------------
+    async def viewer_info(self, user: UserSession) -> Viewer:
+        """The viewer's ``Viewer`` (their public profile; their agreed artists only when they name some
+        without the manager role)."""
+        profile = await self.public("fm.openmusic.actor.getProfile", actor=user.did)
+        roles = [r for r in (profile or {}).get("roles") or [] if isinstance(r, str)]
+        artist = "artist" in roles or bool((profile or {}).get("tracksCount"))
+        manager = "manager" in roles
+        if not manager and names_managed(profile):
+            manager = bool((await self.managed(user.did, profile))[0])
+        return Viewer(user.did, profile, artist, manager, user.did in operator_set(self))
+
+    async def managed(self, did: str, me: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+        """(agreed artists' public profiles, handles or DIDs the viewer names that do not name them back);
+        ``me``: the viewer's own profile view when already read."""
+        if me is None:
+            me = await self.public("fm.openmusic.actor.getProfile", actor=did)
+        agreed, one_sided = [], []
+        for artist in names_managed(me):
+            profile = await self.public("fm.openmusic.actor.getProfile", actor=artist)
+            if profile and did in ((profile.get("record") or {}).get("managers") or []):
+                agreed.append(profile)
+            else:
+                one_sided.append((profile or {}).get("handle") or artist)
+        return agreed, one_sided
 
     async def public(self, nsid: str, **params: object) -> dict[str, Any] | None:
         """A public query handler's answer (``Pages.query``), or None when it has nothing (4xx)."""
@@ -155,7 +223,30 @@ class Dashboards:
         if start and end and end < start:
             errors.append(_("The end (%(end)s) is before the start (%(start)s).") % {
                 "end": cell(end.isoformat(), "day"), "start": cell(start.isoformat(), "day")})
+        elif start and end and not errors and (days := (end - start).days + 1) > MAX_DAYS[gran]:
+            errors.append(self.too_long(gran, days))
         return Period((start or today).isoformat(), (end or today).isoformat(), gran, errors)
+
+    def too_long(self, granularity: str, days: int) -> str:
+        """Why a period of ``days`` days is too long for a series by ``granularity`` (``MAX_DAYS``)."""
+        n = {"days": cell(days, "int"), "most": cell(MAX_DAYS[granularity], "int")}
+        if granularity == "day":
+            return self.ngettext(
+                "This period is %(days)s day long; a series by day covers at most %(most)s days. "
+                "Choose week or month, or a shorter period.",
+                "This period is %(days)s days long; a series by day covers at most %(most)s days. "
+                "Choose week or month, or a shorter period.", days) % n
+        if granularity == "week":
+            return self.ngettext(
+                "This period is %(days)s day long; a series by week covers at most %(most)s days. "
+                "Choose month, or a shorter period.",
+                "This period is %(days)s days long; a series by week covers at most %(most)s days. "
+                "Choose month, or a shorter period.", days) % n
+        return self.ngettext(
+            "This period is %(days)s day long; a series by month covers at most %(most)s days. "
+            "Choose a shorter period.",
+            "This period is %(days)s days long; a series by month covers at most %(most)s days. "
+            "Choose a shorter period.", days) % n
 
     async def viewer(self, request: Request) -> tuple[UserSession | None, str | None, Response | None]:
         """The signed-in viewer and their CSRF token, or a redirect to the sign-in page."""
@@ -190,6 +281,21 @@ class Dashboards:
                                tables=tables, charts=charts or [], chart_by={c["id"]: c for c in charts or []},
                                csv_links=links, **context)
 
+    def notice(self, user: UserSession, viewer: Viewer, kind: str, title: str, lines: list[str], *,
+               status: int = 200, current: str = "artist", links: list[tuple[str, str]] | None = None) -> Response:
+        """A plain page in place of a dashboard (``dashboard_notice.html``: no period form, no figures):
+        ``kind`` its id (``listener``, ``not-your-artist``, ``operators-only``), ``lines`` its sentences,
+        ``links`` (href, label) after them (default: the viewer's own dashboards and their page);
+        ``current``: the tab it stands for ("": none, for a refusal)."""
+        _ = self._
+        if links is None:
+            links = [*([("/dashboard", _("Your artist dashboard"))] if viewer.artist else []),
+                     *([("/dashboard/manager", _("The artists you manage"))] if viewer.manager else []),
+                     ("/me", _("Back to your page"))]
+        return self.web.render("dashboard_notice.html", status=status, user=user, kind=kind, title=title,
+                               lines=lines, links=links, current=current,
+                               tabs=viewer.tabs(current, _))
+
     async def vendor(self, request: Request) -> Response:
         """GET /static/vendor/uplot/{name}: one of the chart library's two files (``make setup`` puts
         them in web/node_modules; ``WebSettings.vendor_dir`` elsewhere); anything else, or a missing
@@ -208,6 +314,12 @@ async def gather_parts(*calls) -> list[Part]:
     return list(await asyncio.gather(*calls))
 
 
+def names_managed(profile: dict[str, Any] | None) -> list[str]:
+    """The DIDs a profile view's record lists in ``manages`` (each once, in order)."""
+    names = ((profile or {}).get("record") or {}).get("manages") or []
+    return list(dict.fromkeys(a for a in names if isinstance(a, str))) if isinstance(names, list) else []
+
+
 def operator_set(dash: Dashboards) -> frozenset[str]:
     """``Settings.operator_dids`` as a set (read on each request: it is a setting, not state)."""
     return frozenset(d.strip() for d in dash.web.settings.operator_dids.split(",") if d.strip())
@@ -219,4 +331,4 @@ def login_href_here(request: Request) -> str:
     return "/login?" + urlencode({"next": f"{request.url.path}{query}"})
 
 
-__all__ = ["Dashboards", "Part", "Period", "gather_parts", "login_href_here", "operator_set"]
+__all__ = ["Dashboards", "Part", "Period", "Viewer", "gather_parts", "login_href_here", "names_managed", "operator_set"]

@@ -19,9 +19,9 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from web.dashboard_core import AN, PAY, Dashboards, Part, gather_parts, login_href_here, operator_set
+from web.dashboard_core import AN, PAY, Dashboards, Part, gather_parts, login_href_here
 from web.dashboard_revenue import money_row, money_row_amount, primary
-from web.dashboard_tables import Column, Table, bucket_title, cell, chart, stream_columns
+from web.dashboard_tables import Column, Table, bucket_title, cell, chart, shown_buckets, stream_columns
 from web.oauth.client import SessionEnded
 
 #: Artists shown (each costs a few calls); more are named in a note.
@@ -34,19 +34,6 @@ class ManagerDashboard:
     def __init__(self, dash: Dashboards) -> None:
         self.dash = dash
 
-    async def artists(self, did: str) -> tuple[list[dict[str, Any]], list[str]]:
-        """(agreed artists' public profiles, DIDs the viewer names that do not name them back)."""
-        me = await self.dash.public("fm.openmusic.actor.getProfile", actor=did)
-        names = [a for a in ((me or {}).get("record") or {}).get("manages") or [] if isinstance(a, str)]
-        agreed, one_sided = [], []
-        for artist in dict.fromkeys(names):
-            profile = await self.dash.public("fm.openmusic.actor.getProfile", actor=artist)
-            if profile and did in ((profile.get("record") or {}).get("managers") or []):
-                agreed.append(profile)
-            else:
-                one_sided.append((profile or {}).get("handle") or artist)
-        return agreed, one_sided
-
     async def page(self, request: Request) -> Response:
         dash = self.dash
         user, token, away = await dash.viewer(request)
@@ -54,19 +41,20 @@ class ManagerDashboard:
             return away
         assert user is not None
         period = dash.period(request)
+        viewer = await dash.viewer_info(user)
         context: dict[str, Any] = {"period": period, "start": period.start, "end": period.end, "problems": {},
-                                   "errors": period.errors, "operator": user.did in operator_set(dash)}
+                                   "errors": period.errors, "tabs": viewer.tabs("manager", dash._)}
         if period.errors:
             return dash.respond(request, "dashboard_manager.html", user, token, status=400, **context)
         try:
-            return await self._build(request, user, token, period, context)
+            return await self._build(request, user, token, period, context, viewer.profile)
         except SessionEnded:
             return RedirectResponse(login_href_here(request), status_code=303)
 
-    async def _build(self, request, user, token, period, context) -> Response:
+    async def _build(self, request, user, token, period, context, profile) -> Response:
         dash = self.dash
         _ = dash._
-        agreed, one_sided = await self.artists(user.did)
+        agreed, one_sided = await dash.managed(user.did, profile)
         shown = agreed[:MAX_ARTISTS]
         context.update(artists=shown, one_sided=one_sided, more=len(agreed) - len(shown))
         if not shown:
@@ -140,7 +128,7 @@ class ManagerDashboard:
                               Column("pending", _("Payouts pending"), "money"),
                               Column("made", _("Paid out in this period"), "money")],
                              rows=payouts, link="href", currency=cur)
-        series = next((p.data["buckets"] for p in streams if p.data), [])
+        series = next((shown_buckets(p.data) for p in streams if p.data), [])
         by_artist = Table("streams-by-artist", _("Streams (paid and free) by artist over time"),
                           [Column("bucket", bucket_title(gran, _), gran),
                            *(Column(f"a{i}", names[i]) for i in range(len(shown)))],

@@ -1,8 +1,9 @@
 """``GET /dashboard/operator``: the operator's command center, and ``GET /dashboard/operator/events``:
 its headline figures as server-sent events.
 
-Only for the DIDs of ``Settings.operator_dids``; anyone else signed in gets a 403 page (the events: a
-403 answer), and the AppView's ``analytics.getOverview`` refuses them too. The page shows
+Only for the DIDs of ``Settings.operator_dids``; anyone else signed in gets a plain 403 page ("This page
+is for the operators of this server.", with links to their own dashboards and page; the events: a 403
+answer), and the AppView's ``analytics.getOverview`` refuses them too. The page shows
 ``getOverview`` (money across every stream per currency, subscribers active, new and churned, ad
 pools, payouts made and pending, free-to-paid conversion, indexing health) and ``getConversion``
 network-wide (converters over time), for the period of the form.
@@ -25,9 +26,9 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
-from web.dashboard_core import AN, Dashboards, gather_parts, login_href_here, operator_set
+from web.dashboard_core import AN, Dashboards, Viewer, gather_parts, login_href_here, operator_set
 from web.dashboard_revenue import live_figures, overview_tables
-from web.dashboard_tables import Column, Table, bucket_title, chart
+from web.dashboard_tables import Column, Table, bucket_title, chart, shown_buckets
 from web.oauth.client import SessionEnded, UserSession
 
 #: Seconds between two events of the live figures.
@@ -43,29 +44,32 @@ class OperatorDashboard:
     def __init__(self, dash: Dashboards) -> None:
         self.dash = dash
 
-    async def _operator(self, request: Request) -> tuple[UserSession | None, str | None, Response | None]:
-        """The signed-in operator, or the answer for anyone else (sign-in redirect, 403 page)."""
+    async def _operator(self, request: Request) -> tuple[UserSession | None, str | None, Viewer | None,
+                                                         Response | None]:
+        """The signed-in operator (and who they are), or the answer for anyone else (sign-in redirect,
+        403 page)."""
         dash = self.dash
         user, token, away = await dash.viewer(request)
         if away is not None:
-            return None, None, away
+            return None, None, None, away
         assert user is not None
-        if user.did not in operator_set(dash):
+        viewer = await dash.viewer_info(user)
+        if not viewer.operator:
             _ = dash._
-            return None, None, dash.web.error_page(403, _("Operators only"), _(
-                "This page is for the operators of this server. Your artist dashboard is at /dashboard."), user=user)
-        return user, token, None
+            return None, None, None, dash.notice(user, viewer, "operators-only", _("Operators only"), [
+                _("This page is for the operators of this server.")], status=403, current="")
+        return user, token, viewer, None
 
     async def page(self, request: Request) -> Response:
         dash = self.dash
-        user, token, away = await self._operator(request)
+        user, token, viewer, away = await self._operator(request)
         if away is not None:
             return away
-        assert user is not None
+        assert user is not None and viewer is not None
         _ = dash._
         period = dash.period(request)
         context: dict[str, Any] = {"period": period, "start": period.start, "end": period.end, "problems": {},
-                                   "errors": period.errors, "operator": True, "events": ""}
+                                   "errors": period.errors, "tabs": viewer.tabs("operator", _), "events": ""}
         if period.errors:
             return dash.respond(request, "dashboard_operator.html", user, token, status=400, **context)
         try:
@@ -102,10 +106,10 @@ class OperatorDashboard:
             table = Table("converters", _("Listeners who moved from the free tier to a paid tier"),
                           [Column("bucket", bucket_title(gran, _), gran),
                            Column("converters", _("Moved to a paid tier"))],
-                          rows=list(c["buckets"]), foot={"bucket": None, "converters": c["totals"]["converters"]})
+                          rows=shown_buckets(c), foot={"bucket": _("Total"), "converters": c["totals"]["converters"]})
             tables[table.id] = table
             charts.append(chart("converters-chart", "lines", _("Free to paid, over time"), "converters",
-                                [b["bucket"] for b in c["buckets"]], gran,
+                                [b["bucket"] for b in table.rows], gran,
                                 [(_("Moved to a paid tier"), [b["converters"] for b in c["buckets"]])],
                                 x_title=table.columns[0].label))
         else:

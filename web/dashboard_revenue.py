@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from web.dashboard_tables import Column, Table, bucket_title, chart
+from web.dashboard_tables import Column, Table, bucket_title, chart, shown_buckets
 
 
 def primary(currencies: list[str], preferred: str) -> str:
@@ -38,8 +38,8 @@ def revenue_tables(_, data: dict[str, Any], preferred: str) -> list[Table]:
          Column("tips", _("Tips"), "money"), Column("total", _("Total"), "money"),
          Column("purchaseClicks", _("Purchase-link clicks"))],
         rows=[{"bucket": b["bucket"], **money_row(b["money"], cur), "purchaseClicks": b["purchaseClicks"]}
-              for b in data["buckets"]],
-        foot={"bucket": None, **money_row(data["totals"]["money"], cur),
+              for b in shown_buckets(data)],
+        foot={**money_row(data["totals"]["money"], cur), "bucket": _("Total"),
               "purchaseClicks": data["totals"]["purchaseClicks"]}, currency=cur)
     tips = data["tips"]
     songs = Table("tips-songs", _("Tips by song"),
@@ -79,7 +79,7 @@ def revenue_chart(_, data: dict[str, Any], preferred: str) -> dict[str, Any]:
     cur = primary(data["currencies"], preferred)
     rows = [money_row(b["money"], cur) for b in data["buckets"]]
     return chart("revenue-chart", "lines", _("Revenue over time by source (%(currency)s)") % {"currency": cur},
-                 "revenue-series", [b["bucket"] for b in data["buckets"]], data["granularity"],
+                 "revenue-series", [b["bucket"] for b in shown_buckets(data)], data["granularity"],
                  [(_("Subscriptions"), [r["subscriptions"] for r in rows]), (_("Ad pool"), [r["ads"] for r in rows]),
                   (_("Tips"), [r["tips"] for r in rows])], y_kind="money", currency=cur,
                  x_title=bucket_title(data["granularity"], _))
@@ -92,7 +92,7 @@ def conversion_tables(_, data: dict[str, Any]) -> list[Table]:
                   [Column("bucket", bucket_title(gran, _), gran),
                    Column("converters", _("Moved to a paid tier (everyone)")),
                    Column("streamedArtist", _("Of them, had streamed this artist in the 30 days before"))],
-                  rows=[b for b in data["buckets"] if b["converters"]], foot={"bucket": None, **data["totals"]},
+                  rows=[b for b in shown_buckets(data) if b["converters"]], foot={**data["totals"], "bucket": _("Total")},
                   empty=_("Nobody moved to a paid tier in this period."))]
 
 

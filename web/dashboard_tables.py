@@ -9,7 +9,8 @@ every chart also has a table beside it (its ``table`` id), so nothing is shown o
 
 Kinds: ``text``, ``int``, ``money`` (minor units of the table's ``currency``), ``ms`` (milliseconds,
 shown ``h:mm:ss``), ``bps`` (basis points, shown as a percentage), ``day`` (``YYYY-MM-DD``),
-``week`` / ``month`` (a bucket's first day, shown as such), ``second`` (seconds into a track, shown
+``week`` / ``month`` (a bucket's first day, shown as such; ``shown_buckets``: never before the period's
+first day), ``second`` (seconds into a track, shown
 ``m:ss``), ``country`` (ISO 3166-1 alpha-2, shown with its name)."""
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ class Table:
 def bucket_title(granularity: str, _: Callable[[str], str]) -> str:
     """The title of a series' time column for ``granularity`` (day, week or month), translated."""
     return {"week": _("Week of"), "month": _("Month")}.get(granularity, _("Day"))
+
+
+def shown_buckets(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A series answer's ``buckets``, each shown from its first day in the period: a week or month
+    that began before ``data["start"]`` holds only the period's days, so it is labelled from the
+    period's first day (by week from Sunday 2026-11-01: "Week of Nov 1, 2026", not "Oct 26")."""
+    start = str(data.get("start") or "")
+    return [{**b, "bucket": max(str(b["bucket"]), start)} for b in data["buckets"]]
+
 
 def cell(value: Any, kind: str, currency: str = "USD") -> str:
     """``value`` of ``kind`` as shown on the page, in the current request's language."""
@@ -161,11 +171,11 @@ def stream_columns(_, granularity: str | None) -> list[Column]:
 def streams(_, data: dict[str, Any]) -> tuple[Table, dict[str, Any]]:
     """``getStreams`` -> the series table (totals as its foot) and its line chart."""
     gran = data["granularity"]
+    b = shown_buckets(data)
     table = Table("streams", _("Streams and listeners by %(unit)s, %(start)s to %(end)s") % {
         "unit": {"day": _("day"), "week": _("week"), "month": _("month")}.get(gran, gran),
         "start": cell(data["start"], "day"), "end": cell(data["end"], "day")},
-        stream_columns(_, gran), rows=list(data["buckets"]), foot={"bucket": None, **data["totals"]})
-    b = data["buckets"]
+        stream_columns(_, gran), rows=b, foot={"bucket": _("Total"), **data["totals"]})
     drawn = chart("streams-chart", "lines", _("Streams and listeners over time"), "streams",
                   [r["bucket"] for r in b], gran,
                   [(_("Paid streams"), [r["paidStreams"] for r in b]), (_("Free streams"), [r["freeStreams"] for r in b]),
