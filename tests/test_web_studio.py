@@ -272,6 +272,17 @@ async def test_studio_upload_edit_album_delete_in_chromium(net, make_client, app
     assert served.status_code == 200 and served.content == wav
     await page.screenshot(path=str(shots / "03-track-page.png"), full_page=True)
 
+    # The same audio again: refused with a link to the track that has it, unless ticked knowingly.
+    await page.goto(f"{site.url}/studio/track/new")
+    await page.set_input_files("#audio", files=[{"name": "night.wav", "mimeType": "audio/wav", "buffer": wav}])
+    await wait_upload(page, "audio")
+    async with page.expect_response(lambda r: r.request.method == "POST" and "/studio/track" in r.url) as info:
+        await page.click("#publish")
+    assert (await info.value).status == 409 and "already published this audio" in await page.text_content("[role=alert]")
+    assert await page.get_attribute("[role=alert] a", "href") == f"/studio/track/{rkey}"
+    assert await page.is_visible("#againOk") and len(pds_list(net, artist.did, TRACK)) == 1
+    await page.goto(f"{site.url}/track/{artist.did}/{rkey}")
+
     # The purchase link: a click on our page counts once per clicker and day, then the store (in a
     # new tab). A bare request (no Sec-Fetch-Site: same-origin, as a script or curl sends) counts nothing.
     def clicks() -> tuple | None:

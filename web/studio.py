@@ -439,6 +439,15 @@ class Studio:
             validate_record(TRACK, from_json(record))
         except (RecordInvalid, ValueError) as exc:
             return again(400, _("This track does not fit the track lexicon: %(reason)s") % {"reason": exc})
+        if rkey is None and not form.again_ok:
+            link = record["audio"]["ref"]["$link"]
+            same = next((t for t in await self.list_records(user, TRACK)
+                         if (t.value.get("audio") or {}).get("ref", {}).get("$link") == link and t.rkey != form.key), None)
+            if same is not None:
+                form.duplicate_of = same.rkey
+                return again(409, _("You already published this audio as “%(title)s”. Edit that track instead, or "
+                                    "tick “Publish it again” to make a second track of it.")
+                             % {"title": same.value.get("title") or same.rkey})
         written = await self.write(user, TRACK, rkey, form.key, record, form.swap)
         if written is None:
             return again(409, _("This track changed or was deleted elsewhere since this page was opened. "

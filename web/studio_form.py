@@ -67,6 +67,8 @@ class TrackForm:
     duration_ms: str = ""      # read from the audio when it was uploaded
     swap: str = ""             # the CID of the record being edited ("" for a new track)
     key: str = ""              # the new record's key (a TID), so sending the form twice writes once
+    again_ok: bool = False     # publish audio this account already published, knowingly
+    duplicate_of: str = ""     # the record key of the track that has the same audio (set by the check)
 
     @classmethod
     def from_fields(cls, fields: dict[str, list[str]]) -> TrackForm:
@@ -82,7 +84,7 @@ class TrackForm:
                    purchase_url=one("purchaseUrl"), splits=[r for r in rows if r.who or r.percent],
                    audio_blob=one("audioBlob"), artwork_blob=one("artworkBlob"),
                    remove_artwork=one("removeArtwork") == "1", duration_ms=one("durationMs"),
-                   swap=one("swap"), key=one("key"))
+                   swap=one("swap"), key=one("key"), again_ok=one("againOk") == "1")
 
     @classmethod
     def from_record(cls, value: dict[str, Any], handles: dict[str, str], swap: str) -> TrackForm:
