@@ -26,8 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from appview import analytics_money as money
-from appview.queries import resolve_actor
-from appview.views import ViewContext
+from appview.views import ViewContext, resolve_actor
 from appview.xrpc import XrpcError, head_response, invalid, not_found, parse_params
 from core.identity import INVALID_HANDLE
 from core.lexicons import PROFILE, TRACK

@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from appview.queries import resolve_actor
-from appview.views import ACTIVE, ViewContext
+from appview.views import ACTIVE, ViewContext, resolve_actor
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
 from core.lexicons import SETTLEMENT, TIP, TRACK
 

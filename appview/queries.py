@@ -8,7 +8,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from appview.views import ACTIVE, ViewContext, artist_views, ordered_track_views, track_views
+from appview.social import SOCIAL_QUERIES
+from appview.views import ACTIVE, ViewContext, artist_views, ordered_track_views, resolve_actor, track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
 from core.lexicons import TRACK
 
@@ -19,17 +20,6 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 def _check_track_uri(uri: str) -> None:
     if f"/{TRACK}/" not in uri:
         raise invalid(f"{uri} is not a {TRACK} AT-URI")
-
-
-async def resolve_actor(ctx: ViewContext, actor: str, require_active: bool = True) -> str:
-    """DID or handle -> DID of a known account. Raises ``ActorNotFound``."""
-    did = actor if actor.startswith("did:") else await ctx.identity.did_for_handle(actor)
-    if did:
-        cur = await ctx.db.execute("SELECT active FROM actor WHERE did = ?", (did,))
-        row = await cur.fetchone()
-        if row and (row[0] or not require_active):
-            return did
-    raise not_found("ActorNotFound", f"no active account {actor} is known here")
 
 
 async def get_track(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
@@ -284,4 +274,5 @@ QUERIES: dict[str, Handler] = {
     "fm.openmusic.listen.getPlays": get_plays,
     "fm.openmusic.listen.getTrackStats": get_track_stats,
     "fm.openmusic.social.getActorLikes": get_actor_likes,
+    **SOCIAL_QUERIES,
 }

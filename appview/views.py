@@ -9,6 +9,7 @@ from typing import Any
 
 import aiosqlite
 
+from appview.xrpc import not_found
 from core.db import ReaderPool
 from core.identity import INVALID_HANDLE, IdentityService
 
@@ -115,3 +116,15 @@ async def viewer_likes(ctx: ViewContext, viewer: str, uris: list[str]) -> dict[s
         f"SELECT subject_uri, uri FROM like_record WHERE did = ? AND subject_uri IN ({marks}) "
         f"ORDER BY created_at", [viewer, *uris])
     return {subject: uri for subject, uri in await cur.fetchall()}
+
+
+async def resolve_actor(ctx: ViewContext, actor: str, require_active: bool = True) -> str:
+    """DID or handle -> DID of a known account (an active one unless ``require_active`` is False).
+    Raises ``XrpcError`` ``ActorNotFound``."""
+    did = actor if actor.startswith("did:") else await ctx.identity.did_for_handle(actor)
+    if did:
+        cur = await ctx.db.execute("SELECT active FROM actor WHERE did = ?", (did,))
+        row = await cur.fetchone()
+        if row and (row[0] or not require_active):
+            return did
+    raise not_found("ActorNotFound", f"no active account {actor} is known here")

@@ -7,11 +7,18 @@ the plays and likes they count, so they can never drift from the rows under a cr
 - ``paid_streams``, ``free_streams``: the plays ``indexer.streams`` decided are streams.
 - ``likes``: the accounts (active) that like the track, each once however many like records it
   wrote, and only while the track is indexed (0 for a deleted track, recounted when it comes back).
+
+Votes, reviews and follows (``Tally``) count one record per (account, subject): the account's
+latest by (``created_at``, ``rkey``), only while the account is active. ``*_current`` holds the
+record that counts, and the per-subject counters follow it (``recount``), so an edit, a delete, a
+replay or an account going away and coming back leaves the counts equal to the records.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from indexer import rollups
 
@@ -61,7 +68,9 @@ def add_decision(tx: sqlite3.Connection, track_uri: str, heard_ms: int, stream: 
 def count_account(tx: sqlite3.Connection, did: str, sign: int) -> None:
     """Count (``sign=1``) or uncount (``sign=-1``) every play and like ``did`` made: an account
     that is not active must not weigh in anyone's stats (atproto account spec), and comes back
-    when it is reactivated. The analytics rollups follow (``indexer.rollups``)."""
+    when it is reactivated. The analytics rollups follow (``indexer.rollups``), and so do its
+    votes, reviews and follows (``recount_account``, which reads the account's state from ``actor``:
+    call this after updating it)."""
     cur = tx.execute("SELECT track_uri, COALESCE(heard_ms, 0), completed, stream, paid FROM play WHERE did = ?", (did,))
     for track_uri, heard, completed, stream, paid in cur.fetchall():
         add_play(tx, track_uri, did, heard, bool(completed), sign, bool(stream), bool(paid))
@@ -70,6 +79,8 @@ def count_account(tx: sqlite3.Connection, did: str, sign: int) -> None:
                      "WHERE l.did = ?", (did,))
     for (subject,) in cur.fetchall():
         tx.execute("UPDATE track_stats SET likes = likes + ? WHERE track_uri = ?", (sign, subject))
+    for tally in TALLIES:
+        recount_account(tx, tally, did)
 
 
 def like_changed(tx: sqlite3.Connection, did: str, subject_uri: str, sign: int) -> None:
@@ -110,3 +121,64 @@ def recount_all(tx: sqlite3.Connection) -> None:
         f"UPDATE track_stats SET likes = agg.n FROM (SELECT l.subject_uri AS uri, count(DISTINCT l.did) AS n "
         f"FROM like_record l JOIN track t ON t.uri = l.subject_uri LEFT JOIN actor a ON a.did = l.did "
         f"WHERE {_ACTIVE} GROUP BY l.subject_uri) AS agg WHERE track_stats.track_uri = agg.uri")
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """One collection counted once per (account, subject): its records' ``table`` (with ``did``,
+    ``rkey``, ``subject``, ``created_at``, ``indexed_at``), the SQL ``value`` of a record (an integer),
+    the ``current`` table of counted records and the per-subject ``counts`` table, whose columns
+    ``columns(value)`` says how to move."""
+
+    table: str
+    value: str
+    counts: str
+    columns: Callable[[int], dict[str, int]]
+
+    @property
+    def current(self) -> str:
+        return f"{self.table}_current"
+
+
+VOTES = Tally("vote", "CASE r.direction WHEN 'up' THEN 1 ELSE -1 END", "vote_count",
+              lambda v: {"up": int(v > 0), "down": int(v < 0)})
+REVIEWS = Tally("review", "r.rating", "review_count", lambda v: {"reviews": 1, "rating_sum": v})
+FOLLOWS = Tally("follow", "1", "follow_count", lambda v: {"followers": 1})
+TALLIES = (VOTES, REVIEWS, FOLLOWS)
+
+
+def _move(tx: sqlite3.Connection, tally: Tally, subject: str, value: int, sign: int) -> None:
+    cols = tally.columns(value)
+    tx.execute(f"INSERT OR IGNORE INTO {tally.counts} (subject) VALUES (?)", (subject,))
+    sets = ", ".join(f"{c} = {c} + ?" for c in cols)
+    tx.execute(f"UPDATE {tally.counts} SET {sets} WHERE subject = ?", (*(sign * n for n in cols.values()), subject))
+
+
+def recount(tx: sqlite3.Connection, tally: Tally, did: str, subject: str) -> None:
+    """Make what counts for (``did``, ``subject``) equal its records: the latest by (created_at,
+    rkey) while ``did`` is active, nothing otherwise; move the subject's counters by the difference.
+    Idempotent: calling it again changes nothing."""
+    old = tx.execute(f"SELECT uri, value, sort_at FROM {tally.current} WHERE subject = ? AND did = ?",
+                     (subject, did)).fetchone()
+    new = tx.execute(
+        f"SELECT r.uri, {tally.value}, MIN(r.created_at, r.indexed_at) FROM {tally.table} r "
+        f"LEFT JOIN actor a ON a.did = r.did WHERE r.did = ? AND r.subject = ? AND {_ACTIVE} "
+        f"ORDER BY r.created_at DESC, r.rkey DESC LIMIT 1", (did, subject)).fetchone()
+    if old == new:
+        return
+    if old:
+        _move(tx, tally, subject, old[1], -1)
+        tx.execute(f"DELETE FROM {tally.current} WHERE subject = ? AND did = ?", (subject, did))
+    if new:
+        _move(tx, tally, subject, new[1], 1)
+        tx.execute(f"INSERT INTO {tally.current} (subject, did, uri, value, sort_at) VALUES (?,?,?,?,?)",
+                   (subject, did, *new))
+
+
+def recount_account(tx: sqlite3.Connection, tally: Tally, did: str) -> None:
+    """``recount`` every subject ``did`` has records of or is counted for (its account became
+    active or not, or is being purged)."""
+    cur = tx.execute(f"SELECT subject FROM {tally.table} WHERE did = ? UNION "
+                     f"SELECT subject FROM {tally.current} WHERE did = ?", (did, did))
+    for (subject,) in cur.fetchall():
+        recount(tx, tally, did, subject)

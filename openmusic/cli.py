@@ -358,14 +358,13 @@ def cmd_payouts(args: argparse.Namespace) -> int:
 
 async def _artist_did(settings: Settings, actor: str) -> str | None:
     """A DID as given; a handle resolved the way the XRPC queries resolve their ``actor`` and ``artist``
-    parameters (``appview.queries.resolve_actor``: the database's actor table, else the network), or
+    parameters (``appview.views.resolve_actor``: the database's actor table, else the network), or
     None when no account known to the database has it."""
     if actor.startswith("did:"):
         return actor
     import httpx
 
-    from appview.queries import resolve_actor
-    from appview.views import ViewContext
+    from appview.views import ViewContext, resolve_actor
     from appview.xrpc import XrpcError
     from core.db import connect
     from core.identity import IdentityResolver, IdentityService

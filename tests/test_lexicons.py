@@ -8,14 +8,17 @@ import pytest
 
 from core.lexicons import (
     ALBUM,
+    FOLLOW,
     LIKE,
     PAYOUT,
     PLAY,
     PROFILE,
+    REVIEW,
     SETTLEMENT,
     SUBSCRIPTION,
     TIP,
     TRACK,
+    VOTE,
     RecordInvalid,
     from_json,
     load_documents,
@@ -39,7 +42,8 @@ def test_documents_are_named_by_their_path():
 
 def test_all_record_types_and_queries_exist():
     ids = {d["id"] for d in load_documents()}
-    assert record_collections() == {TRACK, ALBUM, PROFILE, PLAY, LIKE, TIP, SETTLEMENT, SUBSCRIPTION, PAYOUT}
+    assert record_collections() == {TRACK, ALBUM, PROFILE, PLAY, LIKE, TIP, SETTLEMENT, SUBSCRIPTION, PAYOUT, VOTE,
+                                    REVIEW, FOLLOW}
     for q in ("catalog.getTrack", "catalog.getTracks", "catalog.searchTracks", "catalog.getArtistTracks",
               "catalog.getAlbum", "actor.getProfile", "listen.getPlays", "listen.getTrackStats"):
         assert f"fm.openmusic.{q}" in ids
