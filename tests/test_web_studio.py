@@ -379,7 +379,12 @@ async def test_studio_upload_edit_album_delete_in_chromium(net, make_client, app
     assert await page.locator(f'#studio-tracks a[href="/track/{artist.did}/{rkey}"]').count() == 1  # indexed
     await page.screenshot(path=str(shots / "05-studio.png"), full_page=True)
     await no_sideways_scroll(page, site, shots, [("06-studio", "/studio"), ("07-track-form", "/studio/track/new"),
-                                                 ("08-album-form", f"/studio/album/{album_rkey}")])
+                                                 ("08-album-form", f"/studio/album/{album_rkey}"),
+                                                 ("09-track-form-es", "/studio/track/new?lang=es")])
+    assert await page.text_content("h1") == "Subir una canción"  # the language stays chosen (om_lang)
+    assert "Reparto" in await page.text_content("#splits legend")
+    await page.screenshot(path=str(shots / "09-track-form-es-1280.png"), full_page=True)
+    await page.goto(f"{site.url}/studio?lang=en")
 
     # Delete the album and a track: gone from the PDS and, soon, from the catalog.
     await page.goto(f"{site.url}/studio")
