@@ -249,19 +249,22 @@ async def get_actor_likes(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]
 
 
 async def get_track_stats(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
-    """fm.openmusic.listen.getTrackStats: plays, and streams paid and free (``indexer.streams``)."""
+    """fm.openmusic.listen.getTrackStats: plays, streams paid and free (``indexer.streams``), and the
+    up and down votes (``vote_count``: each active voter's latest vote, ``indexer.stats``)."""
     _check_track_uri(p["uri"])
     cur = await ctx.db.execute(
         f"SELECT COALESCE(s.plays,0), COALESCE(s.listeners,0), COALESCE(s.listened_ms,0), "
-        f"COALESCE(s.completions,0), COALESCE(s.likes,0), COALESCE(s.paid_streams,0), COALESCE(s.free_streams,0) "
-        f"FROM track t LEFT JOIN track_stats s "
-        f"ON s.track_uri = t.uri LEFT JOIN actor a ON a.did = t.did WHERE t.uri = ? AND {ACTIVE}", (p["uri"],))
+        f"COALESCE(s.completions,0), COALESCE(s.likes,0), COALESCE(s.paid_streams,0), COALESCE(s.free_streams,0), "
+        f"COALESCE(v.up,0), COALESCE(v.down,0) "
+        f"FROM track t LEFT JOIN track_stats s ON s.track_uri = t.uri LEFT JOIN vote_count v ON v.subject = t.uri "
+        f"LEFT JOIN actor a ON a.did = t.did WHERE t.uri = ? AND {ACTIVE}", (p["uri"],))
     row = await cur.fetchone()
     if not row:
         raise not_found("NotFound", f"track {p['uri']} is not indexed")
-    plays, listeners, listened, completions, likes, paid, free = row
+    plays, listeners, listened, completions, likes, paid, free, up, down = row
     return {"uri": p["uri"], "plays": plays, "uniqueListeners": listeners, "listenedMs": listened,
-            "completions": completions, "likes": likes, "paidStreams": paid, "freeStreams": free}
+            "completions": completions, "likes": likes, "paidStreams": paid, "freeStreams": free,
+            "votesUp": up, "votesDown": down}
 
 
 QUERIES: dict[str, Handler] = {

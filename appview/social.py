@@ -105,3 +105,35 @@ SOCIAL_QUERIES: dict[str, Callable[[ViewContext, dict[str, Any]], Awaitable[dict
     "fm.openmusic.graph.getFollows": get_follows,
     "fm.openmusic.social.getReviews": get_reviews,
 }
+
+
+# -- the viewer's own state (for pages: what their buttons and forms show) --------------------------
+
+async def viewer_vote(ctx: ViewContext, did: str, track_uri: str) -> tuple[str | None, list[str]]:
+    """The direction (``"up"``/``"down"``) of ``did``'s latest vote on ``track_uri`` (by created_at,
+    then rkey: the one that counts) or None, and the AT-URIs of all of ``did``'s vote records on it."""
+    cur = await ctx.db.execute("SELECT uri, direction FROM vote WHERE did = ? AND subject = ? "
+                               "ORDER BY created_at DESC, rkey DESC", (did, track_uri))
+    rows = await cur.fetchall()
+    direction = rows[0][1] if rows and rows[0][1] in ("up", "down") else None
+    return direction, [uri for uri, _ in rows]
+
+
+async def viewer_follows(ctx: ViewContext, did: str, subject_did: str) -> list[str]:
+    """The AT-URIs of ``did``'s follow records of ``subject_did`` (several count once), oldest first."""
+    cur = await ctx.db.execute("SELECT uri FROM follow WHERE did = ? AND subject = ? ORDER BY created_at, rkey",
+                               (did, subject_did))
+    return [uri for (uri,) in await cur.fetchall()]
+
+
+async def viewer_review(ctx: ViewContext, did: str, subject_uri: str) -> dict[str, Any] | None:
+    """``did``'s latest review of ``subject_uri`` (the one that counts) as ``{uri, cid, rating, text,
+    createdAt, older}`` (``older``: the AT-URIs of its earlier review records of it), or None."""
+    cur = await ctx.db.execute("SELECT uri, cid, rating, text, created_at FROM review WHERE did = ? AND subject = ? "
+                               "ORDER BY created_at DESC, rkey DESC", (did, subject_uri))
+    rows = await cur.fetchall()
+    if not rows:
+        return None
+    uri, cid, rating, text, created_at = rows[0]
+    return {"uri": uri, "cid": cid, "rating": rating, "text": text or "", "createdAt": created_at,
+            "older": [r[0] for r in rows[1:]]}

@@ -347,14 +347,15 @@ def routes(web: WebApp) -> list[BaseRoute]:
     from web.pages import Pages
     from web.payouts import Payouts
     from web.profile import routes as profile_routes
+    from web.social import Social
     from web.studio_album import routes as studio_routes
 
     catalog: list[BaseRoute] = []
     if web.views is not None:
         pages = Pages(web)
         money = Money(web, pages)
-        catalog = [*pages.routes(), *money.routes(), *Payouts(money).routes(), *Embeds(web, pages).routes(),
-                   *studio_routes(web, pages), *dashboard_routes(web, pages)]
+        catalog = [*pages.routes(), *money.routes(), *Social(web, pages).routes(), *Payouts(money).routes(),
+                   *Embeds(web, pages).routes(), *studio_routes(web, pages), *dashboard_routes(web, pages)]
     return [*catalog, *offline_routes(web),
         *profile_routes(web),
         Route("/login", web.login_page, methods=["GET"]),

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,9 @@ class Pages:
         assert web.views is not None
         self.web = web
         self.views = web.views
+        #: Other rooms' additions to a page's context: ``provider(request, template, context) -> dict``
+        #: (``web.social`` adds followers, votes and reviews); a ``PageError`` in one leaves its part out.
+        self.context_providers: list[Callable[[Request, str, dict[str, Any]], Awaitable[dict[str, Any]]]] = []
         web.templates.filters.update(track_path=track_path, album_path=album_path)
         web.templates.globals.update(new_tid=tid)  # record keys for forms that write once (like, tip)
 
@@ -121,7 +125,12 @@ class Pages:
         return user, csrf.token(self.web.sealer.csrf_key, f"session:{user.key}")
 
     async def page(self, request: Request, name: str, status: int = 200, **context: object) -> Response:
-        """Render ``name`` with the viewer (``user``, ``csrf_token``) and ``context``."""
+        """Render ``name`` with the viewer (``user``, ``csrf_token``), ``context`` and, for a page
+        rendered whole (200), what ``context_providers`` add."""
+        if status == 200:
+            for provide in self.context_providers:
+                with contextlib.suppress(PageError):  # the page shows without that part rather than failing
+                    context |= await provide(request, name, context)
         user, token = await self.viewer(request)
         return self.web.render(name, status=status, user=user, csrf_field=csrf.FIELD, csrf_token=token,
                                **context)

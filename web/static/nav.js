@@ -9,8 +9,8 @@
 // or its <head> loads other scripts or stylesheets than this document's (a page with its own scripts,
 // e.g. the wallet). Never intercepted: modified clicks, target/download links, /logout, the sign-in
 // pages (/login, /welcome, /oauth/*: always full loads), /wallet*, media, the API. POST forms submit
-// normally (the page reloads and the music stops), except like/unlike, which are posted with fetch and
-// their answer swapped in the same way.
+// normally (the page reloads and the music stops), except like/unlike, follow/unfollow, vote and
+// review, which are posted with fetch and their answer swapped in the same way.
 //
 // Offline (navigator.onLine false), a POST form is not submitted (the browser would show its own error
 // page instead of this one): a message under the form (role=status, the text from #nav-status's
@@ -21,7 +21,7 @@
 // set up what they find on a page listen to it (bar.js, player.js, offline.js).
 
 const SKIP = /^\/(logout|login|welcome|oauth\/|wallet|audio\/|image\/|static\/|xrpc\/|embed\/|oembed|sw\.js|manifest\.webmanifest|health|stripe\/)/;
-const SOFT_POSTS = new Set(["/like", "/unlike"]);
+const SOFT_POSTS = new Set(["/like", "/unlike", "/follow", "/unfollow", "/vote", "/review"]);
 const TIMEOUT_MS = 20_000;
 
 /** What a page loads in its <head>: the same list, the same page scripts. */
