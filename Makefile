@@ -39,6 +39,7 @@ bench: setup           ## record a real stream once, replay it, and measure quer
 	$(BIN)/python -m bench.http --readers 1,2,4
 	$(BIN)/python -m bench.web_render
 	$(BIN)/python -m bench.analytics
+	$(BIN)/python -m bench.charts
 
 lint: setup
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from appview.charts import CHART_QUERIES
 from appview.social import SOCIAL_QUERIES
 from appview.views import ACTIVE, ViewContext, artist_views, ordered_track_views, resolve_actor, track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
@@ -278,4 +279,5 @@ QUERIES: dict[str, Handler] = {
     "fm.openmusic.listen.getTrackStats": get_track_stats,
     "fm.openmusic.social.getActorLikes": get_actor_likes,
     **SOCIAL_QUERIES,
+    **CHART_QUERIES,
 }

@@ -1,0 +1,257 @@
+"""Charts and browsing (issue 13): ``fm.openmusic.feed.getChart`` and ``fm.openmusic.catalog.getBrowse``.
+
+Every chart is a **skeleton** (track URIs and integer scores, ranked in SQL from the tables the
+indexer keeps: ``track_day`` and ``track_stats`` for streams, ``vote_current`` for votes, ``tip`` with
+its verified ``settlement`` for tips, ``track_facet`` (migration 0017) for moods, split recipients and release dates),
+then **hydration** of one page (``appview.views.ordered_track_views``). Ranking never reads ``play``
+rows, except one indexed look-up per counted vote (did the voter stream the track before voting).
+
+Charts are the same for every viewer, and ranking aggregates up to a month of rollups (100 ms and
+more at 100,000 tracks), so a skeleton is computed once per (chart, period, filters, UTC day) and
+kept ``CACHE_SECONDS``; pages are cut from it. A chart lists at most ``CHART_SIZE`` tracks. Pages
+carry ``(rank, uri)`` of their last item: the next page starts after that URI in the skeleton (or
+after that rank, if the skeleton was recomputed without it), so ties never repeat or skip a track.
+Tracks whose artist is not active are never ranked, and hydration drops any that stopped being
+shown since the skeleton was made.
+
+Days are UTC days (``today``, replaceable for benchmarks): period ``day`` is today, ``week`` the
+last 7 days with today, ``month`` the last 30, ``all`` everything."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from appview.views import ACTIVE, ViewContext, ordered_track_views
+from appview.xrpc import decode_cursor, encode_cursor, invalid
+
+Handler = Callable[[ViewContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+CHARTS = ("trending", "top", "new", "tipped")
+#: Days in each period, today included (None: all time).
+PERIODS: dict[str, int | None] = {"day": 1, "week": 7, "month": 30, "all": None}
+AI_LEVELS = ("human", "assisted", "generated")
+#: Trending: half-life and window in days, and the fixed-point scale of the weights.
+HALF_LIFE_DAYS = 3
+WINDOW_DAYS = 14
+SCALE = 1000
+#: Weight of a stream or a vote ``age`` UTC days old (0 = today): round(1000 * 0.5 ** (age / 3)),
+#: i.e. 1000, 794, 630, 500, 397, 315, 250, 198, 157, 125, 99, 79, 63, 50.
+WEIGHTS = tuple(round(SCALE * 0.5 ** (age / HALF_LIFE_DAYS)) for age in range(WINDOW_DAYS))
+#: Most tracks a chart ranks, and how long a computed skeleton is reused, s.
+CHART_SIZE = 1000
+CACHE_SECONDS = 60.0
+#: Most names per list in getBrowse.
+BROWSE_SIZE = 50
+#: The currency the tipped chart ranks in when none is asked (the broker's default ``Settings.currency``).
+DEFAULT_CURRENCY = "USD"
+
+
+def today() -> date:
+    """The current UTC day (a module attribute so that a benchmark on dated data can fix it)."""
+    return datetime.now(UTC).date()
+
+
+_cache: dict[tuple, tuple[float, Any]] = {}
+_locks: dict[tuple, asyncio.Lock] = {}
+
+
+def clear_cache() -> None:
+    """Forget every computed skeleton and browse count (tests; after bulk changes)."""
+    _cache.clear()
+
+
+async def _cached(ctx: ViewContext, key: tuple, compute: Callable[[], Awaitable[Any]]) -> Any:
+    """``compute()``'s result for ``key`` on this ``ctx.db``, reused for ``CACHE_SECONDS``; one
+    computation at a time per key (concurrent callers wait for it rather than repeat it)."""
+    key = (id(ctx.db), *key)
+    hit = _cache.get(key)
+    if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    lock = _locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        hit = _cache.get(key)
+        if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
+            return hit[1]
+        value = await compute()
+        if len(_cache) > 1000:
+            _cache.clear()
+        _cache[key] = (time.monotonic(), value)
+        return value
+
+
+def _filters(p: dict[str, Any]) -> tuple[list[str], list[Any], tuple]:
+    """SQL conditions on ``t`` (track) and ``a`` (its artist's actor row) for the genre, mood and
+    AI-level filters and the active rule, their arguments, and the filters as a cache key."""
+    level = p.get("aiLevel")
+    if level is not None and level not in AI_LEVELS:
+        raise invalid(f"aiLevel must be one of {', '.join(AI_LEVELS)}")
+    genre = (p.get("genre") or "").strip().lower() or None
+    mood = (p.get("mood") or "").strip().lower() or None
+    where, args = [ACTIVE], []
+    if genre:
+        where.append("t.genre_norm = ?")
+        args.append(genre)
+    if level:
+        where.append("t.ai_level = ?")
+        args.append(level)
+    if mood:
+        where.append("EXISTS (SELECT 1 FROM track_facet f WHERE f.kind = 'mood' AND f.value = ? AND f.track_uri = t.uri)")
+        args.append(mood)
+    return where, args, (genre, mood, level)
+
+
+def _since(period: str, day: date) -> str | None:
+    days = PERIODS[period]
+    return None if days is None else (day - timedelta(days=days - 1)).isoformat()
+
+
+async def _rank(ctx: ViewContext, scores_sql: str, scores_args: list[Any], where: list[str], args: list[Any],
+                order: str = "s.score DESC, COALESCE(ts.likes, 0) DESC, t.sort_at DESC, t.uri DESC",
+                select: str = "s.score") -> list[tuple[str, Any]]:
+    """Join a ``(uri, score)`` subquery to the filtered tracks and rank: (uri, score) pairs."""
+    cur = await ctx.db.execute(
+        f"SELECT t.uri, {select} FROM ({scores_sql}) s JOIN track t ON t.uri = s.uri "
+        f"LEFT JOIN actor a ON a.did = t.did LEFT JOIN track_stats ts ON ts.track_uri = t.uri "
+        f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT {CHART_SIZE}", [*scores_args, *args])
+    return [(uri, score) for uri, score in await cur.fetchall()]
+
+
+async def _top(ctx: ViewContext, day: date, period: str, where: list[str], args: list[Any]) -> list:
+    """Streams (paid + free) in the period: ``track_day`` summed, or ``track_stats`` for all time."""
+    since = _since(period, day)
+    if since is None:
+        sql, sargs = "SELECT track_uri AS uri, paid_streams + free_streams AS score FROM track_stats", []
+    else:
+        sql = ("SELECT track_uri AS uri, SUM(paid_streams + free_streams) AS score FROM track_day "
+               "WHERE day >= ? GROUP BY track_uri")
+        sargs = [since]
+    return await _rank(ctx, sql, sargs, [*where, "s.score > 0"], args)
+
+
+async def _trending(ctx: ViewContext, day: date, where: list[str], args: list[Any]) -> list:
+    """Streams and counted net votes of the last ``WINDOW_DAYS`` days, each weighted by its age."""
+    days = [(day - timedelta(days=age)).isoformat() for age in range(WINDOW_DAYS)]
+    weight = "CASE {} " + " ".join("WHEN ? THEN ?" for _ in days) + " ELSE 0 END"
+    wargs = [x for d, w in zip(days, WEIGHTS, strict=True) for x in (d, w)]
+    sql = (
+        f"SELECT uri, SUM(score) AS score FROM ("
+        f"SELECT track_uri AS uri, SUM((paid_streams + free_streams) * {weight.format('day')}) AS score "
+        f"FROM track_day WHERE day >= ? GROUP BY track_uri "
+        f"UNION ALL "
+        f"SELECT v.subject, SUM(v.value * {weight.format('substr(v.sort_at, 1, 10)')}) FROM vote_current v "
+        f"JOIN track vt ON vt.uri = v.subject "
+        f"WHERE v.sort_at >= ? AND v.did <> vt.did "
+        f"AND NOT EXISTS (SELECT 1 FROM track_facet sp WHERE sp.kind = 'split' AND sp.value = v.did "
+        f"AND sp.track_uri = v.subject) "
+        f"AND EXISTS (SELECT 1 FROM play p WHERE p.did = v.did AND p.track_uri = v.subject AND p.stream = 1 "
+        f"AND p.sort_at < v.sort_at) "
+        f"GROUP BY v.subject) GROUP BY uri")
+    return await _rank(ctx, sql, [*wargs, days[-1], *wargs, days[-1]], [*where, "s.score > 0"], args)
+
+
+async def _new(ctx: ViewContext, where: list[str], args: list[Any]) -> list:
+    """Newest release first: ``releaseDate`` when given, but never later than ``sort_at`` (when the
+    track was created, itself never later than when it was indexed), so no date claimed in the future
+    keeps a track on top. The score is that release time in Unix seconds."""
+    sql = ("SELECT t0.uri AS uri, MIN(COALESCE(f.value, t0.sort_at), t0.sort_at) AS score FROM track t0 "
+           "LEFT JOIN track_facet f ON f.track_uri = t0.uri AND f.kind = 'release'")
+    rows = await _rank(ctx, sql, [], where, args, order="s.score DESC, t.uri DESC")
+    return [(uri, int(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp())) for uri, at in rows]
+
+
+async def _tipped(ctx: ViewContext, day: date, period: str, currency: str, where: list[str], args: list[Any]) -> list:
+    """Settled tips naming a track, total amount in minor units of ``currency``, by active tippers,
+    in the period (by the tip's ``sort_at``); a tip whose verified settlement says refunded is out."""
+    since = _since(period, day)
+    sql = ("SELECT tp.track_uri AS uri, SUM(tp.amount) AS score FROM tip tp LEFT JOIN actor pa ON pa.did = tp.did "
+           "WHERE tp.track_uri IS NOT NULL AND tp.currency = ? AND COALESCE(pa.active, 1) = 1 "
+           + ("AND tp.sort_at >= ? " if since else "")
+           + "AND tp.uri IN (SELECT tip_uri FROM settlement WHERE verified = 1 AND status = 'settled') "
+           "AND tp.uri NOT IN (SELECT tip_uri FROM settlement WHERE verified = 1 AND status = 'refunded') "
+           "GROUP BY tp.track_uri")
+    return await _rank(ctx, sql, [currency, *([since] if since else [])], [*where, "s.score > 0"], args)
+
+
+async def get_chart(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.feed.getChart: a page of the ranked tracks with their ``rank`` and ``score``."""
+    chart, period = p["chart"], p["period"]
+    if chart not in CHARTS:
+        raise invalid(f"chart must be one of {', '.join(CHARTS)}")
+    if period not in PERIODS:
+        raise invalid(f"period must be one of {', '.join(PERIODS)}")
+    currency = p.get("currency") or DEFAULT_CURRENCY
+    if not (len(currency) == 3 and currency.isascii() and currency.isalpha() and currency.isupper()):
+        raise invalid("currency must be an ISO 4217 code like USD")
+    where, args, fkey = _filters(p)
+    after = decode_cursor(p.get("cursor"), (int, str))
+    day = today()
+
+    async def compute() -> list:
+        if chart == "top":
+            return await _top(ctx, day, period, where, args)
+        if chart == "trending":
+            return await _trending(ctx, day, where, args)
+        if chart == "new":
+            return await _new(ctx, where, args)
+        return await _tipped(ctx, day, period, currency, where, args)
+
+    used_period = period if chart in ("top", "tipped") else None
+    skeleton = await _cached(ctx, ("chart", chart, used_period, currency if chart == "tipped" else None, fkey,
+                                   day), compute)
+    start = 0
+    if after:
+        rank, uri = after
+        if rank < 0:
+            raise invalid("malformed cursor")
+        if 0 < rank <= len(skeleton) and skeleton[rank - 1][0] == uri:
+            start = rank
+        else:
+            start = next((i + 1 for i, (u, _) in enumerate(skeleton) if u == uri), min(rank, len(skeleton)))
+    page = skeleton[start:start + p["limit"]]
+    views = {v["uri"]: v for v in await ordered_track_views(ctx, [u for u, _ in page])}
+    tracks = [{**views[uri], "rank": start + i + 1, "score": score}
+              for i, (uri, score) in enumerate(page) if uri in views]
+    out: dict[str, Any] = {"chart": chart, "period": period, "tracks": tracks}
+    if chart == "tipped":
+        out["currency"] = currency
+    if start + len(page) < len(skeleton):
+        out["cursor"] = encode_cursor(start + len(page), page[-1][0])
+    return out
+
+
+async def _counts(ctx: ViewContext, column: str, source: str, where: list[str], args: list[Any],
+                  pre: list[Any] = ()) -> list[dict[str, Any]]:
+    cur = await ctx.db.execute(
+        f"SELECT {column} AS name, COUNT(*) AS n FROM {source} LEFT JOIN actor a ON a.did = t.did "
+        f"WHERE {column} IS NOT NULL AND {' AND '.join(where)} GROUP BY name ORDER BY n DESC, name LIMIT {BROWSE_SIZE}",
+        [*pre, *args])
+    return [{"name": name, "count": n} for name, n in await cur.fetchall()]
+
+
+async def get_browse(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
+    """fm.openmusic.catalog.getBrowse: how many indexed tracks of active artists there are by genre,
+    mood, AI level and AI tool (within the filters), each list by count then name, at most 50."""
+    where, args, fkey = _filters(p)
+
+    async def compute() -> dict[str, Any]:
+        cur = await ctx.db.execute(f"SELECT COUNT(*) FROM track t LEFT JOIN actor a ON a.did = t.did "
+                                   f"WHERE {' AND '.join(where)}", args)
+        (total,) = await cur.fetchone()
+        facet = "track_facet g JOIN track t ON t.uri = g.track_uri AND g.kind = ?"
+        return {"total": total,
+                "genres": await _counts(ctx, "t.genre_norm", "track t", where, args),
+                "moods": await _counts(ctx, "g.value", facet, where, args, ["mood"]),
+                "aiLevels": await _counts(ctx, "t.ai_level", "track t", where, args),
+                "aiTools": await _counts(ctx, "g.value", facet, where, args, ["tool"])}
+
+    return dict(await _cached(ctx, ("browse", fkey, today()), compute))
+
+
+CHART_QUERIES: dict[str, Handler] = {
+    "fm.openmusic.feed.getChart": get_chart,
+    "fm.openmusic.catalog.getBrowse": get_browse,
+}
