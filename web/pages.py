@@ -226,13 +226,14 @@ class Pages:
     # -- writes ------------------------------------------------------------------------------------
     async def _signed_in_form(self, request: Request) -> tuple[UserSession, dict[str, str]]:
         """The form of a signed-in user with a valid CSRF token. Raises ``PageError`` (401, 403, 4xx)."""
+        _ = self.web.templates.gettext
         form = await self.web.read_form(request)
         user, token = await self.viewer(request)
         if user is None:
-            raise PageError(401, "Not signed in", "Sign in to do this.")
+            raise PageError(401, _("Not signed in"), _("Sign in to do this."))
         if not csrf.check(self.web.sealer.csrf_key, f"session:{user.key}", form.get(csrf.FIELD)):  # type: ignore[union-attr]
-            raise PageError(403, "Form expired", "This was not sent from our page, or the page is too old. "
-                            "Reload the page and try again.")
+            raise PageError(403, _("Form expired"), _("This was not sent from our page, or the page is too old. "
+                                                      "Reload the page and try again."))
         return user, form
 
     async def play(self, request: Request) -> Response:
