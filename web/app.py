@@ -52,7 +52,7 @@ log = logging.getLogger("openmusic.web")
 #: Paths whose answers ``CompressPages`` gzips (with ``/``): the pages and their static files.
 COMPRESSED_PREFIXES = ("/static/web/", "/static/vendor/", "/search", "/track/", "/artist/", "/album/", "/listener/",
                        "/me", "/welcome", "/wallet", "/tip/", "/login", "/offline", "/embed/", "/sw.js",
-                       "/manifest.webmanifest", "/studio", "/dashboard")
+                       "/manifest.webmanifest", "/studio", "/dashboard", "/charts")
 #: Never gzipped, whatever else matches: the XRPC API and blobs.
 UNCOMPRESSED_PREFIXES = ("/xrpc/", "/audio/", "/image/")
 HERE = Path(__file__).resolve().parent
@@ -340,6 +340,7 @@ def format_duration(ms: int | None) -> str:
 def routes(web: WebApp) -> list[BaseRoute]:
     """The web app's routes, to mount beside the AppView's (the caller starts and stops ``web``).
     With ``web.views`` set, the catalog pages and the listener's writes come first (``web.pages``)."""
+    from web.charts import routes as charts_routes
     from web.dashboard import routes as dashboard_routes
     from web.embed import Embeds
     from web.money import Money
@@ -355,7 +356,7 @@ def routes(web: WebApp) -> list[BaseRoute]:
         pages = Pages(web)
         money = Money(web, pages)
         catalog = [*pages.routes(), *money.routes(), *Social(web, pages).routes(), *Payouts(money).routes(),
-                   *Embeds(web, pages).routes(), *studio_routes(web, pages), *dashboard_routes(web, pages)]
+                   *Embeds(web, pages).routes(), *studio_routes(web, pages), *dashboard_routes(web, pages), *charts_routes(web, pages)]
     return [*catalog, *offline_routes(web),
         *profile_routes(web),
         Route("/login", web.login_page, methods=["GET"]),
