@@ -363,14 +363,7 @@ class Money:
             key = form.get("key", "")
             if key and not is_tid(key):
                 raise PageError(400, _("Cannot tip"), _("This form is damaged; reload the page."))
-            try:
-                created = await user.create_record(TIP, record, rkey=key or None)
-            except PdsError:
-                # The form's key is taken: the same form sent twice (a double click, a resend after a
-                # lost answer). That tip is the answer; nothing is written again.
-                if key and await user.get_record(TIP, key) is not None:
-                    return RedirectResponse(f"/tip/{key}", status_code=303)
-                raise
+            created = await user.create_record_once(TIP, record, key or None)  # a form sent twice tips once
         except PageError as exc:
             return self.web.error_page(exc.status, exc.title, exc.message, user=user)
         except SessionEnded:

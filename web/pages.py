@@ -326,13 +326,8 @@ class Pages:
             if key and not is_tid(key):
                 raise PageError(400, "Bad form", "This form is damaged; reload the page.")
             if on and not existing:
-                try:
-                    await user.create_record(LIKE, {"$type": LIKE, "subject": {"uri": uri, "cid": subject["cid"]},
-                                                    "createdAt": now_iso()}, rkey=key or None)
-                except PdsError:
-                    # the form's key is taken: the same form sent twice (a double click); one like it is
-                    if not key or await user.get_record(LIKE, key) is None:
-                        raise
+                await user.create_record_once(LIKE, {"$type": LIKE, "subject": {"uri": uri, "cid": subject["cid"]},
+                                                     "createdAt": now_iso()}, key or None)
             elif not on:
                 for like in await viewer_like_uris(self.views, user.did, uri):  # duplicates from any client too
                     await user.delete_record(LIKE, like.rsplit("/", 1)[-1])

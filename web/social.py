@@ -142,17 +142,6 @@ class Social:
                 "why": str(exc)[:300]}, user=user)
         return RedirectResponse(local_path(form.get("next"), fallback=back), status_code=303)
 
-    async def create_once(self, user: UserSession, collection: str, record: dict, key: str) -> str:
-        """Create ``record`` under ``key`` (a TID, or a new one when empty); a key already taken by an
-        earlier send of the same form is that record. Returns its AT-URI."""
-        try:
-            created = await user.create_record(collection, record, rkey=key or None)
-        except PdsError:
-            if not key or await user.get_record(collection, key) is None:
-                raise
-            return f"at://{user.did}/{collection}/{key}"
-        return str(created.get("uri") or f"at://{user.did}/{collection}/{key}")
-
     async def follow(self, request: Request) -> Response:
         """POST /follow (``subject`` DID, ``key``, ``next``): follow the artist from the viewer's repo."""
         return await self.write(request, lambda user, form, key: self._follow(user, form, key, True))
@@ -176,7 +165,7 @@ class Social:
             back = f"/artist/{subject}"
         existing = await viewer_follows(self.views, user.did, subject)
         if on and not existing:
-            await self.create_once(user, FOLLOW, {"$type": FOLLOW, "subject": subject, "createdAt": now_iso()}, key)
+            await user.create_record_once(FOLLOW, {"$type": FOLLOW, "subject": subject, "createdAt": now_iso()}, key or None)
         elif not on:
             for uri in existing:  # duplicates written by any client too
                 await user.delete_record(FOLLOW, rkey_of(uri))
@@ -205,9 +194,9 @@ class Social:
         else:
             new = f"at://{user.did}/{VOTE}/{key}" if key else ""
             if new not in uris:
-                new = await self.create_once(user, VOTE, {
+                new = (await user.create_record_once(VOTE, {
                     "$type": VOTE, "subject": {"uri": uri, "cid": track["cid"]}, "direction": direction,
-                    "createdAt": now_iso()}, key)
+                    "createdAt": now_iso()}, key or None))["uri"]
             for old in uris:  # one vote per track in the repo: the new one
                 if old != new:
                     await user.delete_record(VOTE, rkey_of(old))
@@ -246,7 +235,7 @@ class Social:
                                       "rating": rating, "createdAt": now_iso()}
             if text:
                 record["text"] = text
-            new = await self.create_once(user, REVIEW, record, key)
+            new = (await user.create_record_once(REVIEW, record, key or None))["uri"]
         for old in uris:  # a second review replaces the first: one in the repo
             if old != new:
                 await user.delete_record(REVIEW, rkey_of(old))

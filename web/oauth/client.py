@@ -604,6 +604,19 @@ class UserSession:
             body["rkey"] = rkey
         return await self.call("POST", "com.atproto.repo.createRecord", json=body)
 
+    async def create_record_once(self, collection: str, record: dict, rkey: str | None) -> dict:
+        """``create_record`` under ``rkey`` (a form's record key). When the PDS refuses and a record
+        already has that key (the same form sent twice: a double click, a resend after a lost answer),
+        that record is the answer (its ``{uri, cid}``) and nothing is written again. Without ``rkey``, a
+        plain create. Raises ``PdsError`` for any other refusal."""
+        try:
+            return await self.create_record(collection, record, rkey=rkey)
+        except PdsError:
+            existing = await self.get_record(collection, rkey) if rkey else None
+            if existing is None:
+                raise
+            return {"uri": existing.get("uri") or f"at://{self.did}/{collection}/{rkey}", "cid": existing.get("cid")}
+
     async def delete_record(self, collection: str, rkey: str) -> None:
         """``com.atproto.repo.deleteRecord`` in the user's repo."""
         await self.call("POST", "com.atproto.repo.deleteRecord",
