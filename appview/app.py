@@ -18,6 +18,7 @@ from starlette.routing import Route, request_response
 from appview import metrics
 from appview.analytics import ANALYTICS, analytics_query
 from appview.blobs import BlobError, blob_response
+from appview.notifications import NOTIFICATION_METHODS, notification_method
 from appview.payment_methods import PAYMENT_METHODS, payment_method, stripe_webhook
 from appview.payment_queries import PAYMENT_QUERIES
 from appview.queries import QUERIES
@@ -47,6 +48,8 @@ def create_app(rt: AppViewDeps, not_found: Callable[[Request, Exception], Awaita
             return await payment_method(rt, nsid, request)
         if nsid in ANALYTICS:
             return await analytics_query(rt, nsid, request)
+        if nsid in NOTIFICATION_METHODS:
+            return await notification_method(rt, nsid, request)
         handler = QUERIES.get(nsid) or PAYMENT_QUERIES.get(nsid)
         if handler is None:
             return XrpcError(501, "MethodNotImplemented", f"{nsid} is not served here").response()

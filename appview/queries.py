@@ -9,6 +9,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appview.charts import CHART_QUERIES
+from appview.feeds import FEED_QUERIES
+from appview.playlists import PLAYLIST_QUERIES
+from appview.recommend import RECOMMEND_QUERIES
+from appview.reputation import REPUTATION_QUERIES
 from appview.social import SOCIAL_QUERIES
 from appview.views import ACTIVE, ViewContext, artist_views, ordered_track_views, resolve_actor, track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
@@ -280,4 +284,8 @@ QUERIES: dict[str, Handler] = {
     "fm.openmusic.social.getActorLikes": get_actor_likes,
     **SOCIAL_QUERIES,
     **CHART_QUERIES,
+    **PLAYLIST_QUERIES,
+    **RECOMMEND_QUERIES,
+    **FEED_QUERIES,
+    **REPUTATION_QUERIES,
 }

@@ -40,13 +40,30 @@ from firehose.car import cid_str
 from firehose.events import AccountEvent, CommitEvent, Event, IdentityEvent, InfoEvent, RecordOp, SyncEvent
 from firehose.repo import Snapshot
 from firehose.verify import Verifier
-from indexer import album, follow, like, play, profile, review, search, settlement, stats, tip, track, vote
+from indexer import (
+    album,
+    follow,
+    like,
+    play,
+    playlist,
+    playlist_item,
+    profile,
+    review,
+    search,
+    settlement,
+    share,
+    stats,
+    tip,
+    track,
+    vote,
+)
 from indexer.base import WriteContext
 
 log = logging.getLogger("openmusic.indexer")
 
 #: One module per collection: ``COLLECTION``, ``check(record)``, ``insert(ctx, record)``, ``delete(ctx)``.
-MODULES = {m.COLLECTION: m for m in (track, album, profile, play, like, vote, review, follow, tip, settlement)}
+MODULES = {m.COLLECTION: m for m in (track, album, profile, play, like, vote, review, follow, tip, settlement, playlist,
+                                     playlist_item, share)}
 #: Record key syntax (atproto record-key spec): TID.
 TID_RE = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
 SYNCHRONIZED, DESYNCHRONIZED = "synchronized", "desynchronized"

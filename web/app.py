@@ -344,10 +344,14 @@ def routes(web: WebApp) -> list[BaseRoute]:
     from web.dashboard import routes as dashboard_routes
     from web.embed import Embeds
     from web.money import Money
+    from web.notifications import routes as notification_routes
     from web.offline import routes as offline_routes
     from web.pages import Pages
     from web.payouts import Payouts
+    from web.playlists import routes as playlist_routes
     from web.profile import routes as profile_routes
+    from web.recommend import routes as recommend_routes
+    from web.share import routes as share_routes
     from web.social import Social
     from web.studio_album import routes as studio_routes
 
@@ -356,7 +360,9 @@ def routes(web: WebApp) -> list[BaseRoute]:
         pages = Pages(web)
         money = Money(web, pages)
         catalog = [*pages.routes(), *money.routes(), *Social(web, pages).routes(), *Payouts(money).routes(),
-                   *Embeds(web, pages).routes(), *studio_routes(web, pages), *dashboard_routes(web, pages), *charts_routes(web, pages)]
+                   *Embeds(web, pages).routes(), *studio_routes(web, pages), *dashboard_routes(web, pages), *charts_routes(web, pages),
+                   *playlist_routes(web, pages), *recommend_routes(web, pages), *notification_routes(web, pages),
+                   *share_routes(web, pages)]
     return [*catalog, *offline_routes(web),
         *profile_routes(web),
         Route("/login", web.login_page, methods=["GET"]),
