@@ -1,10 +1,12 @@
 """Charts and browsing (issue 13): ``fm.openmusic.feed.getChart`` and ``fm.openmusic.catalog.getBrowse``.
 
 Every chart is a **skeleton** (track URIs and integer scores, ranked in SQL from the tables the
-indexer keeps: ``track_day`` and ``track_stats`` for streams, ``vote_current`` for votes, ``tip`` with
-its verified ``settlement`` for tips, ``track_facet`` (migration 0017) for moods, split recipients and release dates),
-then **hydration** of one page (``appview.views.ordered_track_views``). Ranking never reads ``play``
-rows, except one indexed look-up per counted vote (did the voter stream the track before voting).
+indexer keeps: ``track_day`` and ``track_stats`` for streams, ``tip`` with its verified
+``settlement`` for tips, ``track_facet`` (migration 0017) for moods, split recipients and release
+dates; trending weighs listeners (``track_day_listener``) and votes (``vote_current``) by reputation,
+``appview.reputation``), then **hydration** of one page (``appview.views.ordered_track_views``).
+Ranking never reads ``play`` rows, except one indexed look-up per vote in the trending window (did
+the voter stream the track before voting).
 
 Charts are the same for every viewer, and ranking aggregates up to a month of rollups (100 ms and
 more at 100,000 tracks), so a skeleton is computed once per (chart, period, filters, UTC day) and
@@ -20,11 +22,13 @@ last 7 days with today, ``month`` the last 30, ``all`` everything."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from appview.reputation import listener_days, vote_facts
 from appview.views import ACTIVE, ViewContext, ordered_track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid
 
@@ -133,24 +137,19 @@ async def _top(ctx: ViewContext, day: date, period: str, where: list[str], args:
 
 
 async def _trending(ctx: ViewContext, day: date, where: list[str], args: list[Any]) -> list:
-    """Streams and counted net votes of the last ``WINDOW_DAYS`` days, each weighted by its age."""
+    """Reputation-weighted listening and votes of the last ``WINDOW_DAYS`` days
+    (``appview.reputation``), each weighted by its age in days: every listener counts once per track
+    and day (``listener_days``), every vote by its weight (people's votes only; agents' are apart)."""
     days = [(day - timedelta(days=age)).isoformat() for age in range(WINDOW_DAYS)]
-    weight = "CASE {} " + " ".join("WHEN ? THEN ?" for _ in days) + " ELSE 0 END"
-    wargs = [x for d, w in zip(days, WEIGHTS, strict=True) for x in (d, w)]
-    sql = (
-        f"SELECT uri, SUM(score) AS score FROM ("
-        f"SELECT track_uri AS uri, SUM((paid_streams + free_streams) * {weight.format('day')}) AS score "
-        f"FROM track_day WHERE day >= ? GROUP BY track_uri "
-        f"UNION ALL "
-        f"SELECT v.subject, SUM(v.value * {weight.format('substr(v.sort_at, 1, 10)')}) FROM vote_current v "
-        f"JOIN track vt ON vt.uri = v.subject "
-        f"WHERE v.sort_at >= ? AND v.did <> vt.did "
-        f"AND NOT EXISTS (SELECT 1 FROM track_facet sp WHERE sp.kind = 'split' AND sp.value = v.did "
-        f"AND sp.track_uri = v.subject) "
-        f"AND EXISTS (SELECT 1 FROM play p WHERE p.did = v.did AND p.track_uri = v.subject AND p.stream = 1 "
-        f"AND p.sort_at < v.sort_at) "
-        f"GROUP BY v.subject) GROUP BY uri")
-    return await _rank(ctx, sql, [*wargs, days[-1], *wargs, days[-1]], [*where, "s.score > 0"], args)
+    decay = dict(zip(days, WEIGHTS, strict=True))
+    totals: dict[str, int] = {}
+    for track, on, weight in await listener_days(ctx, days[-1]):
+        totals[track] = totals.get(track, 0) + weight * decay.get(on, 0) // SCALE
+    for f in await vote_facts(ctx, "v.sort_at >= ?", [days[-1]]):
+        if f.weight and not f.bot:
+            totals[f.subject] = totals.get(f.subject, 0) + f.value * f.weight * decay.get(f.sort_at[:10], 0) // SCALE
+    scores = json.dumps({uri: score for uri, score in totals.items() if score > 0})
+    return await _rank(ctx, "SELECT key AS uri, value AS score FROM json_each(?)", [scores], where, args)
 
 
 async def _new(ctx: ViewContext, where: list[str], args: list[Any]) -> list:

@@ -15,16 +15,16 @@ Tracks (durations 180 s):
 Streams: S1: F0@0, F1@0, A@2, F2@3, F3@3 (5; today 2). S2: F0@1, F1@1, F2@1, F5@1, and F3@2 after
 F3's vote that day (5). S3: F3@4, F4@4 (2). One more play of S4 by F0 today hears 1 s: no stream. F3 likes S2.
 
+Every account was first seen a year ago (established: ``appview.reputation``'s age factor is 1).
 Votes (each after the voter's plays that day): S1: F0 up @0 (counts: +1000), A up @2 (the artist:
-no), F4 up @1 (never streamed S1: no), F2 down @1 (streamed @3: -794). S2: F1 up @1 (+794), F5 up @1
-(a split recipient: no), F3 up @2 (F3 streamed S2 only after voting: no). S3: F3 down @4 (-397). S4: F0 up
-@0 (F0's play of S4 was no stream: no).
+0), F4 up @1 (never streamed S1: a tenth, 100 x 794 / 1000 = +79), F2 down @1 (streamed @3: -794).
+S2: F1 up @1 (+794), F5 up @1 (a split recipient: 0), F3 up @2 (F3 streamed S2 only after voting:
+100 x 630 / 1000 = +63). S3: F3 down @4 (-397). S4: F0 up @0 (F0's play of S4 was no stream: +100).
 
 - top, week: S1 5 and S2 5 tie, S2 has a like: S2 (5), S1 (5), S3 (2). Day: S1 (2). All: as week.
-- trending (W = 1000, 794, 630, 500, 397 for ages 0..4):
-  S2 = 4 x 794 + 630 + 794 = 4600; S1 = 2 x 1000 + 630 + 2 x 500 + 1000 - 794 = 3836;
-  S3 = 2 x 397 - 397 = 397;
-  S4 = 0, not listed.
+- trending (W = 1000, 794, 630, 500, 397 for ages 0..4; each listener once per track and day):
+  S2 = 4 x 794 + 630 + 794 + 63 = 4663; S1 = 2 x 1000 + 630 + 2 x 500 + 1000 + 79 - 794 = 3915;
+  S3 = 2 x 397 - 397 = 397; S4 = 100.
 - new: S4 (T-5), S3 (T-10), S1 (T-30), S2 (T-40); scores are those times in Unix seconds.
 - tipped (USD unless said): F0 -> S1 500 @1 settled; F0 -> S1 200 @1 settled then refunded; F1 -> S2
   300 @0 settled; F2 -> S2 400 @10 settled; F4 -> S3 900 @0 not settled; F3 -> S3 1000 EUR @0
@@ -125,6 +125,8 @@ async def worked_example(ix, views, path: str) -> None:
                          "VALUES (?,?,?,?,?,?,?,?,?,?,?,'[]',?,1,?)",
                          (f"{uri}-s{i}", "did:plc:broker", "s", "bafyreia", uri, "bafyreia", who, artist, status,
                           amount, currency, at(ago), at(ago)))
+    # every account here is established (first seen a year ago): the age factor is 1 (appview.reputation)
+    conn.execute("UPDATE actor SET first_seen = ?", (at(365),))
     conn.close()
     await ix.apply([AccountEvent(seq=feed.seq + 1, did=C, active=False, status="deactivated", time="")], feed.seq + 1)
 
@@ -163,10 +165,10 @@ async def test_top_by_period_with_ties_by_likes(example):
     assert ranked(await call(views, CHART, chart="top", period="all")) == ranked(week)
 
 
-async def test_trending_weighs_days_and_counts_only_honest_votes(example):
+async def test_trending_weighs_days_listeners_and_votes_by_reputation(example):
     views, _ = example
     assert charts.WEIGHTS[:5] == (1000, 794, 630, 500, 397)
-    assert ranked(await call(views, CHART, chart="trending")) == [("S2", 1, 4600), ("S1", 2, 3836), ("S3", 3, 397)]
+    assert ranked(await call(views, CHART, chart="trending")) == [("S2", 1, 4663), ("S1", 2, 3915), ("S3", 3, 397), ("S4", 4, 100)]
 
 
 async def test_new_releases(example):
@@ -186,7 +188,7 @@ async def test_tipped_by_period_and_currency(example):
 async def test_filters_apply_to_every_chart(example):
     views, _ = example
     assert ranked(await call(views, CHART, chart="top", genre=" JAZZ")) == [("S1", 1, 5), ("S3", 2, 2)]
-    assert ranked(await call(views, CHART, chart="trending", mood="Calm")) == [("S1", 1, 3836), ("S3", 2, 397)]
+    assert ranked(await call(views, CHART, chart="trending", mood="Calm")) == [("S1", 1, 3915), ("S3", 2, 397)]
     assert ranked(await call(views, CHART, chart="new", aiLevel="assisted")) == [("S2", 1, epoch(40))]
     assert ranked(await call(views, CHART, chart="tipped", period="month", genre="rock")) == [("S2", 1, 700)]
     assert ranked(await call(views, CHART, chart="new", genre="jazz", mood="night", aiLevel="human")) == [
@@ -207,7 +209,7 @@ async def test_inactive_artists_are_never_charted(example, env):  # noqa: F811
 
 async def test_pages_cover_each_track_once(example):
     views, _ = example
-    for chart, expected in (("new", 4), ("trending", 3), ("top", 3)):
+    for chart, expected in (("new", 4), ("trending", 4), ("top", 3)):
         for limit in (1, 2, 3):
             seen, cursor, pages = [], None, 0
             while True:
