@@ -11,7 +11,7 @@ paid invoice covered that moment (1250); F3 streamed and voted down, first seen 
 F4 streamed and voted up, its profile self-labelled bot (agent score 1000); A (the artist) and F5 (a
 split recipient) voted up (0 each); F6 voted on 31 tracks in one hour, S last (0: rate). Human score
 1000 + 100 + 1250 - 500 = 1850. Then F0 is found to be a farm (11 plays each begun before the last
-could be heard): its vote weighs 0 and its listening drops out of trending. Consensus: an account
+could be heard): its vote weighs 0, its listening drops out of trending, and getTrackStats shows its stream apart (``farmStreams``). Consensus: an account
 whose 5 judged votes all agreed with 5 established accounts gets 1500, one whose 5 all disagreed 500.
 
 The simulation: 500 accounts created today on one small PDS host each stream track R and vote it up;
@@ -195,6 +195,10 @@ async def test_farms_weigh_nothing_once_refreshed(example):
     assert row == (1, "overlap:11/13")
     out = await call(views, uri=S)
     assert weights(out)[F[0]] == (0, "up", ["farm"]) and out["humanScore"] == 100 + 1250 - 500
+    from appview.queries import QUERIES
+    stats = await QUERIES["fm.openmusic.listen.getTrackStats"](views, {"uri": S})
+    validator().validate("fm.openmusic.listen.getTrackStats", "output", stats)
+    assert (stats["farmStreams"], stats["voteScore"], stats["votesUp"]) == (1, 100 + 1250 - 500, 7)
     after = (await charts.get_chart(views, validate_params("fm.openmusic.feed.getChart", [("chart", "trending")])))
     score = next(t["score"] for t in after["tracks"] if t["uri"] == S)
     assert score == before - decay(ago(hours=2)) - decay(ago(hours=3))  # F0's vote and F0's listening

@@ -12,6 +12,8 @@ index to show the change, then 303 back to ``next``, a path on this site):
   viewer's older vote records on the track, so the repo keeps one.
 - ``POST /review`` (``uri`` and ``cid`` of a track or album, ``rating`` 1..5, ``text`` up to
   ``MAX_REVIEW_CHARS``, ``key``): write a review, then delete the viewer's older reviews of it.
+- ``GET /track/{did}/{rkey}/votes``: how the track's votes count (``social.getVoteBreakdown``: the
+  people's and the agents' scores, the reasons, and each vote's weight, a page at a time).
 Every form carries a record key (a TID) made when the page was rendered: the same form sent twice (a
 double click, a resend) finds its record and writes nothing more; because ``/vote`` acts on what the
 page showed (``current``), a resent "remove" does not vote again. Bad input (a rating outside 1..5,
@@ -53,6 +55,8 @@ log = logging.getLogger("openmusic.web")
 MAX_REVIEW_CHARS = 3000
 #: Reviews shown on a track or album page, newest first.
 REVIEWS_SHOWN = 10
+#: Votes listed per page of a track's vote breakdown.
+BREAKDOWN_PAGE = 50
 #: Pages that show follows, votes or reviews (``Social.page``).
 SOCIAL_PAGES = ("artist.html", "track.html", "album.html")
 
@@ -63,6 +67,14 @@ def average_rating(hundredths: int | None) -> str:
     if hundredths is None:
         return ""
     return format_decimal(Decimal(int(hundredths)).scaleb(-2), format="#,##0.##", locale=current_locale.get())
+
+
+def vote_weight(thousandths: int | None) -> str:
+    """A weight or score in thousandths of a vote (``getVoteBreakdown``) as a number of votes in the
+    current request's language: 1250 -> "1.25", 31 -> "0.031", -500 -> "-0.5"."""
+    if thousandths is None:
+        return ""
+    return format_decimal(Decimal(int(thousandths)).scaleb(-3), format="#,##0.###", locale=current_locale.get())
 
 
 def rkey_of(uri: str) -> str:
@@ -82,7 +94,7 @@ class Social:
         self.web = web
         self.pages = pages
         self.views = pages.views
-        web.templates.filters.update(average_rating=average_rating, actor_path=actor_path)
+        web.templates.filters.update(average_rating=average_rating, actor_path=actor_path, votes=vote_weight)
         web.templates.globals.update(max_review_chars=MAX_REVIEW_CHARS)
         pages.context_providers.append(self.provide)
 
@@ -92,7 +104,26 @@ class Social:
             Route("/unfollow", self.unfollow, methods=["POST"]),
             Route("/vote", self.vote, methods=["POST"]),
             Route("/review", self.review, methods=["POST"]),
+            Route("/track/{did}/{rkey}/votes", self.breakdown, methods=["GET"]),
         ]
+
+    async def breakdown(self, request: Request) -> Response:
+        """GET /track/{did}/{rkey}/votes?cursor=: how the track's votes count
+        (``fm.openmusic.social.getVoteBreakdown``): the scores, the reasons, and each vote's weight."""
+        uri = f"at://{request.path_params['did']}/{TRACK}/{request.path_params['rkey']}"
+        cursor = request.query_params.get("cursor")
+
+        async def build() -> Response:
+            track = (await self.pages.lookup("fm.openmusic.catalog.getTrack", uri))["track"]
+            try:
+                got = await self.pages.query("fm.openmusic.social.getVoteBreakdown", uri=uri, cursor=cursor,
+                                             limit=BREAKDOWN_PAGE)
+            except PageError as exc:
+                if not cursor or exc.status != 400:
+                    raise
+                got = await self.pages.query("fm.openmusic.social.getVoteBreakdown", uri=uri, limit=BREAKDOWN_PAGE)
+            return await self.pages.page(request, "votes.html", track=track, breakdown=got, paged=bool(cursor))
+        return await self.pages.guarded(request, build)
 
     # -- what the pages show -------------------------------------------------------------------------
     async def provide(self, request: Request, name: str, context: dict[str, Any]) -> dict[str, Any]:
