@@ -28,6 +28,7 @@ from atproto_core.did_doc import DidDocument
 from atproto_identity.handle.resolver import AsyncHandleResolver
 
 from core.config import Settings
+from core.db import normalize_datetime
 from core.errors import TransientIdentityError
 from core.netguard import BlockedURL, check_url
 
@@ -165,6 +166,23 @@ class IdentityResolver:
         if not isinstance(raw, dict) or raw.get("id") != did:
             raise IdentityError(f"{url} does not describe {did}")
         return raw
+
+    async def plc_created_at(self, did: str) -> str | None:
+        """When the PLC directory accepted ``did``'s first operation (``createdAt`` of the first
+        entry of ``GET {plc}/{did}/log/audit``, normalized to ``YYYY-MM-DDTHH:MM:SS.mmmZ``), or None
+        for a did:web, on any failure, or an answer that is not an audit log of ``did``. The PLC
+        directory stamps that time itself, so an account cannot backdate it (``appview.reputation``)."""
+        if not (valid_did(did) and did.startswith("did:plc:")):
+            return None
+        url = f"{self.settings.plc_url.rstrip('/')}/{quote(did)}/log/audit"
+        try:
+            resp = await self.http.get(url, timeout=10)
+            log_ = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        if not (isinstance(log_, list) and log_ and isinstance(log_[0], dict) and log_[0].get("did") == did):
+            return None
+        return normalize_datetime(log_[0].get("createdAt")) if isinstance(log_[0].get("createdAt"), str) else None
 
     async def resolve_handle(self, handle: str) -> str | None:
         """Handle -> DID, or None. Uses ``Settings.handle_resolver_url`` (XRPC
@@ -347,9 +365,15 @@ class IdentityService:
                     "UPDATE actor SET handle = ?, handle_verified = ?, pds = ?, signing_key = ?, resolved_at = ? "
                     "WHERE did = ?", (handle, 1 if handle else 0, info.pds, info.signing_key, time.time(), did))
                 await self.conn.execute("COMMIT")
+                cur = await self.conn.execute("SELECT plc_created_at FROM actor WHERE did = ?", (did,))
+                born = await cur.fetchone()
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
+        if born and born[0] is None and (created := await self.resolver.plc_created_at(did)):
+            async with self._write_lock:  # once per account: the age reputation reads (migration 0018)
+                await self.conn.execute("UPDATE actor SET plc_created_at = ? WHERE did = ? AND plc_created_at IS NULL",
+                                        (created, did))
         if row and row[0] != handle and self.on_handle_change:
             await self.on_handle_change(did)
         return handle

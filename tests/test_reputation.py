@@ -275,3 +275,35 @@ async def test_a_sybil_ring_cannot_outrank_established_listeners(env, monkeypatc
     assert {c["reason"]: c["count"] for c in out["reasonCounts"]}["cluster"] == 500
     # the raw counts still say what happened: 500 up votes
     assert out["humanScore"] < (await call(views, uri=honest_track))["humanScore"]
+
+
+async def test_account_age_comes_from_the_plc_audit_log(net, make_client, tmp_path):
+    """The reference PLC directory's audit log dates an account's creation, and the identity service
+    stores it once with the account (``actor.plc_created_at``); a did:web or an unknown DID has no
+    such date."""
+    import httpx
+
+    from core import db
+    from core.config import Settings
+    from core.identity import IdentityResolver, IdentityService
+    client = make_client("aged")
+    async with httpx.AsyncClient() as http:
+        resolver = IdentityResolver(Settings(plc_url=net.plc_url, allow_private_hosts=True), http)
+        created = await resolver.plc_created_at(client.did)
+        assert created is not None and created.endswith("Z")
+        born = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        assert abs((datetime.now(UTC) - born).total_seconds()) < 600
+        assert await resolver.plc_created_at("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa") is None
+        assert await resolver.plc_created_at("did:web:example.com") is None
+        path = str(tmp_path / "age.sqlite")
+        db.migrate(path)
+        conn = await db.connect(path)
+        try:
+            await conn.execute("INSERT INTO actor (did) VALUES (?)", (client.did,))
+            settings = Settings(plc_url=net.plc_url, handle_resolver_url=net.pds_url, allow_private_hosts=True)
+            await IdentityService(settings, conn, resolver).refresh(client.did)
+            cur = await conn.execute("SELECT plc_created_at, first_seen FROM actor WHERE did = ?", (client.did,))
+            stored, first_seen = await cur.fetchone()
+            assert stored == created and first_seen is not None
+        finally:
+            await conn.close()
