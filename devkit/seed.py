@@ -1,6 +1,8 @@
 """Seeds a demo catalog on a PDS through its own API (the same calls a creator's or listener's
 client makes): 3 artists with profiles, 2 albums, 12 tracks with generated audio and artwork,
-3 listeners with plays (two of them with a country) and likes, and a manager of the first artist. Needs a PDS that lets anyone create accounts (the local devnet)."""
+3 listeners with plays (two of them with a country), likes, votes (after listening) and follows, two
+playlists (River's, one with Sam as a collaborator: ``devkit.demo_playlists``), and a manager of the
+first artist. Needs a PDS that lets anyone create accounts (the local devnet)."""
 
 from __future__ import annotations
 
@@ -9,15 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.lexicons import FOLLOW, VOTE
 from core.publish import (
     PdsClient,
     StrongRef,
     like,
+    now_iso,
     publish_album,
     publish_profile,
     publish_track,
     record_play,
 )
+from devkit.demo_playlists import seed_playlists
 from devkit.devnet import Devnet
 from devkit.media import cover_png, tune_wav
 
@@ -48,6 +53,9 @@ class SeedResult:
     albums: list[StrongRef] = field(default_factory=list)
     plays: int = 0
     likes: int = 0
+    votes: int = 0
+    follows: int = 0
+    playlists: list[StrongRef] = field(default_factory=list)
 
 
 def seed(net: Devnet, password: str = "demo-password-1234", log: Any = print) -> SeedResult:
@@ -108,8 +116,9 @@ def seed(net: Devnet, password: str = "demo-password-1234", log: Any = print) ->
     client = PdsClient(net.pds_url, manager_handle, password)
     publish_profile(client, manager_name, roles=["manager"], extra={"manages": [out.dids[managed]]})
     client.close()
+    clients = {}
     for i, (handle, _name) in enumerate(LISTENERS):
-        client = PdsClient(net.pds_url, handle, password)
+        client = clients[handle] = PdsClient(net.pds_url, handle, password)
         for j, track in enumerate(out.tracks):
             if (i + j) % 3 == 0 or j < 2:
                 full = 6000 + ((j + 1) % 5) * 1000
@@ -117,8 +126,19 @@ def seed(net: Devnet, password: str = "demo-password-1234", log: Any = print) ->
                 record_play(client, track, heard, completed=heard == full, segments=[(0, heard)],
                             country=COUNTRIES.get(handle))
                 out.plays += 1
+                if j % 2 == 0 or i == 0:  # a vote after listening: up, but Kim dislikes every fourth
+                    direction = "down" if i == 2 and j % 4 == 0 else "up"
+                    client.create_record(VOTE, {"subject": track.as_dict(), "direction": direction,
+                                                "createdAt": now_iso()})
+                    out.votes += 1
             if (i * 5 + j) % 4 == 0:
                 like(client, track)
                 out.likes += 1
+        for artist in dict.fromkeys(t.uri.split("/")[2] for t in out.tracks[i::2]):  # follow a few artists
+            client.create_record(FOLLOW, {"subject": artist, "createdAt": now_iso()})
+            out.follows += 1
+    river, sam = clients[LISTENERS[0][0]], clients[LISTENERS[1][0]]
+    out.playlists = seed_playlists(river, sam, out.tracks, log=log)
+    for client in clients.values():
         client.close()
     return out

@@ -12,6 +12,8 @@ from core.lexicons import (
     LIKE,
     PAYOUT,
     PLAY,
+    PLAYLIST,
+    PLAYLIST_ITEM,
     PROFILE,
     REVIEW,
     SETTLEMENT,
@@ -43,7 +45,7 @@ def test_documents_are_named_by_their_path():
 def test_all_record_types_and_queries_exist():
     ids = {d["id"] for d in load_documents()}
     assert record_collections() == {TRACK, ALBUM, PROFILE, PLAY, LIKE, TIP, SETTLEMENT, SUBSCRIPTION, PAYOUT, VOTE,
-                                    REVIEW, FOLLOW}
+                                    REVIEW, FOLLOW, PLAYLIST, PLAYLIST_ITEM}
     for q in ("catalog.getTrack", "catalog.getTracks", "catalog.searchTracks", "catalog.getArtistTracks",
               "catalog.getAlbum", "actor.getProfile", "listen.getPlays", "listen.getTrackStats"):
         assert f"fm.openmusic.{q}" in ids
