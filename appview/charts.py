@@ -139,17 +139,28 @@ async def _top(ctx: ViewContext, day: date, period: str, where: list[str], args:
 async def _trending(ctx: ViewContext, day: date, where: list[str], args: list[Any]) -> list:
     """Reputation-weighted listening and votes of the last ``WINDOW_DAYS`` days
     (``appview.reputation``), each weighted by its age in days: every listener counts once per track
-    and day (``listener_days``), every vote by its weight (people's votes only; agents' are apart)."""
+    and day (``listener_days``), every vote by its weight (people's votes only; agents' are apart).
+    The totals are computed once for all filters (``_trending_totals``), then ranked per filter."""
+    totals = await _cached(ctx, ("trending-totals", day), lambda: _trending_totals(ctx, day))
+    return await _rank(ctx, "SELECT key AS uri, value AS score FROM json_each(?)", [totals], where, args)
+
+
+async def _trending_totals(ctx: ViewContext, day: date) -> str:
+    """The trending score of every track with a positive one, as a JSON object {uri: score}."""
     days = [(day - timedelta(days=age)).isoformat() for age in range(WINDOW_DAYS)]
     decay = dict(zip(days, WEIGHTS, strict=True))
-    totals: dict[str, int] = {}
-    for track, on, weight in await listener_days(ctx, days[-1]):
-        totals[track] = totals.get(track, 0) + weight * decay.get(on, 0) // SCALE
-    for f in await vote_facts(ctx, "v.sort_at >= ?", [days[-1]]):
-        if f.weight and not f.bot:
-            totals[f.subject] = totals.get(f.subject, 0) + f.value * f.weight * decay.get(f.sort_at[:10], 0) // SCALE
-    scores = json.dumps({uri: score for uri, score in totals.items() if score > 0})
-    return await _rank(ctx, "SELECT key AS uri, value AS score FROM json_each(?)", [scores], where, args)
+    listeners = await listener_days(ctx, days[-1])
+    votes = await vote_facts(ctx, "v.sort_at >= ?", [days[-1]])
+
+    def total() -> str:
+        totals: dict[str, int] = {}
+        for track, on, weight in listeners:
+            totals[track] = totals.get(track, 0) + weight * decay.get(on, 0) // SCALE
+        for f in votes:
+            if f.weight and not f.bot:
+                totals[f.subject] = totals.get(f.subject, 0) + f.value * f.weight * decay.get(f.sort_at[:10], 0) // SCALE
+        return json.dumps({uri: score for uri, score in totals.items() if score > 0})
+    return await asyncio.to_thread(total)
 
 
 async def _new(ctx: ViewContext, where: list[str], args: list[Any]) -> list:

@@ -12,7 +12,7 @@ from appview.charts import CHART_QUERIES
 from appview.feeds import FEED_QUERIES
 from appview.playlists import PLAYLIST_QUERIES
 from appview.recommend import RECOMMEND_QUERIES
-from appview.reputation import REPUTATION_QUERIES, scores, vote_facts
+from appview.reputation import REPUTATION_QUERIES
 from appview.social import SOCIAL_QUERIES
 from appview.views import ACTIVE, ViewContext, artist_views, ordered_track_views, resolve_actor, track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
@@ -256,7 +256,7 @@ async def get_actor_likes(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]
 async def get_track_stats(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     """fm.openmusic.listen.getTrackStats: plays, streams paid and free (``indexer.streams``) with those
     of likely farms apart, the up and down votes (``vote_count``: each active voter's latest vote,
-    ``indexer.stats``) and their reputation-weighted score (``appview.reputation``)."""
+    ``indexer.stats``; their weights: ``social.getVoteBreakdown``)."""
     _check_track_uri(p["uri"])
     cur = await ctx.db.execute(
         f"SELECT COALESCE(s.plays,0), COALESCE(s.listeners,0), COALESCE(s.listened_ms,0), "
@@ -268,15 +268,13 @@ async def get_track_stats(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]
     if not row:
         raise not_found("NotFound", f"track {p['uri']} is not indexed")
     plays, listeners, listened, completions, likes, paid, free, up, down = row
-    cur = await ctx.db.execute("SELECT COUNT(*) FROM play p JOIN reputation r ON r.did = p.did AND r.farm = 1 "
-                               "WHERE p.track_uri = ? AND p.stream = 1", (p["uri"],))
+    cur = await ctx.db.execute(  # farms are few: from each, one seek into its streams of this track
+        "SELECT COUNT(*) FROM reputation r JOIN actor a ON a.did = r.did AND a.active = 1 "
+        "JOIN play p ON p.did = r.did AND p.track_uri = ? AND p.stream = 1 WHERE r.farm = 1", (p["uri"],))
     (farm,) = await cur.fetchone()
-    score = 0
-    if up or down:
-        score = scores(await vote_facts(ctx, "v.subject = ?", [p["uri"]])).get(p["uri"], (0, 0))[0]
     return {"uri": p["uri"], "plays": plays, "uniqueListeners": listeners, "listenedMs": listened,
             "completions": completions, "likes": likes, "paidStreams": paid, "freeStreams": free,
-            "votesUp": up, "votesDown": down, "farmStreams": farm, "voteScore": score}
+            "votesUp": up, "votesDown": down, "farmStreams": farm}
 
 
 QUERIES: dict[str, Handler] = {

@@ -10,31 +10,49 @@ result rounded down at each step (integers only):
 - ``age``: the account's age when it voted, from the PLC directory's audit log when known, else from
   when this AppView first saw it (``actor.first_seen``; neither can be backdated by the account):
   under 1 day 250, under 7 days 500, under ``YOUNG_DAYS`` (30) 750, then 1000.
+- ``history``: on how many UTC days before today the account streamed anything
+  (``reputation.history_days``, at most 30, by ``refresh``): none 100, 1 or 2 days 250, 3 to 6 days 500, 7 to 29 days 750, then 1000.
+  An account that only just appeared, or waited idle to look old, has no listening history.
 - ``paid``: 1250 when a paid subscription invoice (our signed subscription records) covered the
   moment of the vote.
 - ``consensus``: for an account with at least ``MIN_JUDGED`` past votes on tracks where at least 5
-  established accounts (30 days and older) had voted, 500 + 1000 x the share of them that agreed
-  with those accounts' net direction (so 500 to 1500); else 1000. Recomputed by ``refresh``.
-- ``cluster``: young accounts (under ``YOUNG_DAYS``) on one PDS host voting the same way on the same
-  track count as one account when they are ``CLUSTER_MIN`` (5) or more: each weighs 1000 / n.
+  established accounts had voted (net direction not a tie, the judged vote itself left out), 500 +
+  1000 x the share of them that agreed with those accounts' net direction (so 500 to 1500); else
+  1000. Recomputed by ``refresh``, with "established" as of that time.
+- ``cluster``: accounts that are not **established** (30 days old with 7 days of listening) on one
+  *small* PDS domain (one with fewer than ``SMALL_HOST`` established accounts: a new server, not a
+  big shared host) voting the same way on the same track count as one when they are ``CLUSTER_MIN``
+  (3) or more: each weighs 1000 / n. A domain is the PDS host's registrable part (``domain``), so
+  subdomains, ports and paths of one server are one domain. People and agents cluster apart; likely
+  farms are left out of the count.
 
 and a vote weighs nothing when it is by the track's artist or one of its split recipients
 (``artist``, ``split``), by an account marked as a likely farm (``farm``, by ``refresh``: listening no
 person produces), or beyond the rate limit (``rate``: an account's votes after its first
-``RATE_PER_HOUR`` (30) in one UTC hour weigh nothing). Accounts whose Open Music profile
-carries the self-label ``bot`` (automated accounts, AI agents) are counted apart: their votes make
-the **agent score**, the others the **human score** (the one the trending chart uses).
+``RATE_PER_HOUR`` (30) in one UTC hour, by ``createdAt``, weigh nothing). Accounts whose Open Music
+profile carries the self-label ``bot`` (automated accounts, AI agents) are counted apart: their votes
+make the **agent score**, the others the **human score** (the one the trending chart uses).
 
-Listening is weighed the same way for the trending chart (``listener_scores``): each listener counts
-once per track and UTC day (however many streams), with the ``age`` and ``cluster`` factors (young
-accounts on one host streaming the same track the same day), zero for likely farms and bots.
+Listening is weighed the same way for the trending chart (``listener_days``): each listener counts
+once per track and UTC day (however many streams), with the ``age`` (at the start of that day),
+``history`` and ``cluster`` factors (same track and day), zero for likely farms and bots. Cluster
+sizes count the votes or listeners considered: all of a track's votes in ``getVoteBreakdown``, the
+trending window's in the chart.
 
-``refresh`` recomputes the signals that need history (``reputation`` table, migration 0018):
+``refresh`` recomputes the signals that need history (``reputation`` and ``reputation_host``,
+migration 0018): listening history, established accounts per domain, and
 - a likely **farm**: in the last ``FARM_DAYS`` days, at least ``OVERLAP_MIN`` plays began before the
   previous play could have been heard (its start + heard time, less 5 s), making up a quarter or more
   of its plays; or plays in at least ``CLOCK_HOURS`` of the 24 hours of a UTC day on
   ``CLOCK_DAYS`` days or more (no quiet stretch);
-- **consensus** agreement, as above."""
+- **consensus** agreement, as above.
+
+Known limits: ``createdAt`` is the client's clock (never later than when we indexed the record), so
+votes and plays can be spread into the past to pass the rate limit and the farm checks (the
+AppView's own arrival times would say more, but a backfill brings everything at once); a ring with
+one registrable domain per account escapes clustering, but each domain costs money and each account
+without listening history weighs at most a tenth of a vote (so 500 such accounts, each a year old,
+outweigh 30 established listeners: a year of waiting and 500 domains)."""
 
 from __future__ import annotations
 
@@ -45,6 +63,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiosqlite
 
@@ -65,7 +84,13 @@ PAID = 1250
 MIN_JUDGED = 5
 #: Established voters a track needs before its net direction judges others' votes on it.
 CONSENSUS_VOTERS = 5
-CLUSTER_MIN = 5
+CLUSTER_MIN = 3
+#: A domain with this many established accounts or more is a big shared host: no clustering there.
+SMALL_HOST = 50
+#: (listening days under this, factor): the ``history`` factor's steps; more days get SCALE.
+HISTORY_STEPS = ((1, 100), (3, 250), (7, 500), (30, 750))
+#: An established account: at least this old (days) with at least this many days of listening.
+ESTABLISHED_HISTORY = 7
 RATE_PER_HOUR = 30
 FARM_DAYS = 30
 OVERLAP_MIN = 10
@@ -75,13 +100,15 @@ CLOCK_DAYS = 2
 #: How often the runtime reruns ``refresh``, s.
 REFRESH_SECONDS = 600.0
 #: Why a vote weighs nothing, or less: the codes ``getVoteBreakdown`` gives.
-REASONS = ("artist", "split", "farm", "rate", "unheard", "young", "cluster", "paid", "consensus", "agent")
+REASONS = ("artist", "split", "farm", "rate", "unheard", "young", "new", "cluster", "paid", "consensus", "agent")
 
 
 @dataclass
 class VoteFacts:
     """What is known about one vote (a ``vote_current`` row): ``value`` +1 / -1, ``sort_at`` the vote's
-    time, ``age_days`` the account's age then, ``host`` its PDS host, the rest as in the module doc."""
+    time, ``age_days`` the account's age then, ``host`` its PDS domain (``domain``), ``small_host``
+    whether that domain has fewer than ``SMALL_HOST`` established accounts, ``history_days`` its days
+    of listening (at most 30), the rest as in the module doc."""
 
     subject: str
     did: str
@@ -98,14 +125,22 @@ class VoteFacts:
     judged: int
     agreed: int
     earlier_in_hour: int
+    history_days: int = 0
+    small_host: bool = True
     cluster: int = 1
     factors: dict[str, int] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     weight: int = 0
 
     @property
-    def young(self) -> bool:
-        return self.age_days < YOUNG_DAYS
+    def established(self) -> bool:
+        """30 days old with 7 days of listening: never clustered."""
+        return self.age_days >= YOUNG_DAYS and self.history_days >= ESTABLISHED_HISTORY
+
+    @property
+    def clusterable(self) -> bool:
+        """Counted in its domain's clusters: not established, on a small domain, not a likely farm."""
+        return not self.established and self.small_host and not self.farm
 
 
 def age_factor(age_days: float) -> int:
@@ -114,6 +149,31 @@ def age_factor(age_days: float) -> int:
         if age_days < days:
             return factor
     return SCALE
+
+
+def history_factor(days: int) -> int:
+    """The ``history`` factor (thousandths) of an account that streamed on ``days`` UTC days."""
+    for under, factor in HISTORY_STEPS:
+        if days < under:
+            return factor
+    return SCALE
+
+
+def domain(pds: str | None) -> str:
+    """The registrable domain of a PDS URL, lower-cased, without port or path: the last two labels of
+    its host name, or three under a two-letter country code whose second level is a common public
+    suffix (``co.uk``, ``com.au``); an IP address or a one-label name (``localhost``) as it is; ``?``
+    when unknown. An approximation of the Public Suffix List that needs no download."""
+    host = (urlsplit(pds).hostname or "") if pds and "://" in pds else ""
+    host = host.rstrip(".").lower()
+    if not host:
+        return "?"
+    labels = host.split(".")
+    if len(labels) <= 2 or all(part.isdigit() for part in labels) or ":" in host:
+        return host
+    if len(labels[-1]) == 2 and labels[-2] in ("co", "com", "net", "org", "gov", "edu", "ac", "ne", "or"):
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
 
 
 def weigh(f: VoteFacts) -> VoteFacts:
@@ -128,10 +188,10 @@ def weigh(f: VoteFacts) -> VoteFacts:
         f.weight = 0
         return f
     factors = {"heard": SCALE if f.heard else UNHEARD, "age": age_factor(f.age_days),
-               "paid": PAID if f.paid else SCALE,
+               "history": history_factor(f.history_days), "paid": PAID if f.paid else SCALE,
                "consensus": SCALE // 2 + SCALE * f.agreed // f.judged if f.judged >= MIN_JUDGED else SCALE,
-               "cluster": SCALE // f.cluster if f.young and f.cluster >= CLUSTER_MIN else SCALE}
-    for name, code in (("heard", "unheard"), ("age", "young"), ("cluster", "cluster")):
+               "cluster": SCALE // f.cluster if f.clusterable and f.cluster >= CLUSTER_MIN else SCALE}
+    for name, code in (("heard", "unheard"), ("age", "young"), ("history", "new"), ("cluster", "cluster")):
         if factors[name] < SCALE:
             f.reasons.append(code)
     if f.paid:
@@ -146,16 +206,21 @@ def weigh(f: VoteFacts) -> VoteFacts:
 
 
 def cluster_sizes(items: Iterable[VoteFacts]) -> None:
-    """Set each young vote's ``cluster``: how many young accounts on its host voted the same way on
-    the same track (agents apart from people)."""
+    """Set each clusterable vote's ``cluster``: how many clusterable accounts on its domain voted the
+    same way on the same track (agents apart from people)."""
     items = list(items)
-    sizes = Counter((f.subject, f.value, f.host, f.bot) for f in items if f.young)
+    sizes = Counter((f.subject, f.value, f.host, f.bot) for f in items if f.clusterable)
     for f in items:
-        if f.young:
+        if f.clusterable:
             f.cluster = sizes[(f.subject, f.value, f.host, f.bot)]
 
 
-_HOST = "COALESCE(NULLIF(lower(substr(a.pds, instr(a.pds, '://') + 3)), ''), '?')"
+async def host_sizes(ctx: ViewContext) -> dict[str, int]:
+    """Established accounts per domain (``reputation_host``, by ``refresh``)."""
+    cur = await ctx.db.execute("SELECT domain, established FROM reputation_host")
+    return dict(await cur.fetchall())
+
+
 _BORN = "COALESCE(a.plc_created_at, a.first_seen)"
 FACTS_SQL = f"""
 SELECT v.subject, v.did, v.uri, v.value, v.sort_at,
@@ -165,10 +230,10 @@ SELECT v.subject, v.did, v.uri, v.value, v.sort_at,
   EXISTS (SELECT 1 FROM play p WHERE p.did = v.did AND p.track_uri = v.subject AND p.stream = 1
           AND p.sort_at < v.sort_at),
   MAX(0.0, julianday(v.sort_at) - julianday(COALESCE({_BORN}, v.sort_at))),
-  {_HOST},
+  a.pds,
   EXISTS (SELECT 1 FROM subscription_invoice si WHERE si.did = v.did AND si.status = 'paid'
           AND si.amount_paid > 0 AND si.period_start <= v.sort_at AND si.period_end > v.sort_at),
-  COALESCE(pr.bot, 0), COALESCE(r.farm, 0), COALESCE(r.judged, 0), COALESCE(r.agreed, 0),
+  COALESCE(pr.bot, 0), COALESCE(r.farm, 0), COALESCE(r.judged, 0), COALESCE(r.agreed, 0), COALESCE(r.history_days, 0),
   (SELECT COUNT(*) FROM vote_current h WHERE h.did = v.did AND h.sort_at >= substr(v.sort_at, 1, 13)
    AND (h.sort_at < v.sort_at OR (h.sort_at = v.sort_at AND h.subject < v.subject)))
 FROM vote_current v JOIN track t ON t.uri = v.subject
@@ -179,11 +244,14 @@ LEFT JOIN actor a ON a.did = v.did LEFT JOIN profile pr ON pr.did = v.did LEFT J
 async def vote_facts(ctx: ViewContext, where: str, args: list[Any]) -> list[VoteFacts]:
     """The weighed votes (``vote_current``: each active account's latest vote per track) matching
     ``where`` (SQL on ``v``, the vote, and ``t``, its track), with clusters and weights."""
+    hosts = await host_sizes(ctx)
     cur = await ctx.db.execute(f"{FACTS_SQL} WHERE {where}", args)
-    out = [VoteFacts(subject, did, uri, value, sort_at, excluded, bool(heard), age, host, bool(paid), bool(bot),
-                     bool(farm), judged, agreed, earlier)
-           for (subject, did, uri, value, sort_at, excluded, heard, age, host, paid, bot, farm, judged, agreed,
-                earlier) in await cur.fetchall()]
+    out = []
+    for (subject, did, uri, value, sort_at, excluded, heard, age, pds, paid, bot, farm, judged, agreed, history,
+         earlier) in await cur.fetchall():
+        host = domain(pds)
+        out.append(VoteFacts(subject, did, uri, value, sort_at, excluded, bool(heard), age, host, bool(paid), bool(bot),
+                             bool(farm), judged, agreed, earlier, history, hosts.get(host, 0) < SMALL_HOST))
     cluster_sizes(out)
     for f in out:
         weigh(f)
@@ -201,25 +269,35 @@ def scores(facts: Iterable[VoteFacts]) -> dict[str, tuple[int, int]]:
 
 async def listener_days(ctx: ViewContext, since: str) -> list[tuple[str, str, int]]:
     """(track URI, UTC day, weight in thousandths) for each listener who streamed a track on a day
-    since ``since`` (YYYY-MM-DD, from ``track_day_listener``): ``age`` x ``cluster`` as for votes (age at
-    the end of that day), 0 for likely farms and bots."""
+    since ``since`` (YYYY-MM-DD, from ``track_day_listener``): ``age`` (at the start of that day) x
+    ``history`` x ``cluster`` as for votes, 0 for likely farms and bots (left out of clusters)."""
+    hosts = await host_sizes(ctx)
     cur = await ctx.db.execute(
-        f"SELECT l.track_uri, l.day, l.listener, "
-        f"MAX(0.0, julianday(l.day) + 1 - julianday(COALESCE({_BORN}, l.day))), {_HOST}, "
-        f"COALESCE(r.farm, 0) OR COALESCE(pr.bot, 0) "
+        f"SELECT l.track_uri, l.day, MAX(0.0, julianday(l.day) - julianday(COALESCE({_BORN}, l.day))), a.pds, "
+        f"COALESCE(r.farm, 0) OR COALESCE(pr.bot, 0), COALESCE(r.history_days, 0) "
         f"FROM (SELECT track_uri, day, listener FROM track_day_listener WHERE day >= ? "
         f"      GROUP BY track_uri, day, listener HAVING SUM(streams) > 0) l "
         f"JOIN analytics_listener al ON al.id = l.listener LEFT JOIN actor a ON a.did = al.did "
         f"LEFT JOIN profile pr ON pr.did = al.did LEFT JOIN reputation r ON r.did = al.did "
         f"WHERE {ACTIVE}", (since,))
     rows = await cur.fetchall()
-    sizes = Counter((track, day, host) for track, day, _, age, host, _ in rows if age < YOUNG_DAYS)
+    return await asyncio.to_thread(_weigh_listeners, rows, hosts)
+
+
+def _weigh_listeners(rows: list[tuple], hosts: dict[str, int]) -> list[tuple[str, str, int]]:
+    facts = []
+    for track, day, age, pds, zero, history in rows:
+        host = domain(pds)
+        clusterable = not zero and hosts.get(host, 0) < SMALL_HOST and not (
+            age >= YOUNG_DAYS and history >= ESTABLISHED_HISTORY)
+        facts.append((track, day, age, host, zero, history, clusterable))
+    sizes = Counter((track, day, host) for track, day, _, host, _, _, c in facts if c)
     out = []
-    for track, day, _, age, host, zero in rows:
+    for track, day, age, host, zero, history, clusterable in facts:
         if zero:
             continue
-        weight = age_factor(age)
-        n = sizes[(track, day, host)] if age < YOUNG_DAYS else 1
+        weight = age_factor(age) * history_factor(history) // SCALE
+        n = sizes[(track, day, host)] if clusterable else 1
         if n >= CLUSTER_MIN:
             weight = weight * (SCALE // n) // SCALE
         out.append((track, day, weight))
@@ -234,8 +312,9 @@ def _iso(at: datetime) -> str:
 
 async def refresh(conn: aiosqlite.Connection, now: datetime | None = None) -> dict[str, int]:
     """Recompute the ``reputation`` table from plays and votes (one transaction on ``conn``, an
-    autocommitting writer connection). Returns counts: ``accounts`` (rows written), ``farms``,
-    ``judged`` (accounts with a consensus factor). Farm reasons: ``overlap:<n>/<plays>`` and
+    autocommitting writer connection) and ``reputation_host``. Returns counts: ``accounts`` (rows
+    written), ``farms``, ``judged`` (accounts with a consensus factor), ``listeners`` (with a listening
+    history), ``hosts`` (domains with established accounts). Farm reasons: ``overlap:<n>/<plays>`` and
     ``clock:<days>``."""
     now = now or datetime.now(UTC)
     since = _iso(now - timedelta(days=FARM_DAYS))
@@ -267,19 +346,30 @@ async def refresh(conn: aiosqlite.Connection, now: datetime | None = None) -> di
         "WHERE c.n - (e.did IS NOT NULL) >= ? AND c.net - COALESCE(e.value, 0) <> 0 GROUP BY v.did",
         (established, CONSENSUS_VOTERS, CONSENSUS_VOTERS))
     judged = {did: (n, agreed) for did, n, agreed in await cur.fetchall()}
+    cur = await conn.execute("SELECT did, MIN(COUNT(*), 30) FROM listener_day WHERE stream_ms > 0 AND day < ? "
+                             "GROUP BY did", (now.date().isoformat(),))
+    history = dict(await cur.fetchall())
+    # established accounts (old enough, listened on enough days, not farms) per PDS domain
+    cur = await conn.execute("SELECT did, pds FROM actor WHERE active = 1 AND COALESCE(plc_created_at, first_seen) <= ?",
+                             (established,))
+    hosts = Counter(domain(pds) for did, pds in await cur.fetchall()
+                    if history.get(did, 0) >= ESTABLISHED_HISTORY and did not in farms)
     stamp = _iso(now)
-    rows = [(did, 1 if did in farms else 0, farms.get(did), *judged.get(did, (0, 0)), stamp)
-            for did in farms.keys() | judged.keys()]
+    rows = [(did, 1 if did in farms else 0, farms.get(did), *judged.get(did, (0, 0)), history.get(did, 0), stamp)
+            for did in farms.keys() | judged.keys() | history.keys()]
     await conn.execute("BEGIN IMMEDIATE")
     try:
         await conn.execute("DELETE FROM reputation")
-        await conn.executemany("INSERT INTO reputation (did, farm, farm_reason, judged, agreed, computed_at) "
-                               "VALUES (?,?,?,?,?,?)", rows)
+        await conn.executemany("INSERT INTO reputation (did, farm, farm_reason, judged, agreed, history_days, "
+                               "computed_at) VALUES (?,?,?,?,?,?,?)", rows)
+        await conn.execute("DELETE FROM reputation_host")
+        await conn.executemany("INSERT INTO reputation_host (domain, established) VALUES (?, ?)", hosts.items())
         await conn.execute("COMMIT")
     except BaseException:
         await conn.execute("ROLLBACK")
         raise
-    return {"accounts": len(rows), "farms": len(farms), "judged": len(judged)}
+    return {"accounts": len(rows), "farms": len(farms), "judged": len(judged), "listeners": len(history),
+            "hosts": len(hosts)}
 
 
 async def run_periodically(conn: aiosqlite.Connection, every: float = REFRESH_SECONDS) -> None:
@@ -297,7 +387,7 @@ async def run_periodically(conn: aiosqlite.Connection, every: float = REFRESH_SE
 
 async def get_vote_breakdown(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     """fm.openmusic.social.getVoteBreakdown: the track's human and agent scores (thousandths of a
-    vote), how many votes each reason touched, and a page of the votes, heaviest first (then newest),
+    vote), how many votes each reason touched, and a page of the votes, heaviest first (then oldest),
     each with its weight, factors and reasons."""
     uri = p["uri"]
     if f"/{TRACK}/" not in uri:
@@ -324,7 +414,7 @@ async def get_vote_breakdown(ctx: ViewContext, p: dict[str, Any]) -> dict[str, A
                                 "reasons": f.reasons}
         if f.factors:
             view["factors"] = f.factors
-        if f.cluster > 1 and f.young:
+        if f.cluster > 1 and f.clusterable:
             view["clusterSize"] = f.cluster
         votes.append(view)
     out: dict[str, Any] = {

@@ -365,11 +365,11 @@ class IdentityService:
                     "UPDATE actor SET handle = ?, handle_verified = ?, pds = ?, signing_key = ?, resolved_at = ? "
                     "WHERE did = ?", (handle, 1 if handle else 0, info.pds, info.signing_key, time.time(), did))
                 await self.conn.execute("COMMIT")
-                cur = await self.conn.execute("SELECT plc_created_at FROM actor WHERE did = ?", (did,))
-                born = await cur.fetchone()
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
+            cur = await self.conn.execute("SELECT plc_created_at FROM actor WHERE did = ?", (did,))
+            born = await cur.fetchone()
         if born and born[0] is None and (created := await self.resolver.plc_created_at(did)):
             async with self._write_lock:  # once per account: the age reputation reads (migration 0018)
                 await self.conn.execute("UPDATE actor SET plc_created_at = ? WHERE did = ? AND plc_created_at IS NULL",

@@ -15,7 +15,8 @@ Tracks (durations 180 s):
 Streams: S1: F0@0, F1@0, A@2, F2@3, F3@3 (5; today 2). S2: F0@1, F1@1, F2@1, F5@1, and F3@2 after
 F3's vote that day (5). S3: F3@4, F4@4 (2). One more play of S4 by F0 today hears 1 s: no stream. F3 likes S2.
 
-Every account was first seen a year ago (established: ``appview.reputation``'s age factor is 1).
+Every account was first seen a year ago and streamed on 30 earlier days (established:
+``appview.reputation``'s age and history factors are 1).
 Votes (each after the voter's plays that day): S1: F0 up @0 (counts: +1000), A up @2 (the artist:
 0), F4 up @1 (never streamed S1: a tenth, 100 x 794 / 1000 = +79), F2 down @1 (streamed @3: -794).
 S2: F1 up @1 (+794), F5 up @1 (a split recipient: 0), F3 up @2 (F3 streamed S2 only after voting:
@@ -40,9 +41,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from appview import charts
+from appview import charts, reputation
 from appview.charts import CHART_QUERIES
 from appview.xrpc import XrpcError, validate_params
+from core import db
 from core.lexicons import LIKE, PLAY, TIP, TRACK, VOTE, validator
 from firehose.events import AccountEvent
 from tests.records import DID, play, track
@@ -125,9 +127,18 @@ async def worked_example(ix, views, path: str) -> None:
                          "VALUES (?,?,?,?,?,?,?,?,?,?,?,'[]',?,1,?)",
                          (f"{uri}-s{i}", "did:plc:broker", "s", "bafyreia", uri, "bafyreia", who, artist, status,
                           amount, currency, at(ago), at(ago)))
-    # every account here is established (first seen a year ago): the age factor is 1 (appview.reputation)
+    # every account here is established: first seen a year ago, with 30 days of listening before the
+    # window (appview.reputation's age and history factors are 1)
     conn.execute("UPDATE actor SET first_seen = ?", (at(365),))
+    for (did,) in conn.execute("SELECT did FROM actor").fetchall():
+        conn.executemany("INSERT OR IGNORE INTO listener_day (did, day, stream_ms) VALUES (?, ?, 60000)",
+                         [(did, at(days)[:10]) for days in range(40, 70)])
     conn.close()
+    writer = await db.connect(path)
+    try:
+        await reputation.refresh(writer)
+    finally:
+        await writer.close()
     await ix.apply([AccountEvent(seq=feed.seq + 1, did=C, active=False, status="deactivated", time="")], feed.seq + 1)
 
 

@@ -10,7 +10,7 @@ follows an artist (a record in the listener's PDS, "1 follower", the button says
 unfollows (the record gone); the same follow form sent twice at once writes one record; no follow
 button on one's own artist page. Votes up (count 1, ``aria-pressed``), switches to down (0 / 1, one
 vote record left in the PDS), votes down again (0 / 0, no record); the vote's breakdown page
-explains its weight (0.025 of a vote: a new account that did not stream first). A 4-star review with text (in the
+explains its weight (0.002 of a vote: a new account, no listening history, no stream first). A 4-star review with text (in the
 PDS; "1 review", "4 out of 5", the text escaped), edited to 5 (one record left, average 5); an
 album is reviewed the same way. A forged CSRF token, a rating of 7, a text too long and a subject
 not indexed are refused with an error page and write nothing. Screenshots (1280 and 390 px) go to the
@@ -177,14 +177,15 @@ async def test_follow_vote_and_review_in_chromium(net, make_client, appview, son
     assert (await page.text_content("#votes-up"), await page.text_content("#votes-down")) == ("1", "0")
     assert await up.get_attribute("aria-pressed") == "true" and await down.get_attribute("aria-pressed") == "false"
     assert [r["value"]["direction"] for r in pds_records(net, fan.did, VOTE)] == ["up"]
-    # How it counts: a new account (under a day: 0.25) that did not stream the song first (a tenth)
+    # How it counts: a new account (under a day: 0.25) with no listening history (a tenth) that did not
+    # stream the song first (a tenth): 1000 -> 100 -> 25 -> 2 thousandths
     await page.click("#vote-breakdown")
     await page.wait_for_url(f"{track_page}/votes")
     row = page.locator(f'#vote-table tr[data-did="{fan.did}"]')
-    assert (await row.locator("td.num").text_content()).strip() == "0.025"
+    assert (await row.locator("td.num").text_content()).strip() == "0.002"
     why = await row.text_content()
-    assert "without streaming the track first" in why and "A new account" in why
-    assert (await page.text_content("#human-score")).strip() == "0.025 votes"
+    assert "without streaming the track first" in why and "A new account" in why and "listening history" in why
+    assert (await page.text_content("#human-score")).strip() == "0.002 votes"
     assert await page.locator('#vote-reasons li[data-reason="unheard"]').count() == 1
     await page.screenshot(path=str(shots / "02-vote-breakdown-1280.png"), full_page=True)
     await no_sideways_scroll(page, site, shots, [("02-vote-breakdown", f"{track_page.removeprefix(site.url)}/votes")])

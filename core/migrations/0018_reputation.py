@@ -8,9 +8,13 @@
 - ``profile.bot``: 1 when the profile record carries the self-label ``bot`` (an automated account,
   an AI agent): its votes count in the separate agent score.
 - ``reputation``: the per-account signals that need a scan of history, recomputed periodically by
-  ``appview.reputation.refresh``: ``farm`` (listening no person produces) with its reason, and how the
-  account's past votes agreed with the eventual consensus (``judged`` votes, ``agreed`` of them).
-- ``vote_current_hour``: the index that counts an account's votes in a UTC hour (the rate limit)."""
+  ``appview.reputation.refresh``: ``farm`` (listening no person produces) with its reason, how the
+  account's past votes agreed with the eventual consensus (``judged`` votes, ``agreed`` of them), and
+  ``history_days``: on how many UTC days it streamed (``listener_day``), at most 30.
+- ``reputation_host``: per PDS domain, how many established accounts it hosts (a small host's new
+  accounts voting alike count as one).
+- ``vote_current_hour``: the index that counts an account's votes in a UTC hour (the rate limit);
+  ``track_day_listener_day``: the trending chart's window of listeners by day."""
 
 from yoyo import step
 
@@ -35,7 +39,14 @@ steps = [
         farm_reason TEXT,
         judged INTEGER NOT NULL DEFAULT 0,
         agreed INTEGER NOT NULL DEFAULT 0,
+        history_days INTEGER NOT NULL DEFAULT 0,
         computed_at TEXT NOT NULL
     ) WITHOUT ROWID""", "DROP TABLE reputation"),
+    step("CREATE INDEX reputation_farm ON reputation(did) WHERE farm = 1", "DROP INDEX reputation_farm"),
+    step("""CREATE TABLE reputation_host (
+        domain TEXT PRIMARY KEY,
+        established INTEGER NOT NULL
+    ) WITHOUT ROWID""", "DROP TABLE reputation_host"),
+    step("CREATE INDEX track_day_listener_day ON track_day_listener(day)", "DROP INDEX track_day_listener_day"),
     step("CREATE INDEX vote_current_hour ON vote_current(did, sort_at)", "DROP INDEX vote_current_hour"),
 ]
