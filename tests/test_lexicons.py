@@ -130,6 +130,7 @@ def test_permission_set_covers_what_the_web_app_does():
     every collection a user writes (not the broker's) and every method that needs a service-auth
     JWT: a new record type or authenticated method fails here until the set includes it."""
     from appview.analytics import ANALYTICS
+    from appview.notifications import NOTIFICATION_METHODS
     from appview.payment_methods import PAYMENT_METHODS
 
     doc = json.loads((LEXICON_DIR / "fm/openmusic/authFull.json").read_text())
@@ -138,7 +139,8 @@ def test_permission_set_covers_what_the_web_app_does():
     by_resource = {p["resource"]: p for p in main["permissions"]}
     assert set(by_resource) == {"repo", "rpc"}
     assert set(by_resource["repo"]["collection"]) == record_collections() - {SETTLEMENT, SUBSCRIPTION, PAYOUT}
-    authenticated = {nsid for nsid, (_m, auth, _h) in PAYMENT_METHODS.items() if auth} | set(ANALYTICS)
+    authenticated = ({nsid for nsid, (_m, auth, _h) in PAYMENT_METHODS.items() if auth} | set(ANALYTICS)
+                     | set(NOTIFICATION_METHODS))
     assert set(by_resource["rpc"]["lxm"]) == authenticated
     assert by_resource["rpc"]["inheritAud"] is True
     for nsid in [*by_resource["repo"]["collection"], *by_resource["rpc"]["lxm"]]:

@@ -52,7 +52,8 @@ log = logging.getLogger("openmusic.web")
 #: Paths whose answers ``CompressPages`` gzips (with ``/``): the pages and their static files.
 COMPRESSED_PREFIXES = ("/static/web/", "/static/vendor/", "/search", "/track/", "/artist/", "/album/", "/listener/",
                        "/me", "/welcome", "/wallet", "/tip/", "/login", "/offline", "/embed/", "/sw.js",
-                       "/manifest.webmanifest", "/studio", "/dashboard", "/charts", "/playlist")
+                       "/manifest.webmanifest", "/studio", "/dashboard", "/charts", "/playlist",
+                       "/notifications")
 #: Never gzipped, whatever else matches: the XRPC API and blobs.
 UNCOMPRESSED_PREFIXES = ("/xrpc/", "/audio/", "/image/")
 HERE = Path(__file__).resolve().parent
