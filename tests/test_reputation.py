@@ -339,3 +339,24 @@ async def test_a_sybil_ring_cannot_outrank_established_listeners(env, monkeypatc
     else:
         assert "cluster" not in reasons
     assert out["humanScore"] < (await call(views, uri=honest_track))["humanScore"]
+
+
+async def test_round_the_clock_listening_is_a_farm(env):  # noqa: F811
+    """Plays in 22 of the 24 hours of a UTC day, on 2 days, 5 minutes apart (no overlap): a farm
+    (``clock:2``); the same on one day only is not."""
+    ix, views, path = env
+    feed = Feed(ix)
+    await feed.put(DID, TRACK, track("S", createdAt=ago(days=10)), rkey(1))
+    for who, days in ((F[0], (3, 4)), (F[1], (3,))):
+        for d in days:
+            midnight = (NOW - timedelta(days=d)).replace(hour=0, minute=0, second=0)
+            for h in range(22):
+                await feed.put(who, PLAY, play(S, "bafyreia", createdAt=iso(midnight + timedelta(hours=h, minutes=5))))
+    from core import db
+    conn = await db.connect(path)
+    try:
+        counts = await reputation.refresh(conn, NOW)
+    finally:
+        await conn.close()
+    rows = dict(sqlite3.connect(path).execute("SELECT did, farm_reason FROM reputation WHERE farm = 1").fetchall())
+    assert counts["farms"] == 1 and rows == {F[0]: "clock:2"}
