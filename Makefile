@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup chromium demo test lint run bench clean i18n
+.PHONY: setup chromium redis demo test lint run bench clean i18n
 
-setup: $(VENV)/.installed devnet/node_modules/.openmusic-installed web/node_modules/.openmusic-installed chromium
+setup: $(VENV)/.installed devnet/node_modules/.openmusic-installed web/node_modules/.openmusic-installed chromium redis
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ web/node_modules/.openmusic-installed: web/package.json web/package-lock.json de
 
 chromium:              ## Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+redis:                 ## Debian's Redis and PostgreSQL server: Bluesky's own AppView (dev-env TestNetwork) needs them, for the feed generator's end-to-end test
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
 
 demo: setup            ## local reference PDS + PLC, seeded catalog, AppView on http://127.0.0.1:8080
 	$(BIN)/openmusic demo

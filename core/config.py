@@ -131,6 +131,17 @@ class Settings:
     payout_threshold: int = 1000
     #: Another base URL for Stripe Connect calls (accounts, account links, transfers); empty: as the rest.
     stripe_connect_api_base: str = ""
+
+    # -- the Bluesky feed generator (``feedgen``) and shares (``indexer.share``) --
+    #: The feed generator's DID (its ``#bsky_fg`` service is ours); empty: ``service_did_resolved``
+    #: (our did:web, whose document at ``/.well-known/did.json`` then carries the service).
+    feedgen_did: str = ""
+    #: The repo holding the ``app.bsky.feed.generator`` records of our feeds (their AT-URIs name it);
+    #: empty: the first of ``operator_dids``, else feeds of any publisher that name our DID are served.
+    feedgen_publisher_did: str = ""
+    #: Comma-separated other public URLs of this site (old domains, mirrors) whose track, album and
+    #: playlist pages count as shared when a Bluesky post links to them; ``base_url`` always counts.
+    share_site_urls: str = ""
     #: Extra, unparsed values (for tests and extensions).
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -158,6 +169,25 @@ class Settings:
             return self.service_did
         host = self.base_url.split("://", 1)[1].split("/")[0]
         return "did:web:" + host.replace(":", "%3A")
+
+    @property
+    def feedgen_did_resolved(self) -> str:
+        """``feedgen_did``, or our service DID (``service_did_resolved``)."""
+        return self.feedgen_did or self.service_did_resolved
+
+    @property
+    def feedgen_publisher(self) -> str:
+        """``feedgen_publisher_did``, or the first of ``operator_dids``, or "" (any publisher)."""
+        if self.feedgen_publisher_did:
+            return self.feedgen_publisher_did
+        operators = [d.strip() for d in self.operator_dids.split(",") if d.strip()]
+        return operators[0] if operators else ""
+
+    @property
+    def share_sites(self) -> list[str]:
+        """Origins whose pages count in shared posts: ``base_url`` first, then ``share_site_urls``."""
+        extra = [u.strip().rstrip("/") for u in self.share_site_urls.split(",") if u.strip()]
+        return [self.base_url, *[u for u in extra if u != self.base_url]]
 
     @property
     def payments_enabled(self) -> bool:

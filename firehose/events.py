@@ -15,9 +15,9 @@ without recursion (a million nested arrays decode in 0.3 s), so nesting is bound
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import cbrrr
 import libipld
@@ -125,6 +125,36 @@ class ErrorFrame:
 Event = CommitEvent | IdentityEvent | AccountEvent | SyncEvent | InfoEvent | ErrorFrame
 
 
+class RecordKeep(Protocol):
+    """A record-level filter for one collection of which only a few records are wanted (for
+    ``app.bsky.feed.post``: only posts that share one of our pages, ``indexer.share.ShareFilter``).
+    Its calls must be cheap and must not raise."""
+
+    def frame(self, raw: bytes) -> bool:
+        """Whether any record in this whole frame (raw bytes) may be kept: a bytes search done
+        before the frame's CAR slice is parsed. False drops every create/update op of the collection."""
+
+    def block(self, did: str, rkey: str, block: bytes) -> bool:
+        """Whether to keep (and decode) a create/update whose record block is ``block`` (raw DAG-CBOR)."""
+
+    def removal(self, did: str, rkey: str) -> bool:
+        """Whether to keep a delete (or an update whose new version is not kept): True when an earlier
+        kept version of ``did``'s record may be indexed (over-answering costs a lookup, never a miss)."""
+
+
+class Selection:
+    """What the decoder keeps, as one object: callable as ``wanted(collection)`` (so it can be passed
+    wherever a ``wanted`` predicate goes) over ``collections``, plus ``keep``: per collection, a
+    ``RecordKeep`` that drops unwanted records of it before they become ``RecordOp``s."""
+
+    def __init__(self, collections: Callable[[str], bool], keep: Mapping[str, RecordKeep] | None = None) -> None:
+        self.collections = collections
+        self.keep: dict[str, RecordKeep] = dict(keep or {})
+
+    def __call__(self, collection: str) -> bool:
+        return self.collections(collection)
+
+
 def _cid(value: Any) -> str | None:
     if value is None:
         return None
@@ -134,7 +164,9 @@ def _cid(value: Any) -> str | None:
 def decode_frame(raw: bytes, wanted: Callable[[str], bool], tracked: Callable[[str], bool] | None = None) -> Event | None:
     """Decode one frame. ``wanted(collection)`` says which ops to keep (and decode records for);
     ``tracked(did)`` says which repos' commits to keep in full even without wanted ops (to follow
-    their ``since``/``prevData`` chain).
+    their ``since``/``prevData`` chain). When ``wanted`` is a ``Selection``, its ``keep`` filters
+    also drop single records of their collections (e.g. every ``app.bsky.feed.post`` that shares
+    nothing of ours): first by a bytes search on ``raw``, then on each record block before decoding.
 
     Raises ``FrameError`` on bad CBOR or missing fields. A commit whose CAR slice is broken is
     returned with ``blocks_error`` set and no records, so the caller can count and skip it.
@@ -154,7 +186,7 @@ def decode_frame(raw: bytes, wanted: Callable[[str], bool], tracked: Callable[[s
     kind = header.get("t")
     try:
         if kind == "#commit":
-            return _decode_commit(body, wanted, tracked)
+            return _decode_commit(body, wanted, tracked, raw)
         if kind == "#identity":
             return IdentityEvent(seq=_seq(body), did=_str(body, "did"), handle=_str(body, "handle", None),
                                  time=_str(body, "time", ""))
@@ -216,21 +248,38 @@ def _link(body: dict[str, Any], key: str) -> bytes | None:
 
 
 def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool],
-                   tracked: Callable[[str], bool] | None) -> CommitEvent:
+                   tracked: Callable[[str], bool] | None, raw: bytes = b"") -> CommitEvent:
     evt = CommitEvent(seq=_seq(body), did=_str(body, "repo"), rev=_tid(body, "rev"), since=_tid(body, "since", None),
                       commit="", time=_str(body, "time", ""))
     wire_ops = body.get("ops") or []
     if not isinstance(wire_ops, list):
         raise TypeError("ops is not an array")
+    keep: dict[str, RecordKeep] = wanted.keep if isinstance(wanted, Selection) else {}
+    frame_hit: dict[str, bool] = {}
     ops = []
+    #: ops kept only if their record block passes ``keep[collection].block`` (checked once the CAR is read)
+    pending: list[RecordOp] = []
     for op in wire_ops:
         path = op["path"]  # (a non-map op raises TypeError: a FrameError)
         if not isinstance(path, str):
             raise TypeError("an op's path is not a string")
         collection, _, rkey = path.partition("/")
         if wanted(collection):
-            ops.append(RecordOp(action=_str(op, "action"), collection=collection, rkey=rkey,
-                                cid=_cid(_link(op, "cid")), prev=_cid(_link(op, "prev"))))
+            rop = RecordOp(action=_str(op, "action"), collection=collection, rkey=rkey,
+                           cid=_cid(_link(op, "cid")), prev=_cid(_link(op, "prev")))
+            filt = keep.get(collection)
+            if filt is not None:
+                if rop.action == "delete":
+                    if not filt.removal(evt.did, rkey):
+                        continue
+                else:
+                    if collection not in frame_hit:
+                        frame_hit[collection] = filt.frame(raw)
+                    if frame_hit[collection]:
+                        pending.append(rop)
+                    elif not (rop.action == "update" and filt.removal(evt.did, rkey)):
+                        continue  # most posts: nothing of ours anywhere in the frame
+            ops.append(rop)
     if not ops and not (tracked and tracked(evt.did)):
         return evt  # most of the network: the rest of the frame is never looked at
     all_ops = [(_str(op, "action"), op["path"], _link(op, "cid"), _link(op, "prev")) for op in wire_ops]
@@ -251,6 +300,19 @@ def _decode_commit(body: dict[str, Any], wanted: Callable[[str], bool],
         evt.blocks_error = str(exc)
         return evt
     evt.blocks, evt.root = blocks, (roots[0] if roots else None)
+    if pending:
+        drop = set()
+        for rop in pending:
+            block = blocks.get(_cid_bytes(rop.cid)) if rop.cid else None
+            filt = keep[rop.collection]
+            if block is not None and not filt.block(evt.did, rop.rkey, block) and not (
+                    rop.action == "update" and filt.removal(evt.did, rop.rkey)):
+                drop.add(id(rop))
+        if drop:
+            ops = [rop for rop in ops if id(rop) not in drop]
+            if not ops and not (tracked and tracked(evt.did)):  # nothing of ours after all
+                return CommitEvent(seq=evt.seq, did=evt.did, rev=evt.rev, since=evt.since, commit="", time=evt.time)
+            evt.ops = ops
     try:
         commit_block = cbrrr.decode_dag_cbor(blocks[evt.root])
         evt.data = bytes(commit_block["data"])

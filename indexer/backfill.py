@@ -19,7 +19,7 @@ import httpx
 
 from core.db import now_iso
 from core.netguard import BlockedURL, check_url
-from indexer.core import MODULES, Indexer
+from indexer.core import OWN_COLLECTIONS, Indexer
 
 log = logging.getLogger("openmusic.backfill")
 
@@ -95,10 +95,10 @@ class Backfill:
 
     async def _pages(self, cursor: str | None) -> AsyncIterator[tuple[list[str], str | None]]:
         probe = await self._get("com.atproto.sync.listReposByCollection",
-                                {"collection": next(iter(MODULES)), "limit": 1})
+                                {"collection": OWN_COLLECTIONS[0], "limit": 1})
         if probe.status_code == 200:
             # one pass per collection; the stored cursor is "<collection> <cursor>"
-            collections = sorted(MODULES)
+            collections = list(OWN_COLLECTIONS)
             start_coll, _, start_cursor = (cursor or "").partition(" ")
             for coll in collections[collections.index(start_coll) if start_coll in collections else 0:]:
                 page_cursor = start_cursor if coll == start_coll else ""
@@ -141,4 +141,4 @@ class Backfill:
         resp = await self._get("com.atproto.repo.describeRepo", {"repo": did})
         if resp.status_code != 200:
             return False
-        return any(c in MODULES for c in resp.json().get("collections", []))
+        return any(c in OWN_COLLECTIONS for c in resp.json().get("collections", []))

@@ -35,9 +35,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from core.db import connect_sync, now_iso
-from core.lexicons import RecordInvalid, to_json, validate_record, validator
+from core.lexicons import RecordInvalid, check_data_model, to_json, validate_record, validator
 from firehose.car import cid_str
-from firehose.events import AccountEvent, CommitEvent, Event, IdentityEvent, InfoEvent, RecordOp, SyncEvent
+from firehose.events import (
+    AccountEvent,
+    CommitEvent,
+    Event,
+    IdentityEvent,
+    InfoEvent,
+    RecordOp,
+    Selection,
+    SyncEvent,
+)
 from firehose.repo import Snapshot
 from firehose.verify import Verifier
 from indexer import (
@@ -64,6 +73,9 @@ log = logging.getLogger("openmusic.indexer")
 #: One module per collection: ``COLLECTION``, ``check(record)``, ``insert(ctx, record)``, ``delete(ctx)``.
 MODULES = {m.COLLECTION: m for m in (track, album, profile, play, like, vote, review, follow, tip, settlement, playlist,
                                      playlist_item, share)}
+#: The collections all of whose records are ours (our namespace): backfill discovers repos by these
+#: (``listReposByCollection``); never by ``app.bsky.feed.post``, which every Bluesky account has.
+OWN_COLLECTIONS = tuple(sorted(c for c, m in MODULES.items() if getattr(m, "LEXICON", True)))
 #: Record key syntax (atproto record-key spec): TID.
 TID_RE = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
 SYNCHRONIZED, DESYNCHRONIZED = "synchronized", "desynchronized"
@@ -96,9 +108,31 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:500]}{where}"
 
 
-def wanted(collection: str) -> bool:
+def ours(collection: str) -> bool:
     """True for the collections we index."""
     return collection in MODULES
+
+
+#: Drops every ``app.bsky.feed.post`` that shares nothing of ours, at the decoder (one per process:
+#: each ``Indexer`` adds the authors of its indexed shares).
+SHARES = share.ShareFilter()
+#: What the decoder keeps (the ``wanted`` of ``decode_frame`` and the consumer): our collections, and
+#: of ``app.bsky.feed.post`` only the posts that link to our pages (``indexer.share``).
+wanted = Selection(ours, {share.COLLECTION: SHARES})
+
+
+def check_foreign(collection: str, rkey: str, record: Any) -> None:
+    """Checks for a record of another namespace, whose lexicon we do not hold (a module with
+    ``LEXICON = False``, e.g. ``app.bsky.feed.post``): a map of data model values within bounds,
+    ``$type`` equal to the collection, a TID record key; the module's ``check`` validates the fields
+    it reads. Raises ``RecordInvalid``."""
+    if not isinstance(record, dict):
+        raise RecordInvalid("not_object", "record is not a map")
+    check_data_model(record)
+    if record.get("$type") != collection:
+        raise RecordInvalid("wrong_type", f"$type {record.get('$type')!r} does not match collection {collection}")
+    if not TID_RE.match(rkey):
+        raise RecordInvalid("bad_rkey", f"record key {rkey!r} is not a TID")
 
 
 def check_rkey(collection: str, rkey: str) -> None:
@@ -138,6 +172,9 @@ class Indexer:
         self.resyncing: dict[str, list[CommitEvent]] = {}
         #: accounts known not to be active (their commits are ignored)
         self.inactive: set[str] = set()
+        #: the decoder's filter of ``app.bsky.feed.post`` (``SHARES``) and selection (``wanted``)
+        self.share_filter = SHARES
+        self.selection = wanted
 
     async def open(self) -> None:
         """Open the writer connection (in the worker thread)."""
@@ -168,6 +205,7 @@ class Indexer:
         rows = await self.sql("SELECT did, status FROM repo_state")
         self.tracked = {r[0] for r in rows}
         self.inactive = {r[0] for r in await self.sql("SELECT did FROM actor WHERE active = 0")}
+        self.share_filter.authors.update(r[0] for r in await self.sql("SELECT DISTINCT did FROM share"))
         return [r[0] for r in rows if r[1] == DESYNCHRONIZED]
 
     def is_tracked(self, did: str) -> bool:
@@ -396,8 +434,11 @@ class Indexer:
                     raise RecordInvalid(*op.error)
                 if op.record is None:
                     raise RecordInvalid("missing_block", f"record block {op.cid} is not in the commit")
-                check_rkey(op.collection, op.rkey)
-                validate_record(op.collection, op.record)
+                if getattr(module, "LEXICON", True):
+                    check_rkey(op.collection, op.rkey)
+                    validate_record(op.collection, op.record)
+                else:
+                    check_foreign(op.collection, op.rkey, op.record)
                 module.check(op.record)
                 module.insert(ctx, op.record)
                 self.conn.execute(
@@ -515,12 +556,17 @@ class Indexer:
                 collection, _, rkey = path.partition("/")
                 if collection not in MODULES or current.get(path) == cid:
                     continue
+                if collection == share.COLLECTION and path not in current and not (
+                        isinstance(record, dict) and share.find_subject(record)):
+                    continue  # an ordinary post: not ours to keep (as the decoder drops it live)
                 action = "update" if path in current else "create"
                 self.apply_op(snap.did, RecordOp(action, collection, rkey, cid, record), snap.rev, now)
                 changes[action] += 1
             for path in current.keys() - snap.records.keys():
                 collection, _, rkey = path.partition("/")
-                if collection in MODULES:
+                # A snapshot holds our namespace's records only (``firehose.repo.load_snapshot``): it
+                # says nothing of another namespace's (shared posts), which stay as the firehose left them.
+                if collection in MODULES and getattr(MODULES[collection], "LEXICON", True):
                     self.apply_op(snap.did, RecordOp("delete", collection, rkey, None), snap.rev, now)
                     changes["delete"] += 1
             self._set_state(snap.did, snap.rev, None, cid_str(snap.data), now)

@@ -511,6 +511,27 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feeds(args: argparse.Namespace) -> int:
+    """``openmusic feeds publish``: write our Bluesky feeds' ``app.bsky.feed.generator`` records in the
+    publisher's repo (``feedgen.publish.publish_feeds``); prints their AT-URIs."""
+    from core.publish import PdsClient, PublishError
+    from feedgen.publish import publish_feeds
+
+    password = args.password or os.environ.get("OPENMUSIC_PASSWORD")
+    if not password:
+        print("error: give --password or set OPENMUSIC_PASSWORD", file=sys.stderr)
+        return 2
+    try:
+        client = PdsClient(args.pds, args.handle, password)
+        uris = publish_feeds(client, _settings(args).feedgen_did_resolved)
+    except PublishError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(uris))
+    print(f"serve them with OPENMUSIC_FEEDGEN_PUBLISHER_DID={client.did} (or make it the first operator DID)")
+    return 0
+
+
 def cmd_devnet(args: argparse.Namespace) -> int:
     from devkit import devnet
 
@@ -904,6 +925,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="profile role, repeatable (with --display-name; default artist)")
     p.add_argument("audio", nargs="*", help="audio files (MP3, FLAC, Ogg, WAV, M4A...)")
     p.set_defaults(func=cmd_publish)
+    p = sub.add_parser("feeds", help="publish our Bluesky feeds (app.bsky.feed.generator records)",
+                       description="Write the app.bsky.feed.generator records of the feed generator's feeds "
+                       "(fresh, artists-you-follow) in the publisher's repo, naming our feed generator's DID "
+                       "(OPENMUSIC_FEEDGEN_DID, default our did:web). Publishing again updates them.")
+    p.add_argument("action", choices=["publish"])
+    p.add_argument("--pds", required=True, help="the publisher's PDS URL")
+    p.add_argument("--handle", required=True, help="the publisher's handle or DID")
+    p.add_argument("--password", help="app password (better: OPENMUSIC_PASSWORD in the environment)")
+    p.add_argument("--public-url", dest="public_url", help="this AppView's public URL (default OPENMUSIC_PUBLIC_URL)")
+    p.set_defaults(func=cmd_feeds)
     p = sub.add_parser("devnet", help="the local reference PDS + PLC (npm @atproto/dev-env)",
                        description="install: fetch Node 22 and the reference PDS + PLC into devnet/. start: run "
                        "them on loopback and print their URLs as JSON.")

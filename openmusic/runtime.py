@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 import aiosqlite
 import httpx
 import uvicorn
 
+from appview import reputation
 from appview.blobs import BlobStore
 from appview.views import ViewContext
 from core import db
@@ -24,11 +26,15 @@ from core.publish import PdsClient
 from firehose.consumer import FirehoseConsumer
 from firehose.verify import Verifier
 from indexer import settlement as settlement_indexer
-from indexer.core import Indexer, wanted
+from indexer import share as share_indexer
+from indexer.core import Indexer
 from indexer.resync import Resyncer
 from payments.auth import ServiceAuth
 from payments.broker import BrokerWorker, SettlementVerifier
 from payments.service import Payments
+
+if TYPE_CHECKING:
+    from feedgen.app import FeedGenerator
 
 log = logging.getLogger("openmusic")
 
@@ -53,6 +59,7 @@ class Runtime:
         s = self.settings
         s.ensure_dirs()
         db.migrate(s.db_path)
+        share_indexer.configure(s.share_sites)  # Bluesky posts linking these sites' pages are indexed
         self.http = httpx.AsyncClient(follow_redirects=False, headers={"user-agent": "openmusic-appview/0.1"})
         self.identity_conn = await self._connect()
         self.reader = await db.ReaderPool.open(s.db_path, s.db_readers)
@@ -74,9 +81,12 @@ class Runtime:
         await self._start_payments()
         self._tasks.append(asyncio.create_task(self.identity.run(), name="identity"))
         self._tasks.append(asyncio.create_task(self.resyncer.run(), name="resync"))
+        # the reputation signals that need history (farms, consensus, listening days): every 10 minutes
+        self._tasks.append(asyncio.create_task(reputation.run_periodically(await self._connect()), name="reputation"))
         await self.identity.refresh_stale()
         if firehose:
-            self.consumer = FirehoseConsumer(s.subscribe_url, self.indexer, wanted, batch_size=s.firehose_batch_size,
+            self.consumer = FirehoseConsumer(s.subscribe_url, self.indexer, self.indexer.selection,
+                                             batch_size=s.firehose_batch_size,
                                              start_cursor=None if s.start_cursor < 0 else s.start_cursor,
                                              tracked=self.indexer.is_tracked)
             self._tasks.append(asyncio.create_task(self._consume(), name="firehose"))
@@ -127,7 +137,8 @@ class Runtime:
             sql = ("SELECT artwork_mime FROM track WHERE did = ?1 AND artwork_cid = ?2 "
                    "UNION ALL SELECT artwork_mime FROM album WHERE did = ?1 AND artwork_cid = ?2 "
                    "UNION ALL SELECT avatar_mime FROM profile WHERE did = ?1 AND avatar_cid = ?2 "
-                   "UNION ALL SELECT banner_mime FROM profile WHERE did = ?1 AND banner_cid = ?2 LIMIT 1")
+                   "UNION ALL SELECT banner_mime FROM profile WHERE did = ?1 AND banner_cid = ?2 "
+                   "UNION ALL SELECT artwork_mime FROM playlist WHERE did = ?1 AND artwork_cid = ?2 LIMIT 1")
         cur = await self.reader.execute(sql, (did, cid))
         row = await cur.fetchone()
         if not row:
@@ -159,10 +170,13 @@ class Runtime:
         web_settings = WebSettings.from_env()
         web = WebApp(self.settings, web_settings, views=self.views) if web_settings.web_enabled else None
         app = create_app(self, not_found=web.not_found if web is not None else None)
+        feeds = self.feed_generator().routes()
         if web is not None:
             await web.start()
             web.attach_api(app)
-            app = Starlette(routes=[*web_routes(web), Mount("", app=app)], middleware=web_middleware(web))
+            app = Starlette(routes=[*web_routes(web), *feeds, Mount("", app=app)], middleware=web_middleware(web))
+        else:
+            app = Starlette(routes=[*feeds, Mount("", app=app)])
         config = uvicorn.Config(app, host=self.settings.host, port=self.settings.port,
                                 log_level=self.settings.log_level.lower(), access_log=False, lifespan="off")
         server = uvicorn.Server(config)
@@ -171,6 +185,21 @@ class Runtime:
         finally:
             if web is not None:
                 await web.stop()
+
+    def feed_generator(self) -> FeedGenerator:
+        """The Bluesky feed generator (``feedgen.app.FeedGenerator``) over this runtime's index: its
+        DID ``Settings.feedgen_did_resolved``, feeds published by ``Settings.feedgen_publisher``,
+        service-auth checked like ours (``ServiceAuth``, its own audience), and the did:web document
+        shared with payments when both are ours."""
+        from feedgen.app import FeedGenerator
+        from payments.auth import ServiceAuth
+
+        s = self.settings
+        assert self.auth is not None, "start() first"
+        auth = ServiceAuth(s.feedgen_did_resolved, self.identity.signing_key, self.auth.db)
+        payments = self.payments
+        return FeedGenerator(s.feedgen_did_resolved, s.feedgen_publisher, s.base_url, self.reader.execute, auth,
+                             base_document=lambda: payments.did_document() if payments is not None else None)
 
     async def stop(self) -> None:
         """Stop the consumer (flushing its batch), the tasks and the connections."""
