@@ -16,7 +16,7 @@ import aiosqlite
 import httpx
 import uvicorn
 
-from appview import reputation
+from appview import recommend, reputation
 from appview.blobs import BlobStore
 from appview.views import ViewContext
 from core import db
@@ -83,6 +83,8 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.resyncer.run(), name="resync"))
         # the reputation signals that need history (farms, consensus, listening days): every 10 minutes
         self._tasks.append(asyncio.create_task(reputation.run_periodically(await self._connect()), name="reputation"))
+        # build the recommendation model now, so that the first "More like this" does not wait for it
+        self._tasks.append(asyncio.create_task(self._warm_recommendations(), name="recommendations"))
         await self.identity.refresh_stale()
         if firehose:
             self.consumer = FirehoseConsumer(s.subscribe_url, self.indexer, self.indexer.selection,
@@ -113,6 +115,12 @@ class Runtime:
         if trusted:
             self.settlement_verifier = SettlementVerifier(self.indexer, self.identity.resolver)
             self._tasks.append(asyncio.create_task(self.settlement_verifier.run(), name="settlement-verifier"))
+
+    async def _warm_recommendations(self) -> None:
+        try:
+            await recommend.model(self.views)
+        except Exception:
+            log.exception("building the recommendation model failed; the first request will try again")
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await db.connect(self.settings.db_path)
