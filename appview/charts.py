@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -31,6 +32,8 @@ from typing import Any
 from appview.reputation import listener_days, vote_facts
 from appview.views import ACTIVE, ViewContext, ordered_track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid
+
+log = logging.getLogger("openmusic.charts")
 
 Handler = Callable[[ViewContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -87,6 +90,41 @@ async def _cached(ctx: ViewContext, key: tuple, compute: Callable[[], Awaitable[
         return value
 
 
+_refreshing: dict[tuple, asyncio.Task] = {}
+
+
+async def _cached_stale(ctx: ViewContext, key: tuple, day: date, compute: Callable[[], Awaitable[Any]]) -> Any:
+    """Like ``_cached``, but once a value exists, an old one (older than ``CACHE_SECONDS``, or of an
+    earlier ``day``) is answered at once while one recomputation runs in the background: only the
+    first request ever waits for ``compute()`` (the trending totals take seconds at 100k tracks)."""
+    full = (id(ctx.db), *key)
+    hit = _cache.get(full)
+    if hit is None:
+        return await _first(ctx, full, day, compute)
+    at, (value_day, value) = hit
+    if (time.monotonic() - at >= CACHE_SECONDS or value_day != day) and full not in _refreshing:
+        async def refresh() -> None:
+            try:
+                _cache[full] = (time.monotonic(), (day, await compute()))
+            except Exception:
+                log.exception("recomputing %s failed; the previous answer stays", key[0])
+            finally:
+                _refreshing.pop(full, None)
+        _refreshing[full] = asyncio.create_task(refresh())
+    return value
+
+
+async def _first(ctx: ViewContext, full: tuple, day: date, compute: Callable[[], Awaitable[Any]]) -> Any:
+    lock = _locks.setdefault(full, asyncio.Lock())
+    async with lock:
+        hit = _cache.get(full)
+        if hit is None:
+            value = await compute()
+            _cache[full] = (time.monotonic(), (day, value))
+            return value
+        return hit[1][1]
+
+
 def _filters(p: dict[str, Any]) -> tuple[list[str], list[Any], tuple]:
     """SQL conditions on ``t`` (track) and ``a`` (its artist's actor row) for the genre, mood and
     AI-level filters and the active rule, their arguments, and the filters as a cache key."""
@@ -140,8 +178,9 @@ async def _trending(ctx: ViewContext, day: date, where: list[str], args: list[An
     """Reputation-weighted listening and votes of the last ``WINDOW_DAYS`` days
     (``appview.reputation``), each weighted by its age in days: every listener counts once per track
     and day (``listener_days``), every vote by its weight (people's votes only; agents' are apart).
-    The totals are computed once for all filters (``_trending_totals``), then ranked per filter."""
-    totals = await _cached(ctx, ("trending-totals", day), lambda: _trending_totals(ctx, day))
+    The totals are computed once for all filters (``_trending_totals``), then ranked per filter; an
+    old total is served while the next is computed (``_cached_stale``)."""
+    totals = await _cached_stale(ctx, ("trending-totals",), day, lambda: _trending_totals(ctx, day))
     return await _rank(ctx, "SELECT key AS uri, value AS score FROM json_each(?)", [totals], where, args)
 
 
