@@ -269,8 +269,8 @@ async def get_track_stats(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]
         raise not_found("NotFound", f"track {p['uri']} is not indexed")
     plays, listeners, listened, completions, likes, paid, free, up, down = row
     cur = await ctx.db.execute(  # farms are few: from each, one seek into its streams of this track
-        "SELECT COUNT(*) FROM reputation r JOIN actor a ON a.did = r.did AND a.active = 1 "
-        "JOIN play p ON p.did = r.did AND p.track_uri = ? AND p.stream = 1 WHERE r.farm = 1", (p["uri"],))
+        "SELECT COUNT(*) FROM reputation r CROSS JOIN actor a ON a.did = r.did AND a.active = 1 "
+        "CROSS JOIN play p ON p.did = r.did AND p.track_uri = ? AND p.stream = 1 WHERE r.farm = 1", (p["uri"],))
     (farm,) = await cur.fetchone()
     return {"uri": p["uri"], "plays": plays, "uniqueListeners": listeners, "listenedMs": listened,
             "completions": completions, "likes": likes, "paidStreams": paid, "freeStreams": free,
