@@ -73,10 +73,11 @@ async def verify_settlement(uri: str, resolver: IdentityResolver, http: httpx.As
     except RecordInvalid as exc:
         raise NotVerified(f"not a valid {SETTLEMENT}: {exc}") from exc
     passed.append(f"fetched from the broker's PDS (record CID {got.get('cid')}) and valid against {SETTLEMENT}")
-    key_id = attest.verify(record, broker, await broker_keys(record, broker, resolver.document))
-    if not key_id:
+    found = attest.verified_by(record, broker, await broker_keys(record, broker, resolver.document))
+    if not found:
         raise NotVerified("no signature verifies with a key whose DID document names the broker repo")
-    passed.append(f"signature by {key_id} verifies, and that DID document names at://{broker}")
+    key_id, form = found
+    passed.append(f"signature by {key_id} verifies ({form} $sig), and that DID document names at://{broker}")
     if tip_uri is not None and record["tip"]["uri"] != tip_uri:
         raise NotVerified(f"{uri} settles {record['tip']['uri']}, not {tip_uri}")
     tip_uri = record["tip"]["uri"]

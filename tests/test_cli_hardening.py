@@ -225,7 +225,7 @@ async def test_verify_settlement_refuses_another_tips_settlement(monkeypatch):
     monkeypatch.setattr(verify, "_get_record", get_record)
     monkeypatch.setattr(verify, "validate_record", lambda *_a: None)
     monkeypatch.setattr(verify, "broker_keys", keys)
-    monkeypatch.setattr(verify.attest, "verify", lambda *_a: "did:web:example#attestation")
+    monkeypatch.setattr(verify.attest, "verified_by", lambda *_a: ("did:web:example#attestation", "badge.blue"))
     resolver = argparse.Namespace(document=None)
     with pytest.raises(verify.NotVerified, match="not " + TIP):
         await verify.verify_settlement(verify.settlement_uri(BROKER, TIP), resolver, None, tip_uri=TIP)
