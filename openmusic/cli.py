@@ -4,6 +4,7 @@
   openmusic demo               local reference PDS + PLC, a seeded demo catalog, and the AppView on its firehose
   openmusic backfill           import the repos that already hold music (verified CARs), then go on live
   openmusic publish            upload audio to your own PDS and write track / album records
+  openmusic lexicons publish   publish our lexicons as com.atproto.lexicon.schema records
   openmusic ledger             check the books, reconcile them with Stripe, refund credit or tips
   openmusic payouts            close a period, enter ad revenue, pay artists out, explain an artist's earnings
   openmusic analytics          check the analytics rollups against a recount of the plays, or rebuild them
@@ -532,6 +533,39 @@ def cmd_feeds(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lexicons(args: argparse.Namespace) -> int:
+    """``openmusic lexicons publish``: write every lexicon under ``lexicons/`` as a
+    ``com.atproto.lexicon.schema`` record in the publisher's repo (``core.lexicon_publish``), only
+    what changed; prints what it did and the ``_lexicon`` DNS TXT records to add."""
+    from core.lexicon_publish import publish_lexicons
+    from core.publish import PdsClient, PublishError
+
+    password = args.password or os.environ.get("OPENMUSIC_PASSWORD")
+    if not password:
+        print("error: give --password or set OPENMUSIC_PASSWORD", file=sys.stderr)
+        return 2
+    try:
+        client = PdsClient(args.pds, args.handle, password)
+        report = publish_lexicons(client, prune=args.prune, dry_run=args.dry_run)
+    except (PublishError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    would = "would be " if args.dry_run else ""
+    for verb, nsids in (("created", report.created), ("updated", report.updated), ("deleted", report.deleted)):
+        for nsid in nsids:
+            print(f"{would}{verb} at://{report.did}/com.atproto.lexicon.schema/{nsid}")
+    for nsid in report.stale:
+        if nsid not in report.deleted:
+            print(f"stale (no file; --prune deletes it) at://{report.did}/com.atproto.lexicon.schema/{nsid}")
+    print(f"{_plural(len(report.unchanged), 'lexicon')} unchanged, "
+          f"{len(report.created)} {would}created, {len(report.updated)} {would}updated")
+    print("DNS TXT records that make this repo the lexicons' authority (one per NSID group; "
+          "resolvers do not walk up the DNS tree):")
+    for name, value in report.dns:
+        print(f'  {name}  TXT  "{value}"')
+    return 0
+
+
 def cmd_devnet(args: argparse.Namespace) -> int:
     from devkit import devnet
 
@@ -935,6 +969,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", help="app password (better: OPENMUSIC_PASSWORD in the environment)")
     p.add_argument("--public-url", dest="public_url", help="this AppView's public URL (default OPENMUSIC_PUBLIC_URL)")
     p.set_defaults(func=cmd_feeds)
+    p = sub.add_parser("lexicons", help="publish our lexicons as com.atproto.lexicon.schema records",
+                       description="Write every lexicon under lexicons/fm/openmusic/ as a com.atproto.lexicon.schema record "
+                       "(record key: its NSID) in the publisher's repo, the lexicon authority of fm.openmusic.*. "
+                       "Only new or changed lexicons are written; running it again changes nothing. Prints what "
+                       "it did and the _lexicon.<authority> DNS TXT records (did=<DID>) the operator adds.")
+    p.add_argument("action", choices=["publish"])
+    p.add_argument("--pds", required=True, help="the publisher's PDS URL")
+    p.add_argument("--handle", required=True, help="the publisher's handle or DID")
+    p.add_argument("--password", help="app password (better: OPENMUSIC_PASSWORD in the environment)")
+    p.add_argument("--dry-run", action="store_true", help="compare and report only, write nothing")
+    p.add_argument("--prune", action="store_true", help="also delete fm.openmusic.* schema records that have no file")
+    p.set_defaults(func=cmd_lexicons)
     p = sub.add_parser("devnet", help="the local reference PDS + PLC (npm @atproto/dev-env)",
                        description="install: fetch Node 22 and the reference PDS + PLC into devnet/. start: run "
                        "them on loopback and print their URLs as JSON.")

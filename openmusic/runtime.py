@@ -200,14 +200,22 @@ class Runtime:
         service-auth checked like ours (``ServiceAuth``, its own audience), and the did:web document
         shared with payments when both are ours."""
         from feedgen.app import FeedGenerator
-        from payments.auth import ServiceAuth
+        from payments.auth import SERVICE_ID, ServiceAuth
 
         s = self.settings
         assert self.auth is not None, "start() first"
         auth = ServiceAuth(s.feedgen_did_resolved, self.identity.signing_key, self.auth.db)
         payments = self.payments
+
+        def base_document() -> dict:
+            """Payments' did:web document, or without payments one with our AppView service alone
+            (notifications and analytics take service auth, and PDSes proxy to ``#openmusic_appview``)."""
+            if payments is not None:
+                return payments.did_document()
+            return {"@context": ["https://www.w3.org/ns/did/v1"], "id": s.service_did_resolved,
+                    "service": [{"id": f"#{SERVICE_ID}", "type": "OpenMusicAppView", "serviceEndpoint": s.base_url}]}
         return FeedGenerator(s.feedgen_did_resolved, s.feedgen_publisher, s.base_url, self.reader.execute, auth,
-                             base_document=lambda: payments.did_document() if payments is not None else None)
+                             base_document=base_document)
 
     async def stop(self) -> None:
         """Stop the consumer (flushing its batch), the tasks and the connections."""

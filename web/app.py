@@ -53,7 +53,7 @@ log = logging.getLogger("openmusic.web")
 COMPRESSED_PREFIXES = ("/static/web/", "/static/vendor/", "/search", "/track/", "/artist/", "/album/", "/listener/",
                        "/me", "/welcome", "/wallet", "/tip/", "/login", "/offline", "/embed/", "/sw.js",
                        "/manifest.webmanifest", "/studio", "/dashboard", "/charts", "/playlist",
-                       "/notifications")
+                       "/notifications", "/lexicons")
 #: Never gzipped, whatever else matches: the XRPC API and blobs.
 UNCOMPRESSED_PREFIXES = ("/xrpc/", "/audio/", "/image/")
 HERE = Path(__file__).resolve().parent
@@ -344,6 +344,7 @@ def routes(web: WebApp) -> list[BaseRoute]:
     from web.charts import routes as charts_routes
     from web.dashboard import routes as dashboard_routes
     from web.embed import Embeds
+    from web.lexicons import routes as lexicon_routes
     from web.money import Money
     from web.notifications import routes as notification_routes
     from web.offline import routes as offline_routes
@@ -364,7 +365,7 @@ def routes(web: WebApp) -> list[BaseRoute]:
                    *Embeds(web, pages).routes(), *studio_routes(web, pages), *dashboard_routes(web, pages), *charts_routes(web, pages),
                    *playlist_routes(web, pages), *recommend_routes(web, pages), *notification_routes(web, pages),
                    *share_routes(web, pages)]
-    return [*catalog, *offline_routes(web),
+    return [*catalog, *offline_routes(web), *lexicon_routes(web),
         *profile_routes(web),
         Route("/login", web.login_page, methods=["GET"]),
         Route("/login", web.login_submit, methods=["POST"]),
