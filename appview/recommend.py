@@ -25,7 +25,7 @@ streamed a track, in the model.
 
 **Freshness.** The model is built in one pass over the index (the ``play`` rows of streams, read
 through the partial index ``play_listener_track_streams``) on first use and rebuilt when older than
-``REBUILD_SECONDS``: the build runs in a worker thread (``asyncio.to_thread``) on its own read-only
+``rebuild_after`` it (60 x its build time, between 30 s and ``REBUILD_SECONDS``): the build runs in a worker thread (``asyncio.to_thread``) on its own read-only
 connection, one at a time per database; while it runs, queries use the previous model. Tracks of
 artists deactivated since the build are dropped before an answer is returned (one indexed look-up),
 and hydration (``appview.views.ordered_track_views``) drops them again.
@@ -63,6 +63,11 @@ HISTORY = 200
 RECENCY = 0.95
 #: Seconds a built model is used before the next query starts a rebuild (in the background).
 REBUILD_SECONDS = 600.0
+#: A model is rebuilt after ``max(MIN_REBUILD_SECONDS, REBUILD_FACTOR x its build time)``, at most
+#: ``REBUILD_SECONDS``: a small catalog (a new network, the demo) sees new streams within a minute,
+#: a large one rebuilds no more than about every 10 minutes.
+MIN_REBUILD_SECONDS = 30.0
+REBUILD_FACTOR = 60.0
 #: Most tracks kept per genre and per mood for the fallbacks (the most streamed).
 POOL = 500
 #: Most popular tracks kept for the ``popular`` basis.
@@ -351,13 +356,18 @@ def _finished(key: int, task: asyncio.Task) -> None:
     _models[key] = task.result()
 
 
+def rebuild_after(m: Model) -> float:
+    """Seconds after which ``m`` is rebuilt: 60 x its build time, between 30 s and ``REBUILD_SECONDS``."""
+    return min(REBUILD_SECONDS, max(MIN_REBUILD_SECONDS, REBUILD_FACTOR * m.build_seconds))
+
+
 async def model(ctx: ViewContext) -> Model:
     """The model for ``ctx.db``: built on first use (the caller waits), then rebuilt in the
-    background once older than ``REBUILD_SECONDS`` (callers meanwhile get the previous one). One
+    background once older than ``rebuild_after`` it (callers meanwhile get the previous one). One
     build at a time per database. Raises what the first build raises (sqlite3 errors)."""
     key = id(ctx.db)
     current = _models.get(key)
-    if current is not None and time.monotonic() - current.built_at < REBUILD_SECONDS:
+    if current is not None and time.monotonic() - current.built_at < rebuild_after(current):
         return current
     task = _builds.get(key)
     if task is None:

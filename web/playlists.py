@@ -140,7 +140,9 @@ class Playlists:
         for p in mine:
             p["owner_view"] = owners.get(p["owner"])
         added = request.query_params.get("added_to", "")
-        return {"my_playlists": mine, "playlist_added": next((p for p in mine if p["uri"] == added), None)}
+        already = request.query_params.get("already_in", "")
+        return {"my_playlists": mine, "playlist_added": next((p for p in mine if p["uri"] == added), None),
+                "playlist_already": next((p for p in mine if p["uri"] == already), None)}
 
     # -- pages -----------------------------------------------------------------------------------------
     async def mine(self, request: Request) -> Response:
@@ -347,7 +349,8 @@ class Playlists:
         back = with_query(local_path(form.get("next"), fallback=playlist_path(uri)), added_to=uri) + "#add-to-playlist"
         owner, _coll, rkey = uri.removeprefix("at://").partition(f"/{PLAYLIST}/")
         if owner == user.did:
-            await self._append(user, rkey, ref, shown_cid or None)
+            if not await self._append(user, rkey, ref, shown_cid or None):
+                back = back.replace("added_to=", "already_in=", 1)
             return back
         if not any(p["uri"] == uri for p in await viewer_playlists(self.views, user.did)):
             raise PageError(403, _("Cannot add"), _("This playlist is not yours, and its owner has not made you a "
@@ -360,9 +363,10 @@ class Playlists:
         await self.pages._until(lambda: viewer_items(self.views, user.did, uri), lambda got: new in got)
         return back
 
-    async def _append(self, user: UserSession, rkey: str, ref: dict[str, str], shown_cid: str | None) -> None:
+    async def _append(self, user: UserSession, rkey: str, ref: dict[str, str], shown_cid: str | None) -> bool:
         """Append ``ref`` to the owner's playlist ``rkey``: over the version the page showed, else (a
-        double send whose first write ends the record with this track: nothing) over the current one."""
+        double send whose first write ends the record with this track: nothing) over the current one.
+        Returns False, writing nothing, when the playlist already holds the track."""
         _ = self._
         for _attempt in range(3):
             got = await self._own_record(user, user.did, rkey)
@@ -370,14 +374,16 @@ class Playlists:
             items = list(record.get("items") or [])
             if shown_cid and got.get("cid") != shown_cid and items and isinstance(items[-1], dict) \
                     and (items[-1].get("track") or {}).get("uri") == ref["uri"]:
-                return  # the same form again: its first send appended the track
+                return True  # the same form again: its first send appended the track
+            if any(isinstance(it, dict) and (it.get("track") or {}).get("uri") == ref["uri"] for it in items):
+                return False  # already in the playlist: a second copy is almost never what was meant
             if len(items) >= MAX_ITEMS:
                 raise PageError(400, _("Playlist full"), _("A playlist holds at most %(most)s tracks.")
                                 % {"most": MAX_ITEMS})
             record["items"] = [*items, {"track": ref, "addedAt": now_iso()}]
             try:
                 await self._put(user, rkey, record, str(got.get("cid")))
-                return
+                return True
             except Conflict:
                 continue  # changed between our read and write (maybe by this same form sent twice): read again
         raise self._conflict()

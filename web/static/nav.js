@@ -21,7 +21,7 @@
 // set up what they find on a page listen to it (bar.js, player.js, offline.js).
 
 const SKIP = /^\/(logout|login|welcome|oauth\/|wallet|audio\/|image\/|static\/|xrpc\/|embed\/|oembed|sw\.js|manifest\.webmanifest|health|stripe\/)/;
-const SOFT_POSTS = new Set(["/like", "/unlike", "/follow", "/unfollow", "/vote", "/review", "/playlist/add"]);
+const SOFT_POSTS = new Set(["/like", "/unlike", "/follow", "/unfollow", "/vote", "/review"]);
 const TIMEOUT_MS = 20_000;
 
 /** What a page loads in its <head>: the same list, the same page scripts. */
