@@ -338,17 +338,23 @@ async def _build(ctx: ViewContext) -> Model:
 
 _models: dict[int, Model] = {}
 _builds: dict[int, asyncio.Task] = {}
+#: Bumped by ``clear_models``: a build started before it is never installed.
+_generation = 0
 
 
 def clear_models() -> None:
-    """Forget every built model (tests; after bulk changes): the next query builds afresh."""
+    """Forget every built model (tests; after bulk changes): the next query builds afresh, and a
+    build already running is not installed when it ends."""
+    global _generation
+    _generation += 1
     _models.clear()
+    _builds.clear()
 
 
-def _finished(key: int, task: asyncio.Task) -> None:
+def _finished(key: int, task: asyncio.Task, generation: int) -> None:
     if _builds.get(key) is task:
         del _builds[key]
-    if task.cancelled():
+    if task.cancelled() or generation != _generation:
         return
     if (exc := task.exception()) is not None:
         log.error("recommendation model build failed: %r", exc)
@@ -373,7 +379,7 @@ async def model(ctx: ViewContext) -> Model:
     if task is None:
         task = asyncio.get_running_loop().create_task(_build(ctx))
         _builds[key] = task
-        task.add_done_callback(lambda t: _finished(key, t))
+        task.add_done_callback(lambda t, g=_generation: _finished(key, t, g))
     if current is not None:
         return current
     return await asyncio.shield(task)
