@@ -196,28 +196,54 @@ async def get_profile(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
 
 
 async def get_plays(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
-    """fm.openmusic.listen.getPlays: stream history, newest first by when listening began."""
+    """fm.openmusic.listen.getPlays: listening history, newest first by when listening began
+    (``sort_at``, ties by URI): the account's plays, and its teal.fm plays (``teal_play``, each kept
+    copy once, ``indexer.teal_play``) marked with ``origin`` and their fields in ``teal``, with
+    ``listenedMs`` 0 (they carry no segments) and ``track`` when linked to one of ours."""
     did = await resolve_actor(ctx, p["actor"])
     args: list[Any] = [did]
-    cond = ""
+    cond = tcond = ""
     if after := decode_cursor(p.get("cursor"), (str, str)):
         cond = "AND (pl.sort_at < ? OR (pl.sort_at = ? AND pl.uri < ?))"
+        tcond = "AND (tp.sort_at < ? OR (tp.sort_at = ? AND tp.uri < ?))"
         args += [after[0], after[0], after[1]]
     cur = await ctx.db.execute(
         f"SELECT pl.uri, pl.cid, pl.track_uri, pl.created_at, pl.listened_ms, pl.completed, r.json, pl.sort_at "
         f"FROM play pl JOIN record r ON r.uri = pl.uri WHERE pl.did = ? {cond} "
         f"ORDER BY pl.sort_at DESC, pl.uri DESC LIMIT ?", [*args, p["limit"] + 1])
-    rows = await cur.fetchall()
+    rows: list[tuple[Any, ...]] = [(*r, None) for r in await cur.fetchall()]
+    cur = await ctx.db.execute(
+        f"SELECT tp.uri, tp.cid, tp.track_uri, tp.played_at, 0, 0, r.json, tp.sort_at, tp.collection, tp.track_name, "
+        f"tp.artist_names, tp.release_name, tp.duration_s, tp.music_service, tp.client_agent "
+        f"FROM teal_play tp JOIN record r ON r.uri = tp.uri WHERE tp.did = ? AND tp.duplicate = 0 {tcond} "
+        f"ORDER BY tp.sort_at DESC, tp.uri DESC LIMIT ?", [*args, p["limit"] + 1])
+    rows += [(*r[:8], r[8:]) for r in await cur.fetchall()]
+    rows.sort(key=lambda r: (r[7], r[0]), reverse=True)
     page = rows[:p["limit"]]
     listener = (await artist_views(ctx, [did]))[did]
-    tracks = await track_views(ctx, [r[2] for r in page])
+    tracks = await track_views(ctx, [r[2] for r in page if r[2]])
     plays = []
-    for uri, cid, track_uri, created_at, listened, completed, raw, _ in page:
-        view: dict[str, Any] = {"uri": uri, "cid": cid, "listener": listener, "trackUri": track_uri,
-                                "createdAt": created_at, "listenedMs": listened, "completed": bool(completed),
-                                "record": json.loads(raw)}
+    for uri, cid, track_uri, created_at, listened, completed, raw, _, teal in page:
+        record = json.loads(raw)
+        view: dict[str, Any] = {"uri": uri, "cid": cid, "listener": listener, "createdAt": created_at,
+                                "listenedMs": listened, "completed": bool(completed), "record": record}
+        if track_uri:
+            view["trackUri"] = track_uri
         if track_uri in tracks:
             view["track"] = tracks[track_uri]
+        if teal:
+            collection, name, artists, release, duration, service, agent = teal
+            view["origin"] = collection
+            fields: dict[str, Any] = {"trackName": name, "artistNames": json.loads(artists)}
+            for key, value in (("releaseName", release), ("musicServiceUri", service),
+                               ("submissionClientAgent", agent)):
+                if isinstance(value, str):
+                    fields[key] = value
+            if isinstance(duration, int) and duration >= 0:
+                fields["durationMs"] = duration * 1000
+            if isinstance(record.get("playedTime"), str):
+                fields["playedTime"] = created_at
+            view["teal"] = fields
         plays.append(view)
     out: dict[str, Any] = {"plays": plays}
     if len(rows) > p["limit"]:
@@ -256,7 +282,8 @@ async def get_actor_likes(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]
 async def get_track_stats(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     """fm.openmusic.listen.getTrackStats: plays, streams paid and free (``indexer.streams``) with those
     of likely farms apart, the up and down votes (``vote_count``: each active voter's latest vote,
-    ``indexer.stats``; their weights: ``social.getVoteBreakdown``)."""
+    ``indexer.stats``; their weights: ``social.getVoteBreakdown``), and apart from all of these the
+    teal.fm plays linked to the track (``tealPlays``, ``indexer.teal_play``)."""
     _check_track_uri(p["uri"])
     cur = await ctx.db.execute(
         f"SELECT COALESCE(s.plays,0), COALESCE(s.listeners,0), COALESCE(s.listened_ms,0), "
@@ -272,9 +299,13 @@ async def get_track_stats(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]
         "SELECT COUNT(*) FROM reputation r CROSS JOIN actor a ON a.did = r.did AND a.active = 1 "
         "CROSS JOIN play p ON p.did = r.did AND p.track_uri = ? AND p.stream = 1 WHERE r.farm = 1", (p["uri"],))
     (farm,) = await cur.fetchone()
+    cur = await ctx.db.execute(  # teal.fm plays linked to it (indexer.teal_play), by active accounts, apart
+        "SELECT COUNT(*) FROM teal_play tp LEFT JOIN actor a ON a.did = tp.did "
+        f"WHERE tp.track_uri = ? AND tp.duplicate = 0 AND {ACTIVE}", (p["uri"],))
+    (teal,) = await cur.fetchone()
     return {"uri": p["uri"], "plays": plays, "uniqueListeners": listeners, "listenedMs": listened,
             "completions": completions, "likes": likes, "paidStreams": paid, "freeStreams": free,
-            "votesUp": up, "votesDown": down, "farmStreams": farm}
+            "votesUp": up, "votesDown": down, "farmStreams": farm, "tealPlays": teal}
 
 
 QUERIES: dict[str, Handler] = {

@@ -59,13 +59,15 @@ async def artist_views(ctx: ViewContext, dids: list[str]) -> dict[str, dict[str,
 
 TRACK_SELECT = (
     "SELECT t.uri, t.did, t.cid, t.title, t.duration_ms, t.genre, t.ai_level, t.audio_cid, t.audio_mime, "
-    "t.artwork_cid, t.album_uri, t.album_cid, r.json, r.indexed_at, COALESCE(s.plays, 0), COALESCE(s.likes, 0) "
+    "t.artwork_cid, t.album_uri, t.album_cid, r.json, r.indexed_at, COALESCE(s.plays, 0), COALESCE(s.likes, 0), t.origin "
     "FROM track t JOIN record r ON r.uri = t.uri LEFT JOIN track_stats s ON s.track_uri = t.uri "
     "LEFT JOIN actor a ON a.did = t.did ")
 
 
 async def track_views(ctx: ViewContext, uris: list[str]) -> dict[str, dict[str, Any]]:
-    """``#trackView`` per URI, for tracks that are indexed and whose artist is active."""
+    """``#trackView`` per URI, for tracks that are indexed and whose artist is active. A track
+    indexed from another app (``fm.plyr.track``, ``indexer.plyr_track``) carries ``origin``, the
+    collection it came from, and its ``record`` is that app's record as published."""
     if not uris:
         return {}
     marks = ",".join("?" * len(uris))
@@ -74,7 +76,7 @@ async def track_views(ctx: ViewContext, uris: list[str]) -> dict[str, dict[str, 
     artists = await artist_views(ctx, [r[1] for r in rows])
     out = {}
     for (uri, did, cid, title, duration, genre, ai_level, audio_cid, audio_mime, artwork_cid, album_uri,
-         album_cid, raw, indexed_at, plays, likes) in rows:
+         album_cid, raw, indexed_at, plays, likes, origin) in rows:
         view: dict[str, Any] = {
             "uri": uri, "cid": cid, "artist": artists[did], "title": title, "durationMs": duration,
             "audioUrl": ctx.audio_url(did, audio_cid), "audioMimeType": audio_mime,
@@ -88,6 +90,8 @@ async def track_views(ctx: ViewContext, uris: list[str]) -> dict[str, dict[str, 
             view["artworkUrl"] = ctx.image_url(did, artwork_cid)
         if album_uri:
             view["album"] = {"uri": album_uri, "cid": album_cid}
+        if origin:
+            view["origin"] = origin
         out[uri] = view
     return out
 

@@ -56,12 +56,15 @@ from indexer import (
     play,
     playlist,
     playlist_item,
+    plyr_track,
     profile,
     review,
     search,
     settlement,
     share,
     stats,
+    teal_alpha_play,
+    teal_play,
     tip,
     track,
     vote,
@@ -72,7 +75,7 @@ log = logging.getLogger("openmusic.indexer")
 
 #: One module per collection: ``COLLECTION``, ``check(record)``, ``insert(ctx, record)``, ``delete(ctx)``.
 MODULES = {m.COLLECTION: m for m in (track, album, profile, play, like, vote, review, follow, tip, settlement, playlist,
-                                     playlist_item, share)}
+                                     playlist_item, share, teal_play, teal_alpha_play, plyr_track)}
 #: The collections all of whose records are ours (our namespace): backfill discovers repos by these
 #: (``listReposByCollection``); never by ``app.bsky.feed.post``, which every Bluesky account has.
 OWN_COLLECTIONS = tuple(sorted(c for c, m in MODULES.items() if getattr(m, "LEXICON", True)))

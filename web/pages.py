@@ -12,7 +12,13 @@ session; the firehose brings it back to our index:
 - ``POST /play`` (``static/web/player.js`` sends it when a listening ends): an
   ``fm.openmusic.listen.play`` with the heard ``segments`` (ms, merged, clipped to the track's
   duration) and ``listenedMs`` = their union. Answers JSON: ``{"uri", "listenedMs"}`` or an XRPC-style
-  ``{"error", "message"}`` with 400/401/403/404/409/502.
+  ``{"error", "message"}`` with 400/401/403/404/409/502. For a listener who opted in (``POST
+  /me/teal``), the play is then also written as a teal.fm scrobble (``fm.teal.feed.play``, under the
+  play's own record key, so a retry rewrites the same record) when it heard enough by teal's rule
+  (``teal_counts``); the answer then carries ``tealPlay`` (its AT-URI), or ``tealError`` when that
+  second write failed (the play itself stands).
+- ``POST /me/teal`` (form: ``on`` 1 or 0, ``next``): turn those teal.fm copies on or off for the
+  account (``indexer.teal_play.set_scrobbles``); ``/me`` shows the setting (``teal_scrobble``).
 - ``POST /like`` and ``POST /unlike`` (forms): create or delete the viewer's
   ``fm.openmusic.social.like`` of a track, then back to the page (303), waiting up to
   ``INDEX_WAIT_S`` for the index to show it. The like form carries a record key (a TID), so the
@@ -38,9 +44,10 @@ from starlette.routing import BaseRoute, Route
 from appview.queries import QUERIES
 from appview.views import viewer_like_uris, viewer_likes
 from appview.xrpc import XrpcError, validate_params
-from core.lexicons import ALBUM, LIKE, PLAY, TRACK
+from core.lexicons import ALBUM, LIKE, PLAY, TRACK, RecordInvalid, validate_record
 from core.publish import now_iso
 from core.tid import TID_RE, is_tid, tid
+from indexer import teal_play
 from web import csrf
 from web.errors import PageError
 from web.oauth.client import PdsError, SessionEnded, SignInError, UserSession
@@ -61,6 +68,11 @@ JSON_ERRORS = {400: "InvalidRequest", 401: "AuthRequired", 403: "InvalidCsrfToke
                409: "TrackChanged", 413: "PayloadTooLarge", 415: "InvalidRequest"}
 #: What the play records' ``client`` says.
 CLIENT = "openmusic-web/0.1"
+#: The teal.fm scrobble written for listeners who opt in (teal-fm/teal ``lexicons/fm.teal/feed/play.json``).
+TEAL_PLAY = teal_play.COLLECTION
+#: Its ``submissionClientAgent`` (``<app-identifier>/<version>``, the identifier in reverse DNS): the
+#: indexer knows its own copies by this prefix (``indexer.teal_play.OWN_AGENT_PREFIX``).
+TEAL_AGENT = teal_play.OWN_AGENT_PREFIX + "0.1"
 #: A play's record key when the player chose it (``POST /play``'s ``rkey``): a TID (atproto record-key spec).
 PLAY_RKEY = TID_RE
 
@@ -77,6 +89,7 @@ class Pages:
         self.context_providers: list[Callable[[Request, str, dict[str, Any]], Awaitable[dict[str, Any]]]] = []
         web.templates.filters.update(track_path=track_path, album_path=album_path)
         web.templates.globals.update(new_tid=tid)  # record keys for forms that write once (like, tip)
+        self.context_providers.append(self._teal_setting_context)
 
     def routes(self) -> list[BaseRoute]:
         """The routes, to put before the sign-in routes (``web.app.routes``)."""
@@ -89,6 +102,7 @@ class Pages:
             Route("/play", self.play, methods=["POST"]),
             Route("/like", self.like, methods=["POST"]),
             Route("/unlike", self.unlike, methods=["POST"]),
+            Route("/me/teal", self.teal_setting, methods=["POST"]),
         ]
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -300,7 +314,44 @@ class Pages:
         answer: dict[str, object] = {"uri": created.get("uri"), "listenedMs": heard}
         if existing:
             answer["existing"] = True
+        if await teal_play.scrobbles_enabled(self.web.conn, user.did) and teal_counts(
+                heard, track.get("durationMs"), form.get("completed") == "1"):
+            answer |= await self._teal_copy(user, track, str(created.get("uri") or ""), record["createdAt"])
         return JSONResponse(answer)
+
+    async def _teal_copy(self, user: UserSession, track: dict[str, Any], play_uri: str,
+                         played: str) -> dict[str, object]:
+        """Write the teal.fm copy of one of ``user``'s plays (``play_uri``, of ``track``, a
+        ``#trackView``; ``played``: when listening began) with ``putRecord`` under the play's record
+        key. Returns ``{"tealPlay": uri}``, or ``{"tealError": message}`` when it cannot be written."""
+        rkey = play_uri.rsplit("/", 1)[-1]
+        try:
+            record = teal_record(track, played, self.web.settings.base_url.rstrip("/"))
+            validate_record(TEAL_PLAY, record)
+            written = await user.put_record(TEAL_PLAY, rkey, record)
+        except (PdsError, SessionEnded, SignInError, httpx.HTTPError, RecordInvalid) as exc:
+            log.warning("writing the teal.fm copy of %s failed: %s", play_uri, exc)
+            return {"tealError": "the teal.fm copy of this play was not written"}
+        return {"tealPlay": written.get("uri")}
+
+    async def _teal_setting_context(self, request: Request, name: str, context: dict[str, Any]) -> dict[str, Any]:
+        """A ``context_providers`` entry: on ``me.html``, ``teal_scrobble`` (whether the viewer's
+        plays are also written as teal.fm plays)."""
+        if name != "me.html":
+            return {}
+        user, _ = await self.viewer(request)
+        return {"teal_scrobble": bool(user and await teal_play.scrobbles_enabled(self.web.conn, user.did))}
+
+    async def teal_setting(self, request: Request) -> Response:
+        """POST /me/teal (``on``: ``1`` or ``0``): turn the teal.fm copies of the viewer's plays on or
+        off, then back to ``/me`` (303)."""
+        async def build() -> Response:
+            user, form = await self._signed_in_form(request)
+            if form.get("on") not in ("0", "1"):
+                raise PageError(400, "Bad form", "This form is damaged; reload the page.")
+            await teal_play.set_scrobbles(self.web.conn, user.did, form["on"] == "1", now_iso())
+            return RedirectResponse("/me?teal=" + form["on"] + "#teal", status_code=303)
+        return await self.guarded(request, build)
 
     async def like(self, request: Request) -> Response:
         """POST /like (``uri`` of a track or an album, ``key``, ``next``): like it from the viewer's repo."""
@@ -381,6 +432,38 @@ def started_at(epoch_ms: str, heard_ms: int, now: float | None = None) -> str:
     if value is None or not now_ms - 86_400_000 <= value <= now_ms:
         value = now_ms - heard_ms
     return datetime.fromtimestamp(value / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def teal_counts(heard_ms: int, duration_ms: int | None, completed: bool) -> bool:
+    """Whether a listening counts as a teal.fm play (``fm.teal.feed.play``'s description): the whole
+    track when it is under 2 minutes, else half of it up to 4 minutes. ``heard_ms`` is the union of
+    the heard segments; a second of slack covers the end of a track the player reports short."""
+    if not duration_ms or duration_ms <= 0:
+        return heard_ms >= 240_000 or (completed and heard_ms >= 30_000)
+    if duration_ms < 120_000:
+        return heard_ms >= duration_ms - 1000
+    return heard_ms >= min(duration_ms // 2, 240_000)
+
+
+def teal_record(track: dict[str, Any], played: str, site: str) -> dict[str, Any]:
+    """The ``fm.teal.feed.play`` for a play of ``track`` (a ``#trackView``) that began at ``played``
+    (an atproto datetime), written by our web app at ``site`` (its public URL): the track's title,
+    its artist's display name (or handle), its length in seconds, its ISRC when its record has one,
+    the track page as ``originUri``, ``site`` as ``musicServiceUri``, ``TEAL_AGENT`` as the agent."""
+    def cut(text: str, limit: int = 256) -> str:
+        return text.encode("utf-8")[:limit].decode("utf-8", "ignore") or "?"
+    artist = track["artist"]
+    record: dict[str, Any] = {
+        "$type": TEAL_PLAY, "trackName": cut(track["title"]),
+        "artists": [{"artistName": cut(artist.get("displayName") or artist.get("handle") or artist["did"])}],
+        "playedTime": played, "originUri": site + track_path(track["uri"]), "musicServiceUri": site,
+        "submissionClientAgent": TEAL_AGENT}
+    if isinstance(track.get("durationMs"), int) and track["durationMs"] >= 1000:
+        record["duration"] = track["durationMs"] // 1000
+    isrc = (track.get("record") or {}).get("isrc")
+    if isinstance(isrc, str) and isrc:
+        record["isrc"] = isrc[:64]
+    return record
 
 
 def track_path(uri: str) -> str:
