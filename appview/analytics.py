@@ -29,7 +29,7 @@ from appview import analytics_money as money
 from appview.views import ViewContext, resolve_actor
 from appview.xrpc import XrpcError, head_response, invalid, not_found, parse_params
 from core.identity import INVALID_HANDLE
-from core.lexicons import PROFILE, TRACK
+from core.lexicons import PROFILE, TRACK, is_track_uri
 from payments.auth import AuthError
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ async def subject(ctx: ViewContext, p: dict[str, Any], artist: bool = True, trac
     if _which(p, artist, track) == "artist":
         return Subject(await resolve_actor(ctx, p["artist"]))
     uri = p["track"]
-    if f"/{TRACK}/" not in uri:
+    if not is_track_uri(uri):
         raise invalid(f"{uri[:300]} is not a {TRACK} AT-URI")
     cur = await ctx.db.execute("SELECT did, duration_ms FROM track WHERE uri = ?", (uri,))
     row = await cur.fetchone()

@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse, Response
 from appview.views import ACTIVE, ViewContext, artist_views, track_views
 from appview.xrpc import XrpcError, decode_cursor, encode_cursor, head_response, invalid, parse_params
 from core.db import normalize_datetime
-from core.lexicons import TRACK, validator
+from core.lexicons import is_track_uri, validator
 from payments.auth import AuthError
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def _track_of(row: tuple) -> str | None:
     _at, uri, _cid, _author, reason, subject = row
     if reason == "tip":
         return subject
-    return uri if f"/{TRACK}/" in uri else None
+    return uri if is_track_uri(uri) else None
 
 
 async def unread_count(ctx: ViewContext, did: str, p: dict[str, Any] | None = None) -> dict[str, Any]:

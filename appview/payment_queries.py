@@ -10,7 +10,7 @@ from typing import Any
 
 from appview.views import ACTIVE, ViewContext, resolve_actor
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
-from core.lexicons import SETTLEMENT, TIP, TRACK
+from core.lexicons import SETTLEMENT, TIP, is_track_uri
 
 _SETTLEMENT_COLS = "s.uri, s.cid, s.did, s.status, s.reason, s.amount, s.currency, s.recipients, s.settled_at, r.json"
 
@@ -55,7 +55,7 @@ async def get_tips(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     if sum(bool(p.get(k)) for k in ("artist", "track", "payer")) != 1:
         raise invalid("give exactly one of artist, track or payer")
     if p.get("track"):
-        if f"/{TRACK}/" not in p["track"]:
+        if not is_track_uri(p["track"]):
             raise invalid(f"{p['track']} is not a track AT-URI")
         where, key = "t.track_uri = ?", p["track"]
     elif p.get("payer"):

@@ -16,14 +16,14 @@ from appview.reputation import REPUTATION_QUERIES
 from appview.social import SOCIAL_QUERIES
 from appview.views import ACTIVE, ViewContext, artist_views, ordered_track_views, resolve_actor, track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
-from core.lexicons import TRACK
+from core.lexicons import TRACK, is_track_uri
 
 Handler = Callable[[ViewContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def _check_track_uri(uri: str) -> None:
-    if f"/{TRACK}/" not in uri:
+    if not is_track_uri(uri):
         raise invalid(f"{uri} is not a {TRACK} AT-URI")
 
 

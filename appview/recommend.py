@@ -49,7 +49,7 @@ import scipy.sparse as sp
 
 from appview.views import ACTIVE, ViewContext, ordered_track_views, resolve_actor
 from appview.xrpc import XrpcError, not_found
-from core.lexicons import TRACK
+from core.lexicons import TRACK, is_track_uri
 
 Handler = Callable[[ViewContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 log = logging.getLogger(__name__)
@@ -407,7 +407,7 @@ async def _keep(ctx: ViewContext, items: list[tuple[str, str, int]], limit: int)
 
 async def _track_taste(ctx: ViewContext, uri: str) -> tuple[str, Counter[str], Counter[str]]:
     """The artist DID, genre and moods of an indexed track of an active artist. Raises ``XrpcError`` NotFound."""
-    if f"/{TRACK}/" not in uri:
+    if not is_track_uri(uri):
         raise not_found("NotFound", f"{uri} is not a {TRACK} AT-URI")
     cur = await ctx.db.execute(f"SELECT t.did, t.genre_norm FROM track t LEFT JOIN actor a ON a.did = t.did "
                                f"WHERE t.uri = ? AND {ACTIVE}", (uri,))

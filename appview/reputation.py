@@ -69,7 +69,7 @@ import aiosqlite
 
 from appview.views import ACTIVE, ViewContext, artist_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
-from core.lexicons import TRACK
+from core.lexicons import TRACK, is_track_uri
 
 log = logging.getLogger("openmusic.reputation")
 
@@ -390,7 +390,7 @@ async def get_vote_breakdown(ctx: ViewContext, p: dict[str, Any]) -> dict[str, A
     vote), how many votes each reason touched, and a page of the votes, heaviest first (then oldest),
     each with its weight, factors and reasons."""
     uri = p["uri"]
-    if f"/{TRACK}/" not in uri:
+    if not is_track_uri(uri):
         raise invalid(f"{uri} is not a {TRACK} AT-URI")
     cur = await ctx.db.execute(f"SELECT 1 FROM track t LEFT JOIN actor a ON a.did = t.did WHERE t.uri = ? AND {ACTIVE}",
                                (uri,))

@@ -10,7 +10,7 @@ from typing import Any
 
 from appview.views import ACTIVE, ViewContext, artist_views, resolve_actor
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
-from core.lexicons import ALBUM, TRACK
+from core.lexicons import ALBUM, TRACK, is_track_uri
 
 
 def _page(rows: list[tuple], limit: int) -> tuple[list[tuple], str | None]:
@@ -65,7 +65,7 @@ async def get_reviews(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     """fm.openmusic.social.getReviews: each active reviewer's latest review of an indexed track or
     album of an active artist, newest first, with the count and the average in hundredths."""
     uri = p["uri"]
-    table = "track" if f"/{TRACK}/" in uri else "album" if f"/{ALBUM}/" in uri else None
+    table = "track" if is_track_uri(uri) else "album" if f"/{ALBUM}/" in uri else None
     if table is None:
         raise invalid(f"{uri} is not a {TRACK} or {ALBUM} AT-URI")
     cur = await ctx.db.execute(f"SELECT 1 FROM {table} s LEFT JOIN actor a ON a.did = s.did "

@@ -43,6 +43,11 @@ TIP = "fm.openmusic.payment.tip"
 SETTLEMENT = "fm.openmusic.payment.settlement"
 SUBSCRIPTION = "fm.openmusic.payment.subscription"
 PAYOUT = "fm.openmusic.payment.payout"
+#: plyr.fm's track record (``indexer.plyr_track``): indexed into our catalog under its own AT-URI.
+PLYR_TRACK = "fm.plyr.track"
+#: The collections whose records are tracks of our catalog: plays, likes, votes, tips, playlist
+#: items and pages accept a track of either.
+TRACK_COLLECTIONS = frozenset({TRACK, PLYR_TRACK})
 
 #: Deepest nesting of maps and arrays in a record (the record itself is level 1). Ours need about 6;
 #: unknown fields from other apps get room, and every recursive step after the check stays far
@@ -57,6 +62,15 @@ MAX_VALUES = 20_000
 MAX_RECORD_BYTES = 256 * 1024
 #: The atproto data model's integers: signed 64-bit.
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def is_track_uri(uri: object) -> bool:
+    """Whether ``uri`` is the AT-URI of a record of one of ``TRACK_COLLECTIONS``
+    (``at://did/<collection>/rkey``)."""
+    if not isinstance(uri, str) or not uri.startswith("at://"):
+        return False
+    parts = uri[len("at://"):].split("/")
+    return len(parts) == 3 and parts[1] in TRACK_COLLECTIONS
 
 
 class RecordInvalid(ValueError):

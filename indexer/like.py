@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.db import normalize_datetime
-from core.lexicons import ALBUM, LIKE, TRACK, RecordInvalid
+from core.lexicons import ALBUM, LIKE, TRACK_COLLECTIONS, RecordInvalid
 from indexer import stats
 from indexer.base import WriteContext, split_uri
 
@@ -14,7 +14,7 @@ COLLECTION = LIKE
 
 def check(record: dict[str, Any]) -> None:
     """The subject must be a track or an album. Raises ``RecordInvalid``."""
-    if split_uri(record["subject"]["uri"])[1] not in (TRACK, ALBUM):
+    if split_uri(record["subject"]["uri"])[1] not in (*TRACK_COLLECTIONS, ALBUM):
         raise RecordInvalid("bad_reference", f"like of {record['subject']['uri']}, which is not a track or album")
 
 

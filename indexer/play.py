@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from core.db import normalize_datetime, sort_at
-from core.lexicons import PLAY, TRACK, RecordInvalid
+from core.lexicons import PLAY, TRACK, TRACK_COLLECTIONS, RecordInvalid
 from indexer import rollups, stats, streams
 from indexer.base import WriteContext, split_uri
 
@@ -16,7 +16,7 @@ COLLECTION = PLAY
 def check(record: dict[str, Any]) -> None:
     """``track`` must point at a track record; each segment must end at or after its start.
     Raises ``RecordInvalid``."""
-    if split_uri(record["track"]["uri"])[1] != TRACK:
+    if split_uri(record["track"]["uri"])[1] not in TRACK_COLLECTIONS:
         raise RecordInvalid("bad_reference", f"play of {record['track']['uri']}, which is not a {TRACK} record")
     for seg in record.get("segments") or []:
         if seg["endMs"] < seg["startMs"]:

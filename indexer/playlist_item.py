@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.db import normalize_datetime, sort_at
-from core.lexicons import PLAYLIST, PLAYLIST_ITEM, TRACK, RecordInvalid
+from core.lexicons import PLAYLIST, PLAYLIST_ITEM, TRACK_COLLECTIONS, RecordInvalid
 from indexer.base import WriteContext, split_uri
 
 COLLECTION = PLAYLIST_ITEM
@@ -19,7 +19,7 @@ def check(record: dict[str, Any]) -> None:
     Raises ``RecordInvalid``."""
     if split_uri(record["subject"])[1] != PLAYLIST:
         raise RecordInvalid("bad_reference", f"playlist item for {record['subject'][:300]}, which is not a playlist")
-    if split_uri(record["track"]["uri"])[1] != TRACK:
+    if split_uri(record["track"]["uri"])[1] not in TRACK_COLLECTIONS:
         raise RecordInvalid("bad_reference", f"playlist item {record['track']['uri'][:300]} is not a track")
 
 

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from core.db import normalize_datetime, sort_at
-from core.lexicons import TIP, TRACK, RecordInvalid
+from core.lexicons import TIP, TRACK, TRACK_COLLECTIONS, RecordInvalid
 from indexer.base import WriteContext, split_uri
 
 COLLECTION = TIP
@@ -23,7 +23,7 @@ def check(record: dict[str, Any]) -> None:
     track = record.get("track")
     if track:
         did, collection, _ = split_uri(track["uri"])
-        if collection != TRACK:
+        if collection not in TRACK_COLLECTIONS:
             raise RecordInvalid("bad_reference", f"tip track {track['uri']} is not a {TRACK} record")
         if did != record["subject"]:
             raise RecordInvalid("bad_reference", f"tip track {track['uri']} is not by the tipped artist {record['subject']}")

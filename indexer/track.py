@@ -7,7 +7,7 @@ from typing import Any
 from core.db import normalize_datetime, sort_at
 from core.lexicons import ALBUM, TRACK, RecordInvalid
 from core.mediatype import blob_media_type
-from indexer import search, stats, streams
+from indexer import search, stats, streams, teal_play
 from indexer.base import WriteContext, blob_cid, blob_mime, split_uri
 
 COLLECTION = TRACK
@@ -59,6 +59,7 @@ def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     search.index_track(ctx.tx, ctx.uri, ctx.did, record)
     streams.track_appeared(ctx.tx, ctx.uri)
     stats.recount_likes(ctx.tx, ctx.uri)
+    teal_play.track_appeared(ctx.tx, ctx.uri, ctx.did, record)  # teal.fm plays of it that came first
 
 
 def delete(ctx: WriteContext) -> None:

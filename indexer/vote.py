@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.db import normalize_datetime
-from core.lexicons import TRACK, VOTE, RecordInvalid
+from core.lexicons import TRACK_COLLECTIONS, VOTE, RecordInvalid
 from indexer import stats
 from indexer.base import WriteContext, split_uri
 
@@ -16,7 +16,7 @@ DIRECTIONS = ("up", "down")
 
 def check(record: dict[str, Any]) -> None:
     """The subject must be a track and the direction up or down. Raises ``RecordInvalid``."""
-    if split_uri(record["subject"]["uri"])[1] != TRACK:
+    if split_uri(record["subject"]["uri"])[1] not in TRACK_COLLECTIONS:
         raise RecordInvalid("bad_reference", f"vote on {record['subject']['uri']}, which is not a track")
     if record["direction"] not in DIRECTIONS:
         raise RecordInvalid("bad_value", f"vote direction {record['direction'][:32]!r} is not up or down")

@@ -44,7 +44,7 @@ from starlette.routing import BaseRoute, Route
 from appview.queries import QUERIES
 from appview.views import viewer_like_uris, viewer_likes
 from appview.xrpc import XrpcError, validate_params
-from core.lexicons import ALBUM, LIKE, PLAY, TRACK, RecordInvalid, validate_record
+from core.lexicons import ALBUM, LIKE, PLAY, PLYR_TRACK, TRACK, RecordInvalid, validate_record
 from core.publish import now_iso
 from core.tid import TID_RE, is_tid, tid
 from indexer import teal_play
@@ -197,7 +197,14 @@ class Pages:
         uri = f"at://{request.path_params['did']}/{TRACK}/{request.path_params['rkey']}"
 
         async def build() -> Response:
-            track = (await self.lookup("fm.openmusic.catalog.getTrack", uri))["track"]
+            nonlocal uri
+            try:
+                track = (await self.lookup("fm.openmusic.catalog.getTrack", uri))["track"]
+            except PageError as exc:  # not ours: a track indexed from plyr.fm under the same key?
+                if exc.status != 404:
+                    raise
+                uri = f"at://{request.path_params['did']}/{PLYR_TRACK}/{request.path_params['rkey']}"
+                track = (await self.lookup("fm.openmusic.catalog.getTrack", uri))["track"]
             stats = await self.query("fm.openmusic.listen.getTrackStats", uri=uri)
             user, _ = await self.viewer(request)
             album = None
@@ -467,9 +474,9 @@ def teal_record(track: dict[str, Any], played: str, site: str) -> dict[str, Any]
 
 
 def track_path(uri: str) -> str:
-    """``at://did/fm.openmusic.catalog.track/rkey`` -> ``/track/did/rkey``."""
-    did, _, rkey = uri.removeprefix("at://").partition(f"/{TRACK}/")
-    return f"/track/{did}/{rkey}"
+    """``at://did/fm.openmusic.catalog.track/rkey`` (or ``fm.plyr.track``) -> ``/track/did/rkey``."""
+    did, _, rest = uri.removeprefix("at://").partition("/")
+    return f"/track/{did}/{rest.rpartition('/')[2]}"
 
 
 def album_path(uri: str) -> str:

@@ -45,7 +45,7 @@ from starlette.routing import BaseRoute, Route
 from appview.playlists import indexed_cid, viewer_items, viewer_playlists
 from appview.views import artist_views, track_views
 from core.identity import INVALID_HANDLE
-from core.lexicons import PLAYLIST, PLAYLIST_ITEM, TRACK, RecordInvalid, validate_record
+from core.lexicons import PLAYLIST, PLAYLIST_ITEM, RecordInvalid, is_track_uri, validate_record
 from core.publish import now_iso
 from core.tid import is_tid
 from web.errors import PageError
@@ -306,7 +306,7 @@ class Playlists:
     async def _track_ref(self, form: dict[str, str]) -> dict[str, str]:
         """The form's track (``uri``) as a strongRef to its indexed version. Raises ``PageError``."""
         uri = form.get("uri", "")
-        if f"/{TRACK}/" not in uri:
+        if not is_track_uri(uri):
             _ = self._
             raise PageError(400, _("Cannot add"), _("Only tracks can be added to a playlist."))
         track = (await self.pages.query("fm.openmusic.catalog.getTrack", uri=uri))["track"]

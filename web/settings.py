@@ -17,8 +17,10 @@ DEFAULT_SCOPE = "atproto transition:generic"
 #: The scope we mean to ask for once the permission-set lexicon (lexicons/fm/openmusic/authFull.json) is
 #: published; in production add the audience of its rpc permissions:
 #: ``include:fm.openmusic.authFull?aud=<service DID>%23openmusic_appview`` (see web/oauth/README.md).
-#: A permission set grants only its own namespace, so Share to Bluesky's post is asked for apart.
-TARGET_SCOPE = "atproto include:fm.openmusic.authFull repo:app.bsky.feed.post?action=create blob:audio/* blob:image/*"
+#: A permission set grants only its own namespace, so Share to Bluesky's post and the opt-in teal.fm
+#: copies of plays are asked for apart.
+TARGET_SCOPE = ("atproto include:fm.openmusic.authFull repo:app.bsky.feed.post?action=create "
+                "repo:fm.teal.feed.play?action=create blob:audio/* blob:image/*")
 #: Stripe.js, served by Stripe (never bundled: Stripe requires loading it from its own origin).
 STRIPE_JS_URL = "https://js.stripe.com/v3/"
 

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from core.lexicons import ALBUM, TRACK
+from core.lexicons import ALBUM, is_track_uri
 from core.publish import now_iso
 from core.tid import is_tid
 from web.errors import PageError
@@ -84,7 +84,7 @@ class Share:
 
     def page_of(self, uri: str) -> str:
         """Our page's full URL for a track or album AT-URI."""
-        return self.site + (track_path(uri) if f"/{TRACK}/" in uri else album_path(uri))
+        return self.site + (track_path(uri) if is_track_uri(uri) else album_path(uri))
 
     def default_text(self, title: str, artist: str, page: str) -> str:
         """The prefilled post text: "title — artist <link>", shortened to fit ``MAX_POST_CHARS``."""
@@ -121,7 +121,7 @@ class Share:
             if not is_tid(key):
                 raise PageError(400, _("Bad form"), _("This form is damaged; reload the page."))
             uri = form.get("uri", "")
-            if f"/{TRACK}/" in uri:
+            if is_track_uri(uri):
                 subject = (await self.pages.query("fm.openmusic.catalog.getTrack", uri=uri))["track"]
             elif f"/{ALBUM}/" in uri:
                 subject = (await self.pages.query("fm.openmusic.catalog.getAlbum", uri=uri))["album"]

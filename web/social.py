@@ -37,7 +37,7 @@ from starlette.routing import BaseRoute, Route
 
 from appview.social import viewer_follows, viewer_review, viewer_vote
 from core.identity import valid_did
-from core.lexicons import ALBUM, FOLLOW, REVIEW, TRACK, VOTE
+from core.lexicons import ALBUM, FOLLOW, REVIEW, TRACK, VOTE, is_track_uri
 from core.publish import now_iso
 from core.tid import is_tid
 from web.errors import PageError
@@ -213,7 +213,7 @@ class Social:
         if direction not in ("up", "down"):
             raise PageError(400, _("Cannot vote"), _("A vote is up or down."))
         uri = form.get("uri", "")
-        if f"/{TRACK}/" not in uri:
+        if not is_track_uri(uri):
             raise PageError(400, _("Cannot vote"), _("Only tracks can be voted on."))
         track = (await self.pages.query("fm.openmusic.catalog.getTrack", uri=uri))["track"]
         mine, uris = await viewer_vote(self.views, user.did, uri)
@@ -253,7 +253,7 @@ class Social:
         if f"/{ALBUM}/" in uri:
             subject = (await self.pages.query("fm.openmusic.catalog.getAlbum", uri=uri))["album"]
             back = album_path(uri)
-        elif f"/{TRACK}/" in uri:
+        elif is_track_uri(uri):
             subject = (await self.pages.query("fm.openmusic.catalog.getTrack", uri=uri))["track"]
             back = track_path(uri)
         else:
