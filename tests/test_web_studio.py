@@ -308,6 +308,8 @@ async def test_studio_upload_edit_album_delete_in_chromium(net, make_client, app
     await shop.close()
     assert clicks() == (2,)  # the signed-in artist: another clicker than the address above
 
+    # On their own track the artist gets no vote buttons (their votes would weigh nothing), but a note.
+    assert await page.locator("form.vote").count() == 0 and await page.locator("#own-track-votes").count() == 1
     # Edit: the form comes back filled in, by handle and percent; the change shows on the track page.
     await page.click("#edit-track")
     await page.wait_for_url(f"{site.url}/studio/track/{rkey}")
