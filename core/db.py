@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -27,12 +28,31 @@ def migrate(db_path: str) -> int:
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     backend = get_backend(f"sqlite:///{db_path}")
     migrations = read_migrations(str(MIGRATIONS_DIR))
+    _break_stale_lock(backend)
     with backend.lock():
         pending = backend.to_apply(migrations)
         if pending:
             backend.apply_migrations(pending)
             log.info("applied %d migration(s) to %s", len(pending), db_path)
     return len(pending)
+
+
+def _break_stale_lock(backend) -> None:
+    """Remove yoyo's migration lock when the process that took it is gone (killed while migrating):
+    otherwise every later start would wait for it and fail with ``LockTimeout``. The lock's process
+    ID is checked on this machine (``os.kill(pid, 0)``); a lock of a live process is left alone."""
+    try:
+        rows = backend.execute(f"SELECT pid FROM {backend.lock_table_quoted}").fetchall()
+    except Exception:  # no lock table yet: a new database
+        return
+    for (pid,) in rows:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            log.warning("breaking the migration lock of process %s, which is gone", pid)
+            backend.break_lock()
+        except (PermissionError, ValueError, TypeError):
+            pass  # alive (another user's) or not a PID: leave it
 
 
 #: Page cache per connection, KiB (a reader pool shares this much among its connections).

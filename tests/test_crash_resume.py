@@ -41,7 +41,9 @@ def dump(db: Path) -> dict[str, list]:
 
 def cursor_of(db: Path) -> int:
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        # read-write, so that a WAL left by a killed writer is recovered and read (a read-only
+        # connection could see the older cursor of the main file, and the next run be killed at start)
+        conn = sqlite3.connect(db, timeout=1)
         try:
             row = conn.execute("SELECT seq FROM cursor").fetchone()
         finally:
@@ -151,3 +153,26 @@ async def test_killed_consumer_ends_with_the_same_database(net, make_client, tmp
     proc.wait(timeout=20)
     assert cursor_of(crashed) == head
     assert dump(crashed) == expected
+
+
+def test_a_migration_lock_left_by_a_killed_process_is_broken(tmp_path):
+    """A process killed while it held yoyo's migration lock (``yoyo_lock`` row with its PID) does not
+    block every later start: ``core.db.migrate`` removes the lock of a process that is gone, and
+    leaves a live process's lock alone."""
+    from core import db as core_db
+    path = str(tmp_path / "locked.sqlite")
+    core_db.migrate(path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, '2026-11-30 00:00:00', ?)", (dead.pid,))
+    conn.commit()
+    assert core_db.migrate(path) == 0
+    assert conn.execute("SELECT COUNT(*) FROM yoyo_lock").fetchone() == (0,)
+    conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, '2026-11-30 00:00:00', ?)", (os.getpid(),))
+    conn.commit()
+    conn.close()
+    from yoyo import get_backend
+    core_db._break_stale_lock(get_backend(f"sqlite:///{path}"))  # this test's own process: alive
+    assert sqlite3.connect(path).execute("SELECT pid FROM yoyo_lock").fetchone() == (os.getpid(),)
+
