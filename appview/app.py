@@ -22,6 +22,7 @@ from appview.notifications import NOTIFICATION_METHODS, notification_method
 from appview.payment_methods import PAYMENT_METHODS, payment_method, stripe_webhook
 from appview.payment_queries import PAYMENT_QUERIES
 from appview.queries import QUERIES
+from appview.views import accepted_labelers
 from appview.xrpc import BodyLimit, XrpcError, head_response, parse_params
 
 if TYPE_CHECKING:
@@ -55,15 +56,20 @@ def create_app(rt: AppViewDeps, not_found: Callable[[Request, Exception], Awaita
             return XrpcError(501, "MethodNotImplemented", f"{nsid} is not served here").response()
         if request.method not in ("GET", "HEAD"):
             return XrpcError(405, "InvalidRequest", f"{nsid} is a query: use GET").response()
+        asked = parse_accept_labelers(request.headers.get("atproto-accept-labelers"))
+        token = accepted_labelers.set(None if asked is None else tuple(asked))
         try:
             params = parse_params(nsid, request)
             response = JSONResponse(await handler(rt.views, params))
+            response.headers["atproto-content-labelers"] = ", ".join(rt.views.accepted())
             return head_response(response) if request.method == "HEAD" else response
         except XrpcError as exc:
             return exc.response()
         except Exception:
             log.exception("%s failed", nsid)
             return XrpcError(500, "InternalServerError", "internal error").response()
+        finally:
+            accepted_labelers.reset(token)
 
     async def blob(request: Request, kind: str) -> Response:
         did, cid = request.path_params["did"], request.path_params["cid"]
@@ -96,7 +102,8 @@ def create_app(rt: AppViewDeps, not_found: Callable[[Request, Exception], Awaita
 
         Lag is derived (``ConsumerStatus.lag``): 0 on a live connection with nothing waiting, however
         long the stream has been quiet. Also shown: host history resets (``FutureCursor``), resync
-        failures (repos failing, the last error) and the indexer's rejections by reason."""
+        failures (repos failing, the last error), the indexer's rejections by reason, and with labelers
+        configured each label stream's state and the labels applied and skipped by reason (``labels``)."""
         from datetime import UTC, datetime
 
         def iso(epoch: float | None) -> str | None:
@@ -120,6 +127,9 @@ def create_app(rt: AppViewDeps, not_found: Callable[[Request, Exception], Awaita
             body["indexer"] = dict(rt.indexer.counters) | {"rejected": dict(rt.indexer.rejections)}
         if rt.verifier:
             body["verification"] = dict(rt.verifier.counters)
+        label_health = getattr(rt, "label_health", None)
+        if label_health is not None and (labels := label_health()) is not None:
+            body["labels"] = labels  # each labeler's stream, labels applied and skipped by reason
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     async def webhook(request: Request) -> Response:
@@ -138,7 +148,7 @@ def create_app(rt: AppViewDeps, not_found: Callable[[Request, Exception], Awaita
     # Other players call us from their own origins; the API is public and read-only.
     cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
                       allow_headers=["Range", "Content-Type", "Authorization", "atproto-accept-labelers"],
-                      expose_headers=["Content-Range", "Content-Length", "Accept-Ranges"])
+                      expose_headers=["Content-Range", "Content-Length", "Accept-Ranges", "atproto-content-labelers"])
     async def missing(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
         if status == 405:
@@ -161,6 +171,16 @@ def create_app(rt: AppViewDeps, not_found: Callable[[Request, Exception], Awaita
         route("/audio/{did}/{cid}", audio, methods=["GET", "HEAD"]),
         route("/image/{did}/{cid}", image, methods=["GET", "HEAD"]),
     ])
+
+
+def parse_accept_labelers(header: str | None) -> list[str] | None:
+    """The labeler DIDs of an ``atproto-accept-labelers`` header (atproto XRPC spec: comma-separated
+    DIDs, each optionally followed by ``;redact``-style parameters, which are dropped), at most 20;
+    None when the header is absent."""
+    if header is None:
+        return None
+    dids = [part.split(";")[0].strip() for part in header.split(",")]
+    return [d for d in dict.fromkeys(dids) if d.startswith("did:")][:20]
 
 
 def route(path: str, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str] | None = None,

@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from appview.reputation import listener_days, vote_facts
-from appview.views import ACTIVE, ViewContext, ordered_track_views
+from appview.views import LISTED, ViewContext, ordered_track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid
 
 log = logging.getLogger("openmusic.charts")
@@ -133,7 +133,7 @@ def _filters(p: dict[str, Any]) -> tuple[list[str], list[Any], tuple]:
         raise invalid(f"aiLevel must be one of {', '.join(AI_LEVELS)}")
     genre = (p.get("genre") or "").strip().lower() or None
     mood = (p.get("mood") or "").strip().lower() or None
-    where, args = [ACTIVE], []
+    where, args = [LISTED], []
     if genre:
         where.append("t.genre_norm = ?")
         args.append(genre)

@@ -40,3 +40,7 @@ class AppViewDeps(Protocol):
     async def blob_source(self, did: str, cid: str, kind: str) -> tuple[str, str | None] | None:
         """(mime type, PDS URL) of a blob an indexed record of an active account references, or None."""
         ...
+
+    def label_health(self) -> dict | None:
+        """Label streams and counters for ``/health`` (``Runtime.label_health``); None without labelers."""
+        ...

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appview import charts
-from appview.views import ACTIVE, ViewContext, ordered_track_views, resolve_actor
+from appview.views import LISTED, ViewContext, ordered_track_views, resolve_actor
 from appview.xrpc import XrpcError, decode_cursor, encode_cursor, invalid
 
 Handler = Callable[[ViewContext, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -45,7 +45,7 @@ async def _newest(ctx: ViewContext, source: str, where: list[str], args: list[An
         args = [*args, after[0], after[1]]
     cur = await ctx.db.execute(
         f"SELECT t.uri, t.sort_at FROM {source} LEFT JOIN actor a ON a.did = t.did "
-        f"WHERE {' AND '.join([ACTIVE, *where])} ORDER BY t.sort_at DESC, t.uri DESC LIMIT ?",
+        f"WHERE {' AND '.join([LISTED, *where])} ORDER BY t.sort_at DESC, t.uri DESC LIMIT ?",
         [*args, p["limit"] + 1])
     uris, cursor = _page_out(list(await cur.fetchall()), p["limit"])
     return _out(await ordered_track_views(ctx, uris), cursor)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from appview.views import ACTIVE, ViewContext, artist_views, resolve_actor, track_views
+from appview.views import ACTIVE, ViewContext, artist_views, resolve_actor, shown, track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
 from core.lexicons import PLAYLIST
 
@@ -84,7 +84,7 @@ async def get_playlist(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     ``NotFound`` (not indexed, or its owner not active)."""
     uri = p["uri"]
     check_playlist_uri(uri)
-    cur = await ctx.db.execute(f"{_PLAYLIST_SELECT} WHERE pl.uri = ? AND {ACTIVE}", (uri,))
+    cur = await ctx.db.execute(f"{_PLAYLIST_SELECT} WHERE pl.uri = ? AND {ACTIVE} AND {shown('pl')}", (uri,))
     row = await cur.fetchone()
     if not row:
         raise not_found("NotFound", f"playlist {uri} is not indexed")
@@ -127,7 +127,7 @@ async def get_actor_playlists(ctx: ViewContext, p: dict[str, Any]) -> dict[str, 
     if after := decode_cursor(p.get("cursor"), (str, str)):
         cond = "AND (pl.sort_at, pl.uri) < (?, ?)"
         args += after
-    cur = await ctx.db.execute(f"{_PLAYLIST_SELECT} WHERE pl.did = ? {cond} ORDER BY pl.sort_at DESC, pl.uri DESC "
+    cur = await ctx.db.execute(f"{_PLAYLIST_SELECT} WHERE pl.did = ? AND {shown('pl', listed=True)} {cond} ORDER BY pl.sort_at DESC, pl.uri DESC "
                                f"LIMIT ?", [*args, p["limit"] + 1])
     rows = await cur.fetchall()
     page = rows[:p["limit"]]

@@ -14,7 +14,16 @@ from appview.playlists import PLAYLIST_QUERIES
 from appview.recommend import RECOMMEND_QUERIES
 from appview.reputation import REPUTATION_QUERIES
 from appview.social import SOCIAL_QUERIES
-from appview.views import ACTIVE, ViewContext, artist_views, ordered_track_views, resolve_actor, track_views
+from appview.views import (
+    ACTIVE,
+    LISTED,
+    ViewContext,
+    artist_views,
+    ordered_track_views,
+    resolve_actor,
+    track_views,
+)
+from appview.views import shown as shown_rule
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
 from core.lexicons import TRACK, is_track_uri
 
@@ -30,7 +39,7 @@ def _check_track_uri(uri: str) -> None:
 async def get_track(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     """fm.openmusic.catalog.getTrack"""
     _check_track_uri(p["uri"])
-    views = await track_views(ctx, [p["uri"]])
+    views = await track_views(ctx, [p["uri"]], listed=False)  # a direct lookup: !hide does not apply
     if p["uri"] not in views:
         raise not_found("NotFound", f"track {p['uri']} is not indexed")
     return {"track": views[p["uri"]]}
@@ -38,7 +47,7 @@ async def get_track(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
 
 async def get_tracks(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     """fm.openmusic.catalog.getTracks"""
-    return {"tracks": await ordered_track_views(ctx, list(dict.fromkeys(p["uris"])))}
+    return {"tracks": await ordered_track_views(ctx, list(dict.fromkeys(p["uris"])), listed=False)}
 
 
 async def search_tracks(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +61,7 @@ async def search_tracks(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     sort = p["sort"]
     if sort not in ("recent", "plays"):
         raise invalid("sort must be recent or plays")
-    where, args = [ACTIVE], []
+    where, args = [LISTED], []
     words = _WORD.findall(p.get("q") or "")[:16]
     match = " ".join('"' + w.replace('"', "") + '"*' for w in words)
     if words and sort == "plays" and not p.get("genre") and not p.get("aiLevel"):
@@ -115,7 +124,7 @@ async def _search_by_plays(ctx: ViewContext, match: str, limit: int, after: tupl
             break
         marks = ",".join("?" * len(rows))
         cur = await ctx.db.execute(f"SELECT t.uri FROM track t LEFT JOIN actor a ON a.did = t.did "
-                                   f"WHERE t.uri IN ({marks}) AND {ACTIVE}", [r[0] for r in rows])
+                                   f"WHERE t.uri IN ({marks}) AND {LISTED}", [r[0] for r in rows])
         active = {r[0] for r in await cur.fetchall()}
         picked += [(uri, plays) for uri, plays in rows if uri in active]
         if len(rows) < batch:
@@ -153,7 +162,7 @@ async def get_album(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     """fm.openmusic.catalog.getAlbum: the album with its indexed tracks, in the album's order."""
     cur = await ctx.db.execute(
         f"SELECT al.uri, al.did, al.cid, al.title, al.artwork_cid, r.json, r.indexed_at FROM album al "
-        f"JOIN record r ON r.uri = al.uri LEFT JOIN actor a ON a.did = al.did WHERE al.uri = ? AND {ACTIVE}",
+        f"JOIN record r ON r.uri = al.uri LEFT JOIN actor a ON a.did = al.did WHERE al.uri = ? AND {ACTIVE} AND {shown_rule('al')}",
         (p["uri"],))
     row = await cur.fetchone()
     if not row:
@@ -290,7 +299,7 @@ async def get_track_stats(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]
         f"COALESCE(s.completions,0), COALESCE(s.likes,0), COALESCE(s.paid_streams,0), COALESCE(s.free_streams,0), "
         f"COALESCE(v.up,0), COALESCE(v.down,0) "
         f"FROM track t LEFT JOIN track_stats s ON s.track_uri = t.uri LEFT JOIN vote_count v ON v.subject = t.uri "
-        f"LEFT JOIN actor a ON a.did = t.did WHERE t.uri = ? AND {ACTIVE}", (p["uri"],))
+        f"LEFT JOIN actor a ON a.did = t.did WHERE t.uri = ? AND {ACTIVE} AND {shown_rule('t')}", (p["uri"],))
     row = await cur.fetchone()
     if not row:
         raise not_found("NotFound", f"track {p['uri']} is not indexed")

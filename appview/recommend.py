@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from appview.views import ACTIVE, ViewContext, ordered_track_views, resolve_actor
+from appview.views import ACTIVE, LISTED, ViewContext, ordered_track_views, resolve_actor, shown
 from appview.xrpc import XrpcError, not_found
 from core.lexicons import TRACK, is_track_uri
 
@@ -393,7 +393,7 @@ async def _active(ctx: ViewContext, uris: list[str]) -> set[str]:
         return set()
     marks = ",".join("?" * len(uris))
     cur = await ctx.db.execute(f"SELECT t.uri FROM track t LEFT JOIN actor a ON a.did = t.did "
-                               f"WHERE t.uri IN ({marks}) AND {ACTIVE}", uris)
+                               f"WHERE t.uri IN ({marks}) AND {LISTED}", uris)
     return {uri for (uri,) in await cur.fetchall()}
 
 
@@ -410,7 +410,7 @@ async def _track_taste(ctx: ViewContext, uri: str) -> tuple[str, Counter[str], C
     if not is_track_uri(uri):
         raise not_found("NotFound", f"{uri} is not a {TRACK} AT-URI")
     cur = await ctx.db.execute(f"SELECT t.did, t.genre_norm FROM track t LEFT JOIN actor a ON a.did = t.did "
-                               f"WHERE t.uri = ? AND {ACTIVE}", (uri,))
+                               f"WHERE t.uri = ? AND {ACTIVE} AND {shown('t')}", (uri,))
     row = await cur.fetchone()
     if row is None:
         raise not_found("NotFound", f"track {uri} is not indexed")

@@ -96,6 +96,11 @@ class Settings:
     #: Comma-separated DIDs of the operator's accounts: they may read every artist's analytics
     #: (``fm.openmusic.analytics.*``), as the artist and the artist's agreed managers may.
     operator_dids: str = ""
+    #: Comma-separated DIDs of the labelers (atproto moderation services) whose labels we honour:
+    #: each one's ``#atproto_labeler`` endpoint is followed (``com.atproto.label.subscribeLabels``)
+    #: and its labels, verified with its ``#atproto_label`` key, hide (``!takedown``, ``!suspend``,
+    #: ``!hide``) and travel in views (``firehose.labels``, ``indexer.labels``). Empty: none.
+    labelers: str = ""
 
     # -- payments (fm.openmusic.payment.*); off unless a Stripe key and a broker account are set --
     #: Our service DID (the did:web document at ``/.well-known/did.json``); empty: did:web of ``public_url``'s host.
@@ -182,6 +187,11 @@ class Settings:
             return self.feedgen_publisher_did
         operators = [d.strip() for d in self.operator_dids.split(",") if d.strip()]
         return operators[0] if operators else ""
+
+    @property
+    def labeler_dids(self) -> list[str]:
+        """``labelers`` as a list of DIDs, in order, without blanks or repeats."""
+        return list(dict.fromkeys(d.strip() for d in self.labelers.split(",") if d.strip()))
 
     @property
     def share_sites(self) -> list[str]:

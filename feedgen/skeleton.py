@@ -17,10 +17,13 @@ from typing import Any
 FRESH_WINDOW_S = 24 * 3600
 #: ``getFeedSkeleton`` ``limit`` bounds and default (lexicon ``app.bsky.feed.getFeedSkeleton``).
 MIN_LIMIT, MAX_LIMIT, DEFAULT_LIMIT = 1, 100, 50
-_COMMON = ("NOT EXISTS (SELECT 1 FROM actor a WHERE a.did = s.did AND a.active = 0) "
+_COMMON = ("NOT EXISTS (SELECT 1 FROM actor a WHERE a.did = s.did AND (a.active = 0 OR a.hidden > 0)) "
            "AND EXISTS (SELECT 1 FROM record r WHERE r.uri = s.subject) "
            "AND NOT EXISTS (SELECT 1 FROM actor o WHERE o.did = substr(s.subject, 6, instr(substr(s.subject, 6), '/') - 1) "
-           "AND o.active = 0)")
+           "AND (o.active = 0 OR o.hidden > 0)) "
+           "AND NOT EXISTS (SELECT 1 FROM track t WHERE t.uri = s.subject AND t.hidden > 0) "
+           "AND NOT EXISTS (SELECT 1 FROM album al WHERE al.uri = s.subject AND al.hidden > 0) "
+           "AND NOT EXISTS (SELECT 1 FROM playlist pl WHERE pl.uri = s.subject AND pl.hidden > 0)")
 
 
 class BadCursor(ValueError):

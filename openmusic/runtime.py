@@ -24,10 +24,12 @@ from core.config import Settings
 from core.identity import IdentityResolver, IdentityService
 from core.publish import PdsClient
 from firehose.consumer import FirehoseConsumer
+from firehose.labels import LabelConsumer
 from firehose.verify import Verifier
 from indexer import settlement as settlement_indexer
 from indexer import share as share_indexer
 from indexer.core import Indexer
+from indexer.labels import LabelStore
 from indexer.resync import Resyncer
 from payments.auth import ServiceAuth
 from payments.broker import BrokerWorker, SettlementVerifier
@@ -50,6 +52,9 @@ class Runtime:
         self.payments: Payments | None = None
         self.auth: ServiceAuth | None = None
         self.broker_worker: BrokerWorker | None = None
+        #: the label store and one consumer per configured labeler (``Settings.labelers``; none: None, [])
+        self.labels: LabelStore | None = None
+        self.label_consumers: list[LabelConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._conns: list[aiosqlite.Connection] = []
         self._pools: list[db.ReaderPool] = []
@@ -67,7 +72,7 @@ class Runtime:
         self.identity = IdentityService(s, self.identity_conn, IdentityResolver(s, self.http))
         self.blobs = BlobStore(s.blob_cache_dir, self.http, s.allow_private_hosts, s.max_blob_bytes,
                                cache_max_bytes=s.blob_cache_max_bytes)
-        self.views = ViewContext(self.reader, self.identity, s.base_url)
+        self.views = ViewContext(self.reader, self.identity, s.base_url, labelers=s.labeler_dids)
         self.verifier = Verifier(self.identity, workers=s.verify_workers) if s.verify_commits else None
         if self.verifier:
             await self.verifier.start()
@@ -86,6 +91,7 @@ class Runtime:
         # build the recommendation model now, so that the first "More like this" does not wait for it
         self._tasks.append(asyncio.create_task(self._warm_recommendations(), name="recommendations"))
         await self.identity.refresh_stale()
+        await self._start_labels()
         if firehose:
             self.consumer = FirehoseConsumer(s.subscribe_url, self.indexer, self.indexer.selection,
                                              batch_size=s.firehose_batch_size,
@@ -116,6 +122,28 @@ class Runtime:
             self.settlement_verifier = SettlementVerifier(self.indexer, self.identity.resolver)
             self._tasks.append(asyncio.create_task(self.settlement_verifier.run(), name="settlement-verifier"))
 
+    async def _start_labels(self) -> None:
+        """The label store (always: it keeps ``hidden`` flags in step with the configured labelers,
+        and sweeps expired labels) and a ``LabelConsumer`` per configured labeler."""
+        s = self.settings
+        self.labels = LabelStore(await self._connect(), s.labeler_dids)
+        await self.labels.open()
+        self._tasks.append(asyncio.create_task(self.labels.run_sweeps(), name="label-sweep"))
+        for did in s.labeler_dids:
+            consumer = LabelConsumer(did, self.identity.resolver, self.labels, s.allow_private_hosts)
+            self.label_consumers.append(consumer)
+            self._tasks.append(asyncio.create_task(consumer.run(), name=f"labels {did}"))
+
+    def label_health(self) -> dict | None:
+        """The label consumers for ``/health``: per labeler its stream's status, and the counters of
+        labels applied and skipped by reason (``indexer.labels``); None when no labeler is configured."""
+        if self.labels is None or not self.label_consumers:
+            return None
+        return {"labelers": [{"did": c.did, "endpoint": c.status.endpoint, "connected": c.status.connected,
+                              "lastSeq": c.status.last_seq, "frames": c.status.frames,
+                              "lastError": c.status.last_error} for c in self.label_consumers],
+                "counters": dict(self.labels.counters)}
+
     async def _warm_recommendations(self) -> None:
         try:
             await recommend.model(self.views)
@@ -138,22 +166,24 @@ class Runtime:
     async def blob_source(self, did: str, cid: str, kind: str) -> tuple[str, str | None] | None:
         """(mime type, PDS URL) of a blob that an active account's indexed record references as
         ``kind`` (``audio`` or ``image``), or None. Only referenced blobs are served: the AppView is
-        not an open proxy for arbitrary PDS blobs."""
+        not an open proxy for arbitrary PDS blobs. Records and accounts taken down by a label
+        (``hidden`` 2, ``indexer.labels``) reference nothing."""
         if kind == "audio":
-            sql = "SELECT audio_mime FROM track WHERE did = ?1 AND audio_cid = ?2 LIMIT 1"
+            sql = "SELECT audio_mime FROM track WHERE did = ?1 AND audio_cid = ?2 AND hidden < 2 LIMIT 1"
         else:
-            sql = ("SELECT artwork_mime FROM track WHERE did = ?1 AND artwork_cid = ?2 "
-                   "UNION ALL SELECT artwork_mime FROM album WHERE did = ?1 AND artwork_cid = ?2 "
+            sql = ("SELECT artwork_mime FROM track WHERE did = ?1 AND artwork_cid = ?2 AND hidden < 2 "
+                   "UNION ALL SELECT artwork_mime FROM album WHERE did = ?1 AND artwork_cid = ?2 AND hidden < 2 "
                    "UNION ALL SELECT avatar_mime FROM profile WHERE did = ?1 AND avatar_cid = ?2 "
                    "UNION ALL SELECT banner_mime FROM profile WHERE did = ?1 AND banner_cid = ?2 "
-                   "UNION ALL SELECT artwork_mime FROM playlist WHERE did = ?1 AND artwork_cid = ?2 LIMIT 1")
+                   "UNION ALL SELECT artwork_mime FROM playlist WHERE did = ?1 AND artwork_cid = ?2 AND hidden < 2 "
+                   "LIMIT 1")
         cur = await self.reader.execute(sql, (did, cid))
         row = await cur.fetchone()
         if not row:
             return None
-        cur = await self.reader.execute("SELECT active, pds FROM actor WHERE did = ?", (did,))
+        cur = await self.reader.execute("SELECT active, pds, hidden FROM actor WHERE did = ?", (did,))
         actor = await cur.fetchone()
-        if actor and not actor[0]:
+        if actor and (not actor[0] or (actor[2] or 0) >= 2):
             return None
         pds = actor[1] if actor else None
         if not pds:
@@ -218,9 +248,11 @@ class Runtime:
                              base_document=base_document)
 
     async def stop(self) -> None:
-        """Stop the consumer (flushing its batch), the tasks and the connections."""
+        """Stop the consumer (flushing its batch), the label consumers, the tasks and the connections."""
         if self.consumer:
             self.consumer.stop()
+        for label_consumer in self.label_consumers:
+            label_consumer.stop()
         for task in self._tasks:
             if task.get_name() == "firehose":
                 with contextlib.suppress(asyncio.TimeoutError, Exception):
