@@ -18,6 +18,7 @@ from starlette.routing import Route, request_response
 from appview import metrics
 from appview.analytics import ANALYTICS, analytics_query
 from appview.blobs import BlobError, blob_response
+from appview.moderation import MODERATION_METHODS, moderation_method, moderation_routes
 from appview.notifications import NOTIFICATION_METHODS, notification_method
 from appview.payment_methods import PAYMENT_METHODS, payment_method, stripe_webhook
 from appview.payment_queries import PAYMENT_QUERIES
@@ -51,6 +52,8 @@ def create_app(rt: AppViewDeps, not_found: Callable[[Request, Exception], Awaita
             return await analytics_query(rt, nsid, request)
         if nsid in NOTIFICATION_METHODS:
             return await notification_method(rt, nsid, request)
+        if nsid in MODERATION_METHODS:
+            return await moderation_method(rt, nsid, request)
         handler = QUERIES.get(nsid) or PAYMENT_QUERIES.get(nsid)
         if handler is None:
             return XrpcError(501, "MethodNotImplemented", f"{nsid} is not served here").response()
@@ -165,6 +168,7 @@ def create_app(rt: AppViewDeps, not_found: Callable[[Request, Exception], Awaita
         route("/health", health),
         route("/metrics", metrics_page),
         route("/xrpc/_health", health),
+        *moderation_routes(rt),
         route("/xrpc/{nsid}", xrpc, methods=["GET", "POST"]),
         route("/.well-known/did.json", did_json),
         route("/stripe/webhook", webhook, methods=["POST"], max_body=WEBHOOK_MAX_BODY),

@@ -101,6 +101,14 @@ class Settings:
     #: and its labels, verified with its ``#atproto_label`` key, hide (``!takedown``, ``!suspend``,
     #: ``!hide``) and travel in views (``firehose.labels``, ``indexer.labels``). Empty: none.
     labelers: str = ""
+    #: Our own labeler's signing key (k256, 32 bytes hex): the labels the operators issue from the
+    #: moderation queue (``!takedown``, ...) are signed with it and it is published as ``#atproto_label``
+    #: in our did:web document (``indexer.labeler_issue``). Empty: a key made on first start and kept
+    #: in ``label_key_file`` (development; in production set it, so the key does not depend on the data folder).
+    label_key: str = field(default="", repr=False)
+    #: Where the generated labeler key is kept when ``label_key`` is empty; empty: ``label_key.hex``
+    #: beside ``db_path``.
+    label_key_file: str = ""
 
     # -- payments (fm.openmusic.payment.*); off unless a Stripe key and a broker account are set --
     #: Our service DID (the did:web document at ``/.well-known/did.json``); empty: did:web of ``public_url``'s host.
@@ -192,6 +200,11 @@ class Settings:
     def labeler_dids(self) -> list[str]:
         """``labelers`` as a list of DIDs, in order, without blanks or repeats."""
         return list(dict.fromkeys(d.strip() for d in self.labelers.split(",") if d.strip()))
+
+    @property
+    def label_key_path(self) -> str:
+        """``label_key_file``, or ``label_key.hex`` in the folder of ``db_path``."""
+        return self.label_key_file or str(Path(self.db_path).parent / "label_key.hex")
 
     @property
     def share_sites(self) -> list[str]:

@@ -11,7 +11,8 @@ the last seq gets a ``FutureCursor`` error frame) and
 
 Signing (Labels spec, "Signing"): the label without ``sig``, with ``ver: 1``, is encoded as
 DAG-CBOR; its SHA-256 is signed with the k256 key (RFC 6979, low-S, 64-byte r||s) and the signature
-put in ``sig`` (bytes). ``emit`` can also break a signature or forge another labeler's ``src``, and
+put in ``sig`` (bytes), by the production signer ``indexer.labeler_issue.sign_label``. ``emit`` can
+also break a signature or forge another labeler's ``src``, and
 ``emit_frame`` send any bytes, so a consumer's handling of bad input can be tested.
 
 Use: ``async with Labeler() as lab: lab.did; await lab.emit(uri, "!takedown")``.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +36,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from indexer.labeler_issue import sign_label
+
+__all__ = ["Labeler", "atproto_time", "frame", "sign_label"]
 
 
 def _free_port() -> int:
@@ -53,16 +57,6 @@ def atproto_time(when: datetime | None = None) -> str:
 def frame(header: dict[str, Any], body: dict[str, Any]) -> bytes:
     """One event-stream frame: DAG-CBOR ``header`` then ``body``."""
     return cbrrr.encode_dag_cbor(header) + cbrrr.encode_dag_cbor(body)
-
-
-def sign_label(label: dict[str, Any], key: coincurve.PrivateKey) -> dict[str, Any]:
-    """``label`` with ``ver`` (1 when absent) and ``sig``: the 64-byte low-S signature of
-    sha-256(DAG-CBOR of the label without ``sig``) under ``key`` (Labels spec)."""
-    unsigned = {k: v for k, v in label.items() if k != "sig"}
-    unsigned.setdefault("ver", 1)
-    message = cbrrr.encode_dag_cbor(unsigned)
-    sig = key.sign_recoverable(message, hasher=lambda m: hashlib.sha256(m).digest())[:64]
-    return {**unsigned, "sig": sig}
 
 
 class Labeler:

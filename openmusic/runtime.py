@@ -29,6 +29,7 @@ from firehose.verify import Verifier
 from indexer import settlement as settlement_indexer
 from indexer import share as share_indexer
 from indexer.core import Indexer
+from indexer.labeler_issue import LabelIssuer, add_to_document, load_key
 from indexer.labels import LabelStore
 from indexer.resync import Resyncer
 from payments.auth import ServiceAuth
@@ -55,6 +56,8 @@ class Runtime:
         #: the label store and one consumer per configured labeler (``Settings.labelers``; none: None, [])
         self.labels: LabelStore | None = None
         self.label_consumers: list[LabelConsumer] = []
+        #: our own labeler (``indexer.labeler_issue``): the moderation queue's labels; set by ``start``
+        self.label_issuer: LabelIssuer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._conns: list[aiosqlite.Connection] = []
         self._pools: list[db.ReaderPool] = []
@@ -72,7 +75,10 @@ class Runtime:
         self.identity = IdentityService(s, self.identity_conn, IdentityResolver(s, self.http))
         self.blobs = BlobStore(s.blob_cache_dir, self.http, s.allow_private_hosts, s.max_blob_bytes,
                                cache_max_bytes=s.blob_cache_max_bytes)
-        self.views = ViewContext(self.reader, self.identity, s.base_url, labelers=s.labeler_dids)
+        # our own labeler's labels travel in views too, after the configured labelers'
+        own = s.service_did_resolved
+        self.views = ViewContext(self.reader, self.identity, s.base_url,
+                                 labelers=[*[d for d in s.labeler_dids if d != own], own])
         self.verifier = Verifier(self.identity, workers=s.verify_workers) if s.verify_commits else None
         if self.verifier:
             await self.verifier.start()
@@ -123,13 +129,20 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.settlement_verifier.run(), name="settlement-verifier"))
 
     async def _start_labels(self) -> None:
-        """The label store (always: it keeps ``hidden`` flags in step with the configured labelers,
-        and sweeps expired labels) and a ``LabelConsumer`` per configured labeler."""
+        """The label store (always: it keeps ``hidden`` flags in step with the configured labelers and
+        our own, and sweeps expired labels), our own labeler (``LabelIssuer``, its key from
+        ``Settings.label_key`` or ``label_key_path``) and a ``LabelConsumer`` per configured labeler.
+        Raises ``ValueError`` when the labeler key is malformed."""
         s = self.settings
-        self.labels = LabelStore(await self._connect(), s.labeler_dids)
+        own = s.service_did_resolved
+        self.labels = LabelStore(await self._connect(), [own, *[d for d in s.labeler_dids if d != own]])
         await self.labels.open()
+        self.label_issuer = LabelIssuer(await self._connect(), own, load_key(s.label_key, s.label_key_path))
+        await self.label_issuer.open()
         self._tasks.append(asyncio.create_task(self.labels.run_sweeps(), name="label-sweep"))
         for did in s.labeler_dids:
+            if did == own:
+                continue  # our own labels are applied as they are issued
             consumer = LabelConsumer(did, self.identity.resolver, self.labels, s.allow_private_hosts)
             self.label_consumers.append(consumer)
             self._tasks.append(asyncio.create_task(consumer.run(), name=f"labels {did}"))
@@ -207,6 +220,8 @@ class Runtime:
 
         web_settings = WebSettings.from_env()
         web = WebApp(self.settings, web_settings, views=self.views) if web_settings.web_enabled else None
+        if web is not None:
+            web.label_issuer = self.label_issuer  # the moderation queue issues our labels (web.moderation)
         app = create_app(self, not_found=web.not_found if web is not None else None)
         feeds = self.feed_generator().routes()
         if web is not None:
@@ -236,14 +251,20 @@ class Runtime:
         assert self.auth is not None, "start() first"
         auth = ServiceAuth(s.feedgen_did_resolved, self.identity.signing_key, self.auth.db)
         payments = self.payments
+        issuer = self.label_issuer
 
         def base_document() -> dict:
             """Payments' did:web document, or without payments one with our AppView service alone
-            (notifications and analytics take service auth, and PDSes proxy to ``#openmusic_appview``)."""
+            (notifications and analytics take service auth, and PDSes proxy to ``#openmusic_appview``);
+            with our labeler's ``#atproto_label`` key and ``#atproto_labeler`` service added."""
             if payments is not None:
-                return payments.did_document()
-            return {"@context": ["https://www.w3.org/ns/did/v1"], "id": s.service_did_resolved,
-                    "service": [{"id": f"#{SERVICE_ID}", "type": "OpenMusicAppView", "serviceEndpoint": s.base_url}]}
+                doc = payments.did_document()
+            else:
+                doc = {"@context": ["https://www.w3.org/ns/did/v1"], "id": s.service_did_resolved,
+                       "service": [{"id": f"#{SERVICE_ID}", "type": "OpenMusicAppView", "serviceEndpoint": s.base_url}]}
+            if issuer is not None:
+                doc = add_to_document(doc, s.service_did_resolved, issuer.key, s.base_url)
+            return doc
         return FeedGenerator(s.feedgen_did_resolved, s.feedgen_publisher, s.base_url, self.reader.execute, auth,
                              base_document=base_document)
 

@@ -92,7 +92,7 @@ async def test_labels_hide_and_restore(net, make_client, tmp_path):
 
         # the client picks the labelers whose labels it sees
         resp = await xrpc(rt, "fm.openmusic.catalog.getTrack", uri=t2.uri)
-        assert resp.headers["atproto-content-labelers"] == labeler.did
+        assert resp.headers["atproto-content-labelers"] == f"{labeler.did}, {rt.settings.service_did_resolved}"
         resp = await rt.http_client.get("/xrpc/fm.openmusic.catalog.getTrack", params={"uri": t2.uri},
                                         headers={"atproto-accept-labelers": "did:web:someone.example"})
         assert "labels" not in resp.json()["track"] and resp.headers["atproto-content-labelers"] == ""

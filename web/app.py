@@ -345,6 +345,7 @@ def routes(web: WebApp) -> list[BaseRoute]:
     from web.dashboard import routes as dashboard_routes
     from web.embed import Embeds
     from web.lexicons import routes as lexicon_routes
+    from web.moderation import routes as moderation_routes
     from web.money import Money
     from web.notifications import routes as notification_routes
     from web.offline import routes as offline_routes
@@ -364,7 +365,7 @@ def routes(web: WebApp) -> list[BaseRoute]:
         catalog = [*pages.routes(), *money.routes(), *Social(web, pages).routes(), *Payouts(money).routes(),
                    *Embeds(web, pages).routes(), *studio_routes(web, pages), *dashboard_routes(web, pages), *charts_routes(web, pages),
                    *playlist_routes(web, pages), *recommend_routes(web, pages), *notification_routes(web, pages),
-                   *share_routes(web, pages)]
+                   *share_routes(web, pages), *moderation_routes(web, pages)]
     return [*catalog, *offline_routes(web), *lexicon_routes(web),
         *profile_routes(web),
         Route("/login", web.login_page, methods=["GET"]),

@@ -1,0 +1,173 @@
+"""Reports and the moderation queue in the web app, for real (``web.moderation``, ``appview.moderation``,
+``indexer.labeler_issue``): the AppView runtime with the web app on the reference PDS's firehose, and
+Debian's Chromium signed in through the PDS's own OAuth pages.
+
+Proves: a listener reports a track with the Report form (reason and text, CSRF, signed in) and the
+page says it was sent; the operator (``operator_dids``) sees the report in /moderation with the
+track's title, artist, reason and text, and takes the track down: at once it is gone from
+``getTrack`` and from search; the operator brings it back from "Our labels in force" and it
+returns; the audit log shows both actions, by the operator, naming the report; our did:web
+document publishes the labeler's key and service, ``queryLabels`` answers the label's current state,
+and a ``LabelConsumer`` (what another AppView runs) that resolves our DID follows our
+``subscribeLabels`` through the whole HTTP stack and verifies both labels; a listener asking for /moderation or posting an
+action gets 403 and a forged CSRF token is refused, both changing nothing. Screenshots of the queue
+and the track page at 1280 and 390 px go to the test's tmp dir, and neither scrolls sideways at 390 px.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.config import Settings
+from core.identity import IdentityResolver
+from core.publish import publish_track
+from devkit.media import tune_wav
+from firehose.labels import LabelConsumer
+from tests.conftest import devnet_settings, eventually, serving
+from tests.test_labels import Recorder
+from tests.test_web_oauth_browser import browser  # noqa: F401  (a fixture)
+from tests.test_web_pages import indexed
+from tests.test_web_profile import sign_in
+
+network = pytest.mark.network
+TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
+
+
+@pytest.fixture(scope="module")
+async def moderated(net, tmp_path_factory):
+    """A runtime of its own with an operator."""
+    async with serving(devnet_settings(net, tmp_path_factory.mktemp("moderation"))) as rt:
+        yield rt
+
+
+async def hidden(rt, uri: str, title: str) -> bool:
+    """True when the track is gone from getTrack and from search."""
+    got = await rt.http_client.get("/xrpc/fm.openmusic.catalog.getTrack", params={"uri": uri})
+    found = await rt.http_client.get("/xrpc/fm.openmusic.catalog.searchTracks", params={"q": title})
+    return got.status_code != 200 and uri not in [t["uri"] for t in found.json()["tracks"]]
+
+
+async def no_sideways_scroll(page, shot: Path) -> None:
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.reload()
+    await page.screenshot(path=str(shot), full_page=True)
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"{page.url} scrolls sideways at 390 px ({width})"
+    await page.set_viewport_size({"width": 1280, "height": 900})
+
+
+async def report_track(page, site: str, path: str, tmp_path: Path) -> None:
+    """The listener reports the track from its page: copyright, with a text."""
+    await page.goto(site + path)
+    await page.locator("#report summary").click()
+    await page.select_option("#report-reason-type", "fm.openmusic.moderation.defs#reasonCopyright")
+    await page.fill("#report-reason", "This is my song, uploaded without my permission.")
+    await page.screenshot(path=str(tmp_path / "track-report-1280.png"), full_page=True)
+    await page.click("#report-send")
+    await page.wait_for_url(lambda u: "reported=1" in u)
+    assert await page.locator("#report-sent").is_visible()
+    await no_sideways_scroll(page, tmp_path / "track-report-390.png")
+
+
+@network
+async def test_report_takedown_and_bring_back_in_chromium(net, make_client, moderated, browser, tmp_path):  # noqa: F811
+    rt = moderated
+    site = rt.settings.base_url
+    artist, listener, operator = make_client("modartist"), make_client("modlistener"), make_client("modops")
+    (tmp_path / "a.wav").write_bytes(tune_wav(31, seconds=2.0))
+    song = publish_track(artist, tmp_path / "a.wav", title="Borrowed Tune")
+    await indexed(rt, song.uri)
+    rt.settings.operator_dids = operator.did
+    path = "/track/" + song.uri.removeprefix("at://").replace("/fm.openmusic.catalog.track/", "/")
+
+    doc = (await rt.http_client.get("/.well-known/did.json")).json()
+    assert {"id": "#atproto_labeler", "type": "AtprotoLabeler", "serviceEndpoint": site} in doc["service"]
+    assert any(vm["id"].endswith("#atproto_label") for vm in doc["verificationMethod"])
+
+    site_ref = type("Site", (), {"url": site})
+    lctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+    lpage = await lctx.new_page()
+    octx = await browser.new_context(viewport={"width": 1280, "height": 900})
+    opage = await octx.new_page()
+    try:
+        await sign_in(lpage, net, site_ref, listener.handle, tmp_path, "listener")
+        await report_track(lpage, site, path, tmp_path)
+
+        # a listener is not an operator: the queue and its actions are refused, and nothing changes
+        assert (await lpage.goto(site + "/moderation")).status == 403
+        token = await lpage.evaluate("(document.querySelector('input[name=csrf_token]') || {}).value || ''")
+        refused = await lpage.request.post(site + "/moderation/act", form={
+            "csrf_token": token, "subject": song.uri, "action": "takedown"}, max_redirects=0)
+        assert refused.status == 403
+        assert not await hidden(rt, song.uri, "Borrowed Tune")
+
+        await sign_in(opage, net, site_ref, operator.handle, tmp_path, "operator")
+        assert (await opage.goto(site + "/moderation")).status == 200
+        item = opage.locator(f'#queue .queue-item[data-subject="{song.uri}"]')
+        await item.wait_for()
+        text = await item.inner_text()
+        assert "Borrowed Tune" in text and (artist.handle in text or artist.did in text) and "Copyright" in text
+        assert "uploaded without my permission" in text and (listener.handle in text or listener.did in text)
+        await opage.screenshot(path=str(tmp_path / "moderation-1280.png"), full_page=True)
+        await no_sideways_scroll(opage, tmp_path / "moderation-390.png")
+
+        # a forged CSRF token: refused, the track stays
+        forged = await opage.request.post(site + "/moderation/act", form={
+            "csrf_token": "forged", "subject": song.uri, "action": "takedown"}, max_redirects=0)
+        assert forged.status == 403
+        assert not await hidden(rt, song.uri, "Borrowed Tune")
+        assert await opage.locator("#audit .audit-row").count() == 0
+
+        await item.locator("button.takedown").click()
+        await opage.wait_for_url(lambda u: "done=" in u)
+        assert await hidden(rt, song.uri, "Borrowed Tune")  # at once: applied in-process, no round trip
+        assert await opage.locator(f'#queue .queue-item[data-subject="{song.uri}"]').count() == 0
+        labelled = opage.locator(f'#labelled .queue-item[data-subject="{song.uri}"]')
+        assert "Taken down" in await labelled.inner_text()
+
+        await labelled.locator("button.bring-back").click()
+        await opage.wait_for_url(lambda u: "done=" in u)
+        await eventually(lambda: _not(hidden(rt, song.uri, "Borrowed Tune")))
+        rows = opage.locator("#audit .audit-row")
+        assert [await r.get_attribute("data-action") for r in await rows.all()] == ["negate", "takedown"]
+        takedown_row = await rows.nth(1).inner_text()
+        assert (operator.handle in takedown_row or operator.did in takedown_row) and song.uri in takedown_row
+        cur = await rt.reader.execute("SELECT id FROM report WHERE subject = ?", (song.uri,))
+        report_ids = [str(r[0]) for r in await cur.fetchall()]
+        assert len(report_ids) == 1 and report_ids[0] in takedown_row.split()[-1]
+        await opage.screenshot(path=str(tmp_path / "moderation-audit-1280.png"), full_page=True)
+
+        # another AppView that configures our DID honours the takedown: it resolves our did:web
+        # document, follows our subscribeLabels from 0 and verifies every label with our key
+        own = rt.settings.service_did_resolved
+        queried = (await rt.http_client.get("/xrpc/com.atproto.label.queryLabels",
+                                            params={"uriPatterns": song.uri})).json()["labels"]
+        assert [(lb["src"], lb["val"], lb.get("neg", False)) for lb in queried] == [(own, "!takedown", True)]
+        async with httpx.AsyncClient() as http:
+            sink = Recorder()
+            consumer = LabelConsumer(own, IdentityResolver(Settings(allow_private_hosts=True), http), sink,
+                                     allow_private=True)
+            task = asyncio.create_task(consumer.run())
+            try:
+                await eventually(lambda: _is(sink.cursor == 2))
+                assert [[(lb.uri, lb.val, lb.neg) for lb in labels] for _seq, labels in sink.applied] == [
+                    [(song.uri, "!takedown", False)], [(song.uri, "!takedown", True)]]
+                assert sink.counts == {}
+            finally:
+                consumer.stop()
+                await task
+    finally:
+        await lctx.close()
+        await octx.close()
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+async def _not(pending) -> bool:
+    return not await pending
