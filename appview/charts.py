@@ -32,6 +32,7 @@ from typing import Any
 from appview.reputation import listener_days, vote_facts
 from appview.views import LISTED, ViewContext, ordered_track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid
+from core import db
 
 log = logging.getLogger("openmusic.charts")
 
@@ -185,11 +186,21 @@ async def _trending(ctx: ViewContext, day: date, where: list[str], args: list[An
 
 
 async def _trending_totals(ctx: ViewContext, day: date) -> str:
-    """The trending score of every track with a positive one, as a JSON object {uri: score}."""
+    """The trending score of every track with a positive one, as a JSON object {uri: score}. Its
+    seconds of SQL run on a read-only connection of their own (when the database is a file), so the
+    shared readers keep answering requests meanwhile."""
     days = [(day - timedelta(days=age)).isoformat() for age in range(WINDOW_DAYS)]
     decay = dict(zip(days, WEIGHTS, strict=True))
-    listeners = await listener_days(ctx, days[-1])
-    votes = await vote_facts(ctx, "v.sort_at >= ?", [days[-1]])
+    cur = await ctx.db.execute("PRAGMA database_list")
+    path = next((row[2] for row in await cur.fetchall() if row[1] == "main"), "")
+    own = await db.connect(path, readonly=True) if path else None
+    try:
+        work = ViewContext(own, ctx.identity, ctx.base_url) if own is not None else ctx
+        listeners = await listener_days(work, days[-1])
+        votes = await vote_facts(work, "v.sort_at >= ?", [days[-1]])
+    finally:
+        if own is not None:
+            await own.close()
 
     def total() -> str:
         totals: dict[str, int] = {}
