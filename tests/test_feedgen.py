@@ -248,7 +248,10 @@ async def test_fresh_pages_newest_first_without_repeats(env):  # noqa: F811
         assert (await client.get(GET, params={"feed": feed})).json()["feed"] == []
 
 
-async def test_artists_you_follow_needs_the_viewers_token(env):  # noqa: F811
+@pytest.mark.parametrize("many", [False, True], ids=["few follows", "many follows (the share_sort walk)"])
+async def test_artists_you_follow_needs_the_viewers_token(env, monkeypatch, many):  # noqa: F811
+    if many:  # the query for viewers who follow many accounts gives the same answers
+        monkeypatch.setattr(skeleton, "MANY_FOLLOWS", 1)
     ix, views, _path = env
     conn = await aiosqlite.connect(_path)
     try:
