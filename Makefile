@@ -44,6 +44,7 @@ bench: setup           ## record a real stream once, replay it, and measure quer
 	$(BIN)/python -m bench.web_render
 	$(BIN)/python -m bench.analytics
 	$(BIN)/python -m bench.charts
+	$(BIN)/python -m bench.feeds
 	$(BIN)/python -m bench.recs
 
 lint: setup
