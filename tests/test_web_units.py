@@ -551,3 +551,32 @@ def test_language_links_keep_the_query():
     finally:
         current_query.reset(token)
     assert lang_href("en") == "?lang=en"
+
+
+def test_labelled_content_waits_behind_a_warning(tmp_path):
+    """``web.pages.content_warning`` picks the most severe label to warn about (negated ones never
+    count); a labelled track's artwork is not shown in lists, and on its page it waits behind a
+    "Show the artwork" disclosure with a notice naming the label."""
+    from appview.views import ViewContext
+    from core.config import Settings
+    from web.app import WebApp
+    from web.i18n import current_locale
+    from web.pages import Pages, content_warning
+
+    assert content_warning({"labels": [{"val": "!warn"}, {"val": "nudity"}]}) == "nudity"
+    assert content_warning({"labels": [{"val": "porn", "neg": True}, {"val": "ai-undisclosed"}]}) == "ai-undisclosed"
+    assert content_warning({"labels": [{"val": "!hide"}]}) is None and content_warning({}) is None
+    web = WebApp(Settings(db_path=str(tmp_path / "t.sqlite")), views=ViewContext(None, None, "http://x"))  # type: ignore[arg-type]
+    Pages(web)
+    track = {"uri": "at://did:plc:aaaaaaaaaaaaaaaaaaaaaaaa/fm.openmusic.catalog.track/3kabcdefghijk", "cid": "bafy",
+             "title": "Bare", "durationMs": 1000, "audioUrl": "http://x/a", "artworkUrl": "http://x/art.png",
+             "artist": {"did": "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "handle": "a.test"}, "plays": 0, "likes": 0,
+             "record": {}, "indexedAt": "2026-11-30T00:00:00.000Z", "labels": [{"val": "nudity"}]}
+    token = current_locale.set("en")
+    try:
+        listed = web.templates.environment().get_template("_tracks.html").render(tracks=[track])
+        assert "art.png" not in listed.split("data-artwork")[0] and "Labelled: Nudity" in listed
+        clean = web.templates.environment().get_template("_tracks.html").render(tracks=[{**track, "labels": []}])
+        assert '<img class="art" src="http://x/art.png"' in clean
+    finally:
+        current_locale.reset(token)

@@ -77,6 +77,19 @@ TEAL_AGENT = teal_play.OWN_AGENT_PREFIX + "0.1"
 PLAY_RKEY = TID_RE
 
 
+#: Label values the web app warns about (covering the artwork until the viewer asks), most severe
+#: first: the atproto content labels Bluesky's clients warn on by default, our own ``ai-undisclosed``,
+#: and ``!warn``. Viewers cannot change these yet.
+WARN_LABELS = ("porn", "sexual", "nudity", "graphic-media", "gore", "!warn", "ai-undisclosed")
+
+
+def content_warning(view: dict[str, Any]) -> str | None:
+    """The label value a track or artist view's ``labels`` (labelers' labels and self-labels) should
+    be warned about, the most severe of ``WARN_LABELS``, or None. A negated label never counts."""
+    values = {lab.get("val") for lab in view.get("labels") or [] if isinstance(lab, dict) and not lab.get("neg")}
+    return next((v for v in WARN_LABELS if v in values), None)
+
+
 class Pages:
     """Endpoints of the catalog pages and the listener's writes, over a started ``WebApp`` with views."""
 
@@ -87,7 +100,7 @@ class Pages:
         #: Other rooms' additions to a page's context: ``provider(request, template, context) -> dict``
         #: (``web.social`` adds followers, votes and reviews); a ``PageError`` in one leaves its part out.
         self.context_providers: list[Callable[[Request, str, dict[str, Any]], Awaitable[dict[str, Any]]]] = []
-        web.templates.filters.update(track_path=track_path, album_path=album_path)
+        web.templates.filters.update(track_path=track_path, album_path=album_path, content_warning=content_warning)
         web.templates.globals.update(new_tid=tid)  # record keys for forms that write once (like, tip)
         self.context_providers.append(self._teal_setting_context)
 
