@@ -161,16 +161,11 @@ def _cid(value: Any) -> str | None:
     return cid_str(value) if isinstance(value, bytes | cbrrr.CID) else str(value)
 
 
-def decode_frame(raw: bytes, wanted: Callable[[str], bool], tracked: Callable[[str], bool] | None = None) -> Event | None:
-    """Decode one frame. ``wanted(collection)`` says which ops to keep (and decode records for);
-    ``tracked(did)`` says which repos' commits to keep in full even without wanted ops (to follow
-    their ``since``/``prevData`` chain). When ``wanted`` is a ``Selection``, its ``keep`` filters
-    also drop single records of their collections (e.g. every ``app.bsky.feed.post`` that shares
-    nothing of ours): first by a bytes search on ``raw``, then on each record block before decoding.
-
-    Raises ``FrameError`` on bad CBOR or missing fields. A commit whose CAR slice is broken is
-    returned with ``blocks_error`` set and no records, so the caller can count and skip it.
-    """
+def split_frame(raw: bytes) -> tuple[object, dict[str, Any]] | ErrorFrame:
+    """An event-stream frame (the atproto event stream spec: a DAG-CBOR header, then a body) ->
+    ``(t, body)`` for a message (``op`` 1), or the ``ErrorFrame`` of an error (``op`` -1). Shared by
+    ``subscribeRepos`` and ``subscribeLabels``. Raises ``FrameError`` on bad CBOR, a header or body
+    that is not a map, or another ``op``."""
     try:
         header, body = libipld.decode_dag_cbor_multi(raw)
     except Exception as exc:
@@ -183,7 +178,23 @@ def decode_frame(raw: bytes, wanted: Callable[[str], bool], tracked: Callable[[s
         return ErrorFrame(error=str(body.get("error"))[:200], message=message if isinstance(message, str) else None)
     if op != 1:
         raise FrameError(f"unknown frame op {op!r}")
-    kind = header.get("t")
+    return header.get("t"), body
+
+
+def decode_frame(raw: bytes, wanted: Callable[[str], bool], tracked: Callable[[str], bool] | None = None) -> Event | None:
+    """Decode one frame. ``wanted(collection)`` says which ops to keep (and decode records for);
+    ``tracked(did)`` says which repos' commits to keep in full even without wanted ops (to follow
+    their ``since``/``prevData`` chain). When ``wanted`` is a ``Selection``, its ``keep`` filters
+    also drop single records of their collections (e.g. every ``app.bsky.feed.post`` that shares
+    nothing of ours): first by a bytes search on ``raw``, then on each record block before decoding.
+
+    Raises ``FrameError`` on bad CBOR or missing fields. A commit whose CAR slice is broken is
+    returned with ``blocks_error`` set and no records, so the caller can count and skip it.
+    """
+    envelope = split_frame(raw)
+    if isinstance(envelope, ErrorFrame):
+        return envelope
+    kind, body = envelope
     try:
         if kind == "#commit":
             return _decode_commit(body, wanted, tracked, raw)

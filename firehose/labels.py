@@ -34,7 +34,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import cbrrr
-import libipld
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -42,7 +41,7 @@ from core.db import normalize_datetime
 from core.errors import RetryLater
 from core.identity import IdentityError, valid_did
 from core.netguard import BlockedURL, check_url
-from firehose.events import ErrorFrame, FrameError, InfoEvent
+from firehose.events import ErrorFrame, FrameError, InfoEvent, split_frame
 from firehose.verify import check_signature
 
 log = logging.getLogger("openmusic.labels")
@@ -147,19 +146,10 @@ def verify_label(label: Label, did_key: str) -> bool:
 def decode_label_frame(raw: bytes) -> LabelsMessage | InfoEvent | ErrorFrame | None:
     """One ``subscribeLabels`` frame -> its message; None for unknown message types (event-stream
     spec: ignored). Raises ``FrameError`` on bad CBOR, a missing header or body field."""
-    try:
-        header, body = libipld.decode_dag_cbor_multi(raw)
-    except Exception as exc:
-        raise FrameError(f"not DAG-CBOR: {exc}") from exc
-    if not isinstance(header, dict) or not isinstance(body, dict):
-        raise FrameError("frame header or body is not a map")
-    op = header.get("op")
-    if op == -1:
-        message = body.get("message")
-        return ErrorFrame(error=str(body.get("error"))[:200], message=message if isinstance(message, str) else None)
-    if op != 1:
-        raise FrameError(f"unknown frame op {op!r}")
-    kind = header.get("t")
+    envelope = split_frame(raw)
+    if isinstance(envelope, ErrorFrame):
+        return envelope
+    kind, body = envelope
     if kind == "#labels":
         seq, labels = body.get("seq"), body.get("labels")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or not isinstance(labels, list):
