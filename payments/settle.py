@@ -65,14 +65,15 @@ def split_amount(amount: int, splits: list[tuple[str, int]]) -> list[tuple[str, 
 
 def _recipients(tx: sqlite3.Connection, tip: sqlite3.Row | tuple, track_uri: str | None) -> tuple[str | None, list]:
     subject = tip["subject"]
-    known = tx.execute("SELECT 1 FROM track t JOIN actor a ON a.did = t.did WHERE t.did = ? AND a.active = 1 LIMIT 1",
-                       (subject,)).fetchone()
+    # an artist taken down by a labeler (actor.hidden 2, indexer.labels) gets no new tips, like one not active
+    known = tx.execute("SELECT 1 FROM track t JOIN actor a ON a.did = t.did WHERE t.did = ? AND a.active = 1 "
+                       "AND a.hidden < 2 LIMIT 1", (subject,)).fetchone()
     if not known:
         return "unknown_artist", []
     if not track_uri:
         return None, [(subject, tip["amount"])]
-    row = tx.execute("SELECT r.json FROM track t JOIN record r ON r.uri = t.uri WHERE t.uri = ? AND t.did = ?",
-                     (track_uri, subject)).fetchone()
+    row = tx.execute("SELECT r.json FROM track t JOIN record r ON r.uri = t.uri WHERE t.uri = ? AND t.did = ? "
+                     "AND t.hidden < 2", (track_uri, subject)).fetchone()
     if not row:
         return "unknown_track", []
     splits = json.loads(row[0]).get("splits") or [{"did": subject, "shareBps": 10000}]

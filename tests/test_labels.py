@@ -377,3 +377,37 @@ async def test_consumer_over_a_websocket(monkeypatch):
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def test_no_new_tips_settle_to_taken_down_artists_or_tracks(tmp_path):
+    """``payments.settle._recipients``: a tip to an artist a labeler took down (``actor.hidden`` 2) is
+    refused as ``unknown_artist``, one naming a taken-down track as ``unknown_track``; ``!hide`` (1)
+    changes nothing."""
+    import json
+    import sqlite3
+
+    from core import db as core_db
+    from payments.settle import _recipients
+
+    path = str(tmp_path / "tips.sqlite")
+    core_db.migrate(path)
+    conn = sqlite3.connect(path)
+    artist = "did:plc:" + "t" * 24
+    uri = f"at://{artist}/fm.openmusic.catalog.track/3kabcdefghijk"
+    conn.execute("INSERT INTO actor (did, active) VALUES (?, 1)", (artist,))
+    conn.execute("INSERT INTO track (uri, did, rkey, cid, title, duration_ms, audio_cid, audio_mime, created_at, "
+                 "sort_at, indexed_at) VALUES (?, ?, '3kabcdefghijk', 'c', 'T', 1000, 'a', 'audio/wav', 'x', 'x', 'x')",
+                 (uri, artist))
+    conn.execute("INSERT INTO record (uri, did, collection, rkey, cid, json, indexed_at) VALUES (?, ?, "
+                 "'fm.openmusic.catalog.track', '3kabcdefghijk', 'c', ?, 'x')", (uri, artist, json.dumps({})))
+    tip = {"subject": artist, "amount": 500}
+    assert _recipients(conn, tip, None) == (None, [(artist, 500)])
+    assert _recipients(conn, tip, uri) == (None, [(artist, 500)])
+    conn.execute("UPDATE actor SET hidden = 1")
+    assert _recipients(conn, tip, uri) == (None, [(artist, 500)])
+    conn.execute("UPDATE track SET hidden = 2")
+    assert _recipients(conn, tip, uri) == ("unknown_track", [])
+    assert _recipients(conn, tip, None) == (None, [(artist, 500)])
+    conn.execute("UPDATE actor SET hidden = 2")
+    assert _recipients(conn, tip, None) == ("unknown_artist", [])
+    conn.close()
