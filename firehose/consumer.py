@@ -127,6 +127,32 @@ class ConsumerStatus:
         return self.lag()
 
 
+class Backoff:
+    """Jittered exponential backoff between the sessions of a stream consumer (the firehose's, a
+    labeler's): 0.5 s doubling up to ``max_s``, each delay drawn in [0.5, 1.5) of it, and back to
+    0.5 s after a session that lasted over a minute."""
+
+    def __init__(self, max_s: float) -> None:
+        self.max_s = max_s
+        self.base = 0.5
+
+    def next_delay(self, lasted_s: float) -> float:
+        """Seconds to wait after a session that lasted ``lasted_s``."""
+        if lasted_s > 60:
+            self.base = 0.5
+        delay = self.base * (0.5 + random.random())
+        self.base = min(self.base * 2, self.max_s)
+        return delay
+
+    @staticmethod
+    async def wait(stop: asyncio.Event, delay: float) -> None:
+        """Sleep ``delay`` seconds, or less if ``stop`` is set meanwhile."""
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+
+
 class FirehoseConsumer:
     """Reads a relay's or PDS's firehose into ``sink``.
 
@@ -165,7 +191,7 @@ class FirehoseConsumer:
     async def run(self) -> None:
         """Consume until ``stop()``. Reconnects forever on network errors and transient SQLite errors
         (resuming from the durable cursor); other errors propagate."""
-        backoff = 0.5
+        backoff = Backoff(self.max_backoff_s)
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -178,15 +204,9 @@ class FirehoseConsumer:
                 self.status.connected = False
             if self._stop.is_set():
                 break
-            if time.monotonic() - started > 60:
-                backoff = 0.5
-            delay = backoff * (0.5 + random.random())
+            delay = backoff.next_delay(time.monotonic() - started)
             log.info("reconnecting to %s in %.1fs", self.url, delay)
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
-            backoff = min(backoff * 2, self.max_backoff_s)
+            await backoff.wait(self._stop, delay)
 
     async def _session(self) -> None:
         cursor = None if self._at_head else await self.sink.load_cursor()

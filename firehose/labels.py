@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from core.db import normalize_datetime
 from core.errors import RetryLater
 from core.identity import IdentityError, valid_did
 from core.netguard import BlockedURL, check_url
+from firehose.consumer import Backoff
 from firehose.events import ErrorFrame, FrameError, InfoEvent, split_frame
 from firehose.verify import check_signature
 
@@ -276,7 +276,7 @@ class LabelConsumer:
         """Consume until ``stop()``, reconnecting with backoff on any network, identity or transient
         database error. Errors of our own (bugs) are logged and retried the same way: one labeler's
         trouble never ends the process."""
-        backoff = 0.5
+        backoff = Backoff(self.max_backoff_s)
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -292,14 +292,7 @@ class LabelConsumer:
                 self.status.connected = False
             if self._stop.is_set():
                 break
-            if time.monotonic() - started > 60:
-                backoff = 0.5
-            delay = backoff * (0.5 + random.random())
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
-            backoff = min(backoff * 2, self.max_backoff_s)
+            await backoff.wait(self._stop, backoff.next_delay(time.monotonic() - started))
 
     async def _resolve(self) -> LabelerInfo:
         info = await resolve_labeler(self.docs, self.did)
