@@ -42,6 +42,7 @@ from appview.xrpc import XrpcError, validate_params
 from core.lexicons import PLAY, TRACK, validator
 from firehose.events import AccountEvent
 from tests.records import DID, LISTENER, play, track
+from tests.test_charts import Feed as ChartsFeed
 from tests.test_indexer_units import commit, create, env, rkey  # noqa: F401  (env: a fixture)
 from tests.test_social_records import FANS, add_fans
 
@@ -87,19 +88,9 @@ def test_build_model_leaves_out_own_and_inactive_streams():
         ("at://a/t/2", "genre", 2), ("at://b/t/3", "mood", 1)]
 
 
-class Feed:
-    """Applies records as firehose commits: one sequence, and each repo's revisions in order."""
-
-    def __init__(self, ix) -> None:
-        self.ix, self.seq, self.revs, self.keys = ix, 0, {}, 100
-
-    async def put(self, did: str, collection: str, record: dict, key: str | None = None) -> None:
-        self.seq += 1
-        self.revs[did] = self.revs.get(did, 0) + 1
-        if key is None:
-            self.keys += 1
-            key = rkey(self.keys)
-        await self.ix.apply([commit(self.seq, did, self.revs[did], create(collection, key, record))], self.seq)
+class Feed(ChartsFeed):
+    """``tests.test_charts.Feed`` (records as firehose commits, revisions in order), and account
+    deactivation on the same sequence."""
 
     async def deactivate(self, did: str) -> None:
         self.seq += 1
