@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 
-from appview import metrics
+from appview import copyright, metrics
 from appview.analytics import ANALYTICS, analytics_query
 from appview.blobs import BlobError, blob_response
 from appview.moderation import MODERATION_METHODS, moderation_method, moderation_routes
@@ -80,6 +80,9 @@ def create_app(rt: AppViewDeps, not_found: Callable[[Request, Exception], Awaita
         if found is None:
             return XrpcError(404, "NotFound", f"no {kind} {cid} of an active account {did} is indexed").response()
         mime, pds = found
+        if kind == "audio" and await copyright.audio_blocked(rt.reader, did, cid):
+            return XrpcError(451, "AudioTakenDown", "this audio is taken down after a copyright claim "
+                                                    "(label audio-takedown)").response()
         if not pds:
             return XrpcError(502, "UpstreamFailure", f"the PDS of {did} is not known").response()
         try:

@@ -48,7 +48,8 @@ LIST = NS + "listNotifications"
 UNREAD = NS + "getUnreadCount"
 UPDATE_SEEN = NS + "updateSeen"
 #: The reasons, in the order a tie in time and URI would never need (URIs differ by collection).
-REASONS = ("release", "tip", "follow")
+REASONS = ("release", "tip", "follow", "copyrightClaim", "copyrightCounter", "copyrightRestored",
+           "copyrightUpheld")
 #: The unread count stops here: ``{"count": 30, "capped": true}`` means "30+".
 UNREAD_CAP = 30
 
@@ -76,11 +77,30 @@ _FOLLOWS = (
     "SELECT f.sort_at AS at, f.uri AS uri, fr.cid AS cid, f.did AS author, 'follow' AS reason, NULL AS subject "
     "FROM follow_current f JOIN follow fr ON fr.uri = f.uri LEFT JOIN actor a ON a.did = f.did "
     f"WHERE f.subject = :me AND f.did <> :me AND {ACTIVE} {{cond}}")
+# Copyright cases (``appview.copyright``) notify both sides, the other side as the author: the
+# artist hears of the claim from the claimant, the claimant of the counter-notice from the artist.
+_COPYRIGHT = (
+    "SELECT {at} AS at, c.track AS uri, t.cid AS cid, "
+    "CASE WHEN c.artist = :me THEN c.claimant ELSE c.artist END AS author, '{reason}' AS reason, NULL AS subject "
+    "FROM copyright_case c JOIN track t ON t.uri = c.track "
+    "LEFT JOIN actor a ON a.did = CASE WHEN c.artist = :me THEN c.claimant ELSE c.artist END "
+    f"WHERE (c.artist = :me OR c.claimant = :me) AND {ACTIVE} AND {{where}} {{{{cond}}}}")
+_RESTORED_AT = "CASE WHEN c.status = 'restored' THEN c.closed_at ELSE c.restore_at END"
 #: reason -> [(source SQL, its time column, its URI column)]
 SOURCES: dict[str, list[tuple[str, str, str]]] = {
     "release": [(_RELEASE_TRACKS, "t.sort_at", "t.uri"), (_RELEASE_ALBUMS, "al.sort_at", "al.uri")],
     "tip": [(_TIPS, "s.indexed_at", "tp.uri")],
     "follow": [(_FOLLOWS, "f.sort_at", "f.uri")],
+    "copyrightClaim": [(_COPYRIGHT.format(at="c.opened_at", reason="copyrightClaim", where="1 = 1"),
+                        "c.opened_at", "c.track")],
+    "copyrightCounter": [(_COPYRIGHT.format(at="c.countered_at", reason="copyrightCounter",
+                                            where="c.countered_at IS NOT NULL AND c.claimant = :me"), "c.countered_at", "c.track")],
+    "copyrightRestored": [(_COPYRIGHT.format(
+        at=_RESTORED_AT, reason="copyrightRestored",
+        where="(c.status = 'restored' OR (c.status = 'countered' AND c.restore_at <= :now))"),
+        _RESTORED_AT, "c.track")],
+    "copyrightUpheld": [(_COPYRIGHT.format(at="c.closed_at", reason="copyrightUpheld", where="c.status = 'upheld'"),
+                         "c.closed_at", "c.track")],
 }
 
 
@@ -122,7 +142,7 @@ async def list_notifications(ctx: ViewContext, did: str, p: dict[str, Any]) -> d
     limit = p["limit"]
     seen = _time(p.get("seenAt"), "seenAt") or await seen_time(ctx, did)
     after = decode_cursor(p.get("cursor"), (str, str))
-    args: dict[str, Any] = {"me": did, "n": limit + 1}
+    args: dict[str, Any] = {"me": did, "n": limit + 1, "now": _now()}
     rows: list[tuple] = []
     for sql, at, uri in _sources(p.get("reasons")):
         cond = ""
@@ -187,7 +207,7 @@ async def unread_count(ctx: ViewContext, did: str, p: dict[str, Any] | None = No
         cond = f"AND {at} > :seen" if seen else ""
         parts.append(f"SELECT 1 FROM ({sql.format(cond=cond)} LIMIT :n)")
     cur = await ctx.db.execute(f"SELECT COUNT(*) FROM ({' UNION ALL '.join(parts)} LIMIT :n)",
-                               {"me": did, "seen": seen, "n": UNREAD_CAP + 1})
+                               {"me": did, "seen": seen, "n": UNREAD_CAP + 1, "now": _now()})
     (count,) = await cur.fetchone()
     out: dict[str, Any] = {"count": min(count, UNREAD_CAP)}
     if count > UNREAD_CAP:

@@ -342,6 +342,7 @@ def routes(web: WebApp) -> list[BaseRoute]:
     """The web app's routes, to mount beside the AppView's (the caller starts and stops ``web``).
     With ``web.views`` set, the catalog pages and the listener's writes come first (``web.pages``)."""
     from web.charts import routes as charts_routes
+    from web.copyright import routes as copyright_routes
     from web.dashboard import routes as dashboard_routes
     from web.embed import Embeds
     from web.lexicons import routes as lexicon_routes
@@ -365,7 +366,7 @@ def routes(web: WebApp) -> list[BaseRoute]:
         catalog = [*pages.routes(), *money.routes(), *Social(web, pages).routes(), *Payouts(money).routes(),
                    *Embeds(web, pages).routes(), *studio_routes(web, pages), *dashboard_routes(web, pages), *charts_routes(web, pages),
                    *playlist_routes(web, pages), *recommend_routes(web, pages), *notification_routes(web, pages),
-                   *share_routes(web, pages), *moderation_routes(web, pages)]
+                   *share_routes(web, pages), *moderation_routes(web, pages), *copyright_routes(web, pages)]
     return [*catalog, *offline_routes(web), *lexicon_routes(web),
         *profile_routes(web),
         Route("/login", web.login_page, methods=["GET"]),

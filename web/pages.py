@@ -41,6 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from appview.copyright import audio_down
 from appview.queries import QUERIES
 from appview.views import viewer_like_uris, viewer_likes
 from appview.xrpc import XrpcError, validate_params
@@ -100,7 +101,8 @@ class Pages:
         #: Other rooms' additions to a page's context: ``provider(request, template, context) -> dict``
         #: (``web.social`` adds followers, votes and reviews); a ``PageError`` in one leaves its part out.
         self.context_providers: list[Callable[[Request, str, dict[str, Any]], Awaitable[dict[str, Any]]]] = []
-        web.templates.filters.update(track_path=track_path, album_path=album_path, content_warning=content_warning)
+        web.templates.filters.update(track_path=track_path, album_path=album_path, content_warning=content_warning,
+                                     audio_down=audio_down)
         web.templates.globals.update(new_tid=tid)  # record keys for forms that write once (like, tip)
         self.context_providers.append(self._teal_setting_context)
 
