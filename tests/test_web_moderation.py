@@ -12,6 +12,10 @@ and a ``LabelConsumer`` (what another AppView runs) that resolves our DID follow
 ``subscribeLabels`` through the whole HTTP stack and verifies both labels; a listener asking for /moderation or posting an
 action gets 403 and a forged CSRF token is refused, both changing nothing. Screenshots of the queue
 and the track page at 1280 and 390 px go to the test's tmp dir, and neither scrolls sideways at 390 px.
+
+A copyright report taken to a case from the queue answers the audio with 451 while the track and its
+page stay (saying why, with no player); the artist is notified, sends the counter-notice form from
+the track page, the claimant is notified of it, and the operator's "Restore the audio now" brings it back.
 """
 
 from __future__ import annotations
@@ -171,3 +175,90 @@ async def _is(value: bool) -> bool:
 
 async def _not(pending) -> bool:
     return not await pending
+
+
+@network
+async def test_copyright_claim_counter_notice_and_restore_in_chromium(net, make_client, moderated, browser, tmp_path):  # noqa: F811
+    """A copyright report, taken to a case in the queue: the audio answers 451 and the track page
+    says why, keeping the track; the artist answers with the counter-notice form; the claimant is
+    notified of it; the operator restores the audio and it plays again."""
+    rt = moderated
+    site = rt.settings.base_url
+    artist, claimant, operator = make_client("cpartist"), make_client("cpclaimant"), make_client("cpops")
+    (tmp_path / "c.wav").write_bytes(tune_wav(37, seconds=2.0))
+    song = publish_track(artist, tmp_path / "c.wav", title="Contested Song")
+    await indexed(rt, song.uri)
+    rt.settings.operator_dids = operator.did
+    path = "/track/" + song.uri.removeprefix("at://").replace("/fm.openmusic.catalog.track/", "/")
+    audio_url = (await rt.http_client.get("/xrpc/fm.openmusic.catalog.getTrack",
+                                          params={"uri": song.uri})).json()["track"]["audioUrl"]
+    audio_path = audio_url.removeprefix(site)
+    assert (await rt.http_client.get(audio_path)).status_code == 200
+
+    site_ref = type("Site", (), {"url": site})
+    contexts = [await browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(3)]
+    cpage, opage, apage = [await c.new_page() for c in contexts]
+    try:
+        await sign_in(cpage, net, site_ref, claimant.handle, tmp_path, "claimant")
+        await cpage.goto(site + path)
+        await cpage.locator("#report summary").click()
+        await cpage.select_option("#report-reason-type", "fm.openmusic.moderation.defs#reasonCopyright")
+        await cpage.fill("#report-reason", "This is my label's master recording.")
+        await cpage.click("#report-send")
+        await cpage.wait_for_url(lambda u: "reported=1" in u)
+
+        await sign_in(opage, net, site_ref, operator.handle, tmp_path, "cpoperator")
+        await opage.goto(site + "/moderation")
+        item = opage.locator(f'#queue .queue-item[data-subject="{song.uri}"]')
+        await item.locator("button.copyright-open").click()
+        await opage.wait_for_url(lambda u: "done=" in u)
+        case = opage.locator("#copyright .copyright-item")
+        assert await case.get_attribute("data-status") == "down"
+        assert "master recording" in await case.inner_text()
+        assert await opage.locator("#audit .audit-row").first.get_attribute("data-action") == "copyright"
+
+        # the audio is refused with 451, the track and its page stay, saying why
+        blocked = await rt.http_client.get(audio_path)
+        assert blocked.status_code == 451 and blocked.json()["error"] == "AudioTakenDown"
+        assert (await rt.http_client.get("/xrpc/fm.openmusic.catalog.getTrack", params={"uri": song.uri})).status_code == 200
+        await cpage.goto(site + path)
+        assert await cpage.locator("#audio-down").is_visible()
+        assert await cpage.locator(".track-page audio").count() == 0 and await cpage.locator(".track-page [data-play]").count() == 0
+        assert await cpage.locator("#counter-send").count() == 0  # the claimant cannot answer for the artist
+
+        # the artist is told, sees the case on the track page and sends a counter-notice
+        await sign_in(apage, net, site_ref, artist.handle, tmp_path, "cpartist")
+        await apage.goto(site + "/notifications")
+        assert "taken down after a copyright claim" in await apage.locator(".reason-copyrightClaim").inner_text()
+        await apage.locator(".reason-copyrightClaim a.subject").click()
+        await apage.locator("#counter-statement").wait_for()
+        assert "master recording" in await apage.locator("#copyright").inner_text()
+        await apage.screenshot(path=str(tmp_path / "copyright-counter-1280.png"), full_page=True)
+        await no_sideways_scroll(apage, tmp_path / "copyright-counter-390.png")
+        await apage.fill("#counter-statement", "I composed and recorded this song myself; the claim is a mistake.")
+        await apage.check("#counter-sworn")
+        await apage.click("#counter-send")
+        await apage.wait_for_url(lambda u: "notice=countered" in u)
+        assert await apage.locator("#counter-sent").is_visible()
+        assert await apage.locator("#counter-send").count() == 0
+        assert (await rt.http_client.get(audio_path)).status_code == 451  # still down for 14 days
+
+        # the claimant is told of the counter-notice
+        await cpage.goto(site + "/notifications")
+        assert "counter-notice" in await cpage.locator(".reason-copyrightCounter").inner_text()
+
+        # the operator sees it and restores the audio now
+        await opage.goto(site + "/moderation")
+        assert await case.get_attribute("data-status") == "countered"
+        assert await case.locator("button.copyright-uphold").count() == 1
+        await case.locator("button.copyright-restore").click()
+        await opage.wait_for_url(lambda u: "done=" in u)
+        assert await opage.locator("#copyright .copyright-item").count() == 0
+        assert (await rt.http_client.get(audio_path)).status_code == 200
+        await apage.goto(site + path)
+        assert await apage.locator(".track-page audio").count() == 1
+        assert "restored" in await apage.locator("#case-state").inner_text()
+        await opage.screenshot(path=str(tmp_path / "copyright-audit-1280.png"), full_page=True)
+    finally:
+        for c in contexts:
+            await c.close()
