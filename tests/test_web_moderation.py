@@ -16,6 +16,8 @@ and the track page at 1280 and 390 px go to the test's tmp dir, and neither scro
 A copyright report taken to a case from the queue answers the audio with 451 while the track and its
 page stay (saying why, with no player); the artist is notified, sends the counter-notice form from
 the track page, the claimant is notified of it, and the operator's "Restore the audio now" brings it back.
+A viewer's content-label preferences at /me (show, warn, hide) change what search and the track page
+show for them only.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import pytest
 from core.config import Settings
 from core.identity import IdentityResolver
 from core.publish import publish_track
-from devkit.media import tune_wav
+from devkit.media import cover_png, tune_wav
 from firehose.labels import LabelConsumer
 from tests.conftest import devnet_settings, eventually, serving
 from tests.test_labels import Recorder
@@ -262,3 +264,61 @@ async def test_copyright_claim_counter_notice_and_restore_in_chromium(net, make_
     finally:
         for c in contexts:
             await c.close()
+
+
+@network
+async def test_content_label_preferences_in_chromium(net, make_client, moderated, browser, tmp_path):  # noqa: F811
+    """A viewer's content-label preferences at /me: by default a nudity-labelled track's artwork
+    waits behind a warning; "Hide" leaves it out of search while its own page still warns; "Show"
+    shows the artwork with no warning. Each viewer has their own: another viewer still gets warned."""
+    from appview.moderation import moderate
+
+    rt = moderated
+    site = rt.settings.base_url
+    artist, viewer = make_client("lpartist"), make_client("lpviewer")
+    (tmp_path / "l.wav").write_bytes(tune_wav(41, seconds=2.0))
+    cover = artist.upload_blob(cover_png(3, "Quiltwork"), "image/png")
+    song = publish_track(artist, tmp_path / "l.wav", title="Quiltwork Nocturne", artwork=cover)
+    await indexed(rt, song.uri)
+    await moderate(rt.label_issuer, "did:plc:operator", song.uri, "label", "nudity")
+    path = "/track/" + song.uri.removeprefix("at://").replace("/fm.openmusic.catalog.track/", "/")
+    site_ref = type("Site", (), {"url": site})
+    ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await ctx.new_page()
+    try:
+        await sign_in(page, net, site_ref, viewer.handle, tmp_path, "lpviewer")
+        await page.goto(site + "/search?q=quiltwork")
+        assert await page.locator(".track .warned").count() == 1  # the default: warn
+        await page.goto(site + "/me#labels")
+        assert await page.locator("#pref-nudity").input_value() == "warn"
+        await page.select_option("#pref-nudity", "hide")
+        await page.click("#labels-save")
+        await page.wait_for_url(lambda u: "labels=1" in u)
+        assert await page.locator("#labels-saved").is_visible()
+        assert await page.locator("#pref-nudity").input_value() == "hide"
+        await page.screenshot(path=str(tmp_path / "label-prefs-1280.png"), full_page=True)
+        await no_sideways_scroll(page, tmp_path / "label-prefs-390.png")
+        await page.goto(site + "/search?q=quiltwork")
+        assert await page.locator(".track").count() == 0
+        await page.goto(site + path)  # reached by its link: still there, behind the warning
+        assert await page.locator("#content-warning").count() == 1
+
+        await page.goto(site + "/me#labels")
+        await page.select_option("#pref-nudity", "show")
+        await page.click("#labels-save")
+        await page.wait_for_url(lambda u: "labels=1" in u)
+        await page.goto(site + path)
+        assert await page.locator("#content-warning").count() == 0 and await page.locator("img.cover").count() == 1
+        assert await page.locator("#label-notice").count() == 0
+
+        # signed out (the defaults): warned again
+        anon = await browser.new_context()
+        try:
+            apage = await anon.new_page()
+            await apage.goto(site + path)
+            assert await apage.locator("#content-warning").count() == 1
+        finally:
+            await anon.close()
+    finally:
+        await ctx.close()
+

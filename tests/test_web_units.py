@@ -561,11 +561,18 @@ def test_labelled_content_waits_behind_a_warning(tmp_path):
     from core.config import Settings
     from web.app import WebApp
     from web.i18n import current_locale
-    from web.pages import Pages, content_warning
+    from web.label_prefs import hidden_for, warning_for
+    from web.pages import Pages
 
-    assert content_warning({"labels": [{"val": "!warn"}, {"val": "nudity"}]}) == "nudity"
-    assert content_warning({"labels": [{"val": "porn", "neg": True}, {"val": "ai-undisclosed"}]}) == "ai-undisclosed"
-    assert content_warning({"labels": [{"val": "!hide"}]}) is None and content_warning({}) is None
+    assert warning_for({"labels": [{"val": "!warn"}, {"val": "nudity"}]}) == "nudity"
+    assert warning_for({"labels": [{"val": "porn", "neg": True}, {"val": "ai-undisclosed"}]}) == "ai-undisclosed"
+    assert warning_for({"labels": [{"val": "!hide"}]}) is None and warning_for({}) is None
+    # the viewer's preferences: shown labels do not warn, !warn always does, gore follows graphic-media
+    assert warning_for({"labels": [{"val": "!warn"}, {"val": "nudity"}]}, {"nudity": "show"}) == "!warn"
+    assert warning_for({"labels": [{"val": "gore"}]}, {"graphic-media": "show"}) is None
+    assert hidden_for({"labels": [{"val": "porn"}]}, {"porn": "hide"})
+    assert not hidden_for({"labels": [{"val": "porn", "neg": True}]}, {"porn": "hide"})
+    assert not hidden_for({"labels": [{"val": "!warn"}]}, {"porn": "hide"})
     web = WebApp(Settings(db_path=str(tmp_path / "t.sqlite")), views=ViewContext(None, None, "http://x"))  # type: ignore[arg-type]
     Pages(web)
     track = {"uri": "at://did:plc:aaaaaaaaaaaaaaaaaaaaaaaa/fm.openmusic.catalog.track/3kabcdefghijk", "cid": "bafy",
@@ -578,5 +585,11 @@ def test_labelled_content_waits_behind_a_warning(tmp_path):
         assert "art.png" not in listed.split("data-artwork")[0] and "Labelled: Nudity" in listed
         clean = web.templates.environment().get_template("_tracks.html").render(tracks=[{**track, "labels": []}])
         assert '<img class="art" src="http://x/art.png"' in clean
+        env = web.templates.environment()
+        shown = env.get_template("_tracks.html").render(tracks=[track], label_prefs={"nudity": "show"})
+        assert '<img class="art" src="http://x/art.png"' in shown and "Labelled" not in shown
+        gone = env.get_template("_tracks.html").render(tracks=[track, {**track, "title": "Plain", "labels": []}],
+                                                       label_prefs={"nudity": "hide"})
+        assert ">Bare<" not in gone and ">Plain<" in gone
     finally:
         current_locale.reset(token)

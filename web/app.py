@@ -345,6 +345,7 @@ def routes(web: WebApp) -> list[BaseRoute]:
     from web.copyright import routes as copyright_routes
     from web.dashboard import routes as dashboard_routes
     from web.embed import Embeds
+    from web.label_prefs import routes as label_pref_routes
     from web.lexicons import routes as lexicon_routes
     from web.moderation import routes as moderation_routes
     from web.money import Money
@@ -366,7 +367,8 @@ def routes(web: WebApp) -> list[BaseRoute]:
         catalog = [*pages.routes(), *money.routes(), *Social(web, pages).routes(), *Payouts(money).routes(),
                    *Embeds(web, pages).routes(), *studio_routes(web, pages), *dashboard_routes(web, pages), *charts_routes(web, pages),
                    *playlist_routes(web, pages), *recommend_routes(web, pages), *notification_routes(web, pages),
-                   *share_routes(web, pages), *moderation_routes(web, pages), *copyright_routes(web, pages)]
+                   *share_routes(web, pages), *moderation_routes(web, pages), *copyright_routes(web, pages),
+                   *label_pref_routes(web, pages)]
     return [*catalog, *offline_routes(web), *lexicon_routes(web),
         *profile_routes(web),
         Route("/login", web.login_page, methods=["GET"]),

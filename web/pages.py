@@ -49,7 +49,7 @@ from core.lexicons import ALBUM, LIKE, PLAY, PLYR_TRACK, TRACK, RecordInvalid, v
 from core.publish import now_iso
 from core.tid import TID_RE, is_tid, tid
 from indexer import teal_play
-from web import csrf
+from web import csrf, label_prefs
 from web.errors import PageError
 from web.oauth.client import PdsError, SessionEnded, SignInError, UserSession
 from web.paths import local_path
@@ -78,19 +78,6 @@ TEAL_AGENT = teal_play.OWN_AGENT_PREFIX + "0.1"
 PLAY_RKEY = TID_RE
 
 
-#: Label values the web app warns about (covering the artwork until the viewer asks), most severe
-#: first: the atproto content labels Bluesky's clients warn on by default, our own ``ai-undisclosed``,
-#: and ``!warn``. Viewers cannot change these yet.
-WARN_LABELS = ("porn", "sexual", "nudity", "graphic-media", "gore", "!warn", "ai-undisclosed")
-
-
-def content_warning(view: dict[str, Any]) -> str | None:
-    """The label value a track or artist view's ``labels`` (labelers' labels and self-labels) should
-    be warned about, the most severe of ``WARN_LABELS``, or None. A negated label never counts."""
-    values = {lab.get("val") for lab in view.get("labels") or [] if isinstance(lab, dict) and not lab.get("neg")}
-    return next((v for v in WARN_LABELS if v in values), None)
-
-
 class Pages:
     """Endpoints of the catalog pages and the listener's writes, over a started ``WebApp`` with views."""
 
@@ -101,10 +88,10 @@ class Pages:
         #: Other rooms' additions to a page's context: ``provider(request, template, context) -> dict``
         #: (``web.social`` adds followers, votes and reviews); a ``PageError`` in one leaves its part out.
         self.context_providers: list[Callable[[Request, str, dict[str, Any]], Awaitable[dict[str, Any]]]] = []
-        web.templates.filters.update(track_path=track_path, album_path=album_path, content_warning=content_warning,
-                                     audio_down=audio_down)
+        web.templates.filters.update(track_path=track_path, album_path=album_path, audio_down=audio_down)
         web.templates.globals.update(new_tid=tid)  # record keys for forms that write once (like, tip)
         self.context_providers.append(self._teal_setting_context)
+        label_prefs.attach(web, self)  # the viewer's content-label preferences, on every page
 
     def routes(self) -> list[BaseRoute]:
         """The routes, to put before the sign-in routes (``web.app.routes``)."""
