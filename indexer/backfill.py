@@ -2,11 +2,12 @@
 "Backfilling" guide).
 
 Discovery uses ``com.atproto.sync.listReposByCollection`` (relays run it) and falls back to
-``com.atproto.sync.listRepos`` (every PDS) filtered by ``com.atproto.repo.describeRepo``. Each repo
-found is marked desynchronized in the database, so the resync worker imports its verified CAR
-while the live firehose is buffered for it: that is the hand-over to the live stream. Listing
-progress (the page cursor) is stored after every page, and desynchronized repos stay marked until
-imported, so an interrupted backfill resumes where it stopped.
+``com.atproto.sync.listRepos`` (every PDS) filtered by ``com.atproto.repo.describeRepo``, both by
+``BACKFILL_COLLECTIONS``. Each repo found is marked desynchronized in the database, so the resync
+worker imports its verified CAR while the live firehose is buffered for it: that is the hand-over
+to the live stream. The resync loads every collection we index from it (``indexer.resync``), teal.fm
+plays and shares included. Listing progress (the page cursor) is stored after every page, and
+desynchronized repos stay marked until imported, so an interrupted backfill resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -19,9 +20,19 @@ import httpx
 
 from core.db import now_iso
 from core.netguard import BlockedURL, check_url
+from indexer import plyr_track
 from indexer.core import OWN_COLLECTIONS, Indexer
 
 log = logging.getLogger("openmusic.backfill")
+
+#: The collections backfill lists repos by: those of our own namespace (``fm.openmusic.*``) and
+#: ``fm.plyr.track``, i.e. the creators whose tracks we carry and the listeners of our app. Not
+#: teal.fm plays (``fm.teal.feed.play``, ``fm.teal.alpha.feed.play``: every scrobbler on the
+#: network, whatever they listen to, nearly all of it not in our catalog) nor ``app.bsky.feed.post``
+#: (every Bluesky account): too broad to import network-wide. Those are loaded for the repos we do
+#: resync (found here, or followed live), and indexed from the firehose as they are written.
+#: Sorted, so a stored "<collection> <cursor>" resumes in the same order.
+BACKFILL_COLLECTIONS: tuple[str, ...] = tuple(sorted({*OWN_COLLECTIONS, plyr_track.COLLECTION}))
 
 
 class BackfillError(Exception):
@@ -95,10 +106,10 @@ class Backfill:
 
     async def _pages(self, cursor: str | None) -> AsyncIterator[tuple[list[str], str | None]]:
         probe = await self._get("com.atproto.sync.listReposByCollection",
-                                {"collection": OWN_COLLECTIONS[0], "limit": 1})
+                                {"collection": BACKFILL_COLLECTIONS[0], "limit": 1})
         if probe.status_code == 200:
             # one pass per collection; the stored cursor is "<collection> <cursor>"
-            collections = list(OWN_COLLECTIONS)
+            collections = list(BACKFILL_COLLECTIONS)
             start_coll, _, start_cursor = (cursor or "").partition(" ")
             for coll in collections[collections.index(start_coll) if start_coll in collections else 0:]:
                 page_cursor = start_cursor if coll == start_coll else ""
@@ -141,4 +152,4 @@ class Backfill:
         resp = await self._get("com.atproto.repo.describeRepo", {"repo": did})
         if resp.status_code != 200:
             return False
-        return any(c in OWN_COLLECTIONS for c in resp.json().get("collections", []))
+        return any(c in BACKFILL_COLLECTIONS for c in resp.json().get("collections", []))

@@ -563,13 +563,14 @@ class Indexer:
                         isinstance(record, dict) and share.find_subject(record)):
                     continue  # an ordinary post: not ours to keep (as the decoder drops it live)
                 action = "update" if path in current else "create"
-                self.apply_op(snap.did, RecordOp(action, collection, rkey, cid, record), snap.rev, now)
+                op = RecordOp(action, collection, rkey, cid, record, error=snap.errors.get(path))
+                self.apply_op(snap.did, op, snap.rev, now)
                 changes[action] += 1
             for path in current.keys() - snap.records.keys():
                 collection, _, rkey = path.partition("/")
-                # A snapshot holds our namespace's records only (``firehose.repo.load_snapshot``): it
-                # says nothing of another namespace's (shared posts), which stay as the firehose left them.
-                if collection in MODULES and getattr(MODULES[collection], "LEXICON", True):
+                # Only the collections the snapshot holds in full (``Snapshot.covers``): of the others
+                # it says nothing, and their records stay as the firehose left them.
+                if collection in MODULES and snap.covers(collection):
                     self.apply_op(snap.did, RecordOp("delete", collection, rkey, None), snap.rev, now)
                     changes["delete"] += 1
             self._set_state(snap.did, snap.rev, None, cid_str(snap.data), now)
