@@ -142,9 +142,14 @@ def create_app(rt: AppViewDeps, not_found: Callable[[Request, Exception], Awaita
         return await stripe_webhook(rt, request)
 
     async def did_json(request: Request) -> Response:
-        if rt.payments is None:
-            return XrpcError(404, "NotFound", "this AppView publishes no did:web document (payments are off)").response()
-        return JSONResponse(rt.payments.did_document())
+        """Our did:web document (``rt.did_document()``, the runtime's, which the feed generator serves
+        too); 404 when our service DID is not the did:web of this host."""
+        document = getattr(rt, "did_document", None)
+        doc = document() if document is not None else None
+        if doc is None:
+            return XrpcError(404, "NotFound", "this AppView publishes no did:web document "
+                                              "(its service DID is not the did:web of this host)").response()
+        return JSONResponse(doc)
 
     async def index(request: Request) -> Response:
         """``/`` when the web app is off (``OPENMUSIC_WEB_ENABLED=0``; otherwise its home page is served)."""

@@ -10,6 +10,8 @@ from pathlib import Path
 #: The public relay's firehose and the public PLC directory.
 DEFAULT_FIREHOSE = "wss://bsky.network"
 DEFAULT_PLC = "https://plc.directory"
+#: The values of ``Settings.role`` (``openmusic run --role``).
+ROLES = ("all", "api", "indexer")
 
 
 def _env_bool(value: str) -> bool:
@@ -93,6 +95,11 @@ class Settings:
     db_readers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     #: Log level for the ``openmusic`` loggers.
     log_level: str = "INFO"
+    #: What ``openmusic run`` does in this process (``ROLES``): ``all`` (the default) serves the AppView
+    #: and indexes while it leads; ``api`` serves the AppView, web app and feeds from the database and
+    #: never indexes; ``indexer`` indexes (firehose, resync, labels, payment workers, periodic jobs)
+    #: while it leads and serves only ``/health``. One process leads at a time (``core.leader``).
+    role: str = "all"
     #: Comma-separated DIDs of the operator's accounts: they may read every artist's analytics
     #: (``fm.openmusic.analytics.*``), as the artist and the artist's agreed managers may.
     operator_dids: str = ""

@@ -1,6 +1,7 @@
 """The openmusic command.
 
-  openmusic run                firehose + indexer + AppView in one process (defaults: the public network)
+  openmusic run                firehose + indexer + AppView in one process (defaults: the public network);
+                               --role api|indexer for one side, several processes on one database
   openmusic demo               local reference PDS + PLC, a seeded demo catalog, and the AppView on its firehose
   openmusic backfill           import the repos that already hold music (verified CARs), then go on live
   openmusic publish            upload audio to your own PDS and write track / album records
@@ -31,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.config import Settings
+from core.config import ROLES, Settings
 
 #: Every setting flag: name -> (flag, argparse keywords). Each subcommand takes only those it uses.
 _SETTING_FLAGS: dict[str, tuple[str, dict]] = {
@@ -145,11 +146,37 @@ async def _run_until_signal(settings: Settings, firehose: bool = True, on_ready=
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``openmusic run [--role all|api|indexer]``: play the role (``Runtime.run``) until SIGINT or
+    SIGTERM. Exit status 0; 1 when the leader lock was lost or the server failed; 2 for an unknown
+    role (``OPENMUSIC_ROLE``)."""
     settings = _settings(args)
+    if args.role:
+        settings.role = args.role
+    if settings.role not in ROLES:
+        print(f"error: the role must be one of {', '.join(ROLES)} (--role or OPENMUSIC_ROLE), got {settings.role!r}",
+              file=sys.stderr)
+        return 2
     _logging(settings.log_level)
-    logging.getLogger("openmusic").info("AppView on %s, firehose %s", settings.base_url, settings.subscribe_url)
-    asyncio.run(_run_until_signal(settings, firehose=not args.no_firehose))
-    return 0
+    log = logging.getLogger("openmusic")
+    if settings.role == "indexer":
+        log.info("indexer: /health on %s, firehose %s", settings.base_url, settings.subscribe_url)
+    elif settings.role == "api":
+        log.info("AppView (api role, no indexing) on %s", settings.base_url)
+    else:
+        log.info("AppView on %s, firehose %s", settings.base_url, settings.subscribe_url)
+    return asyncio.run(_run_role(settings, firehose=not args.no_firehose))
+
+
+async def _run_role(settings: Settings, firehose: bool) -> int:
+    """``Runtime(settings).run`` until SIGINT or SIGTERM; returns its exit status."""
+    from openmusic.runtime import Runtime
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return await Runtime(settings).run(stop, firehose=firehose)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -836,9 +863,14 @@ def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="openmusic", description=__doc__, formatter_class=raw)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("run", help="firehose + indexer + AppView in one process",
-                       description="Consume the firehose, index it, and serve the AppView over HTTP.")
+    p = sub.add_parser("run", help="firehose + indexer + AppView, or one role of them",
+                       description="Consume the firehose, index it, and serve the AppView over HTTP. With "
+                       "--role: all (default) does both, indexing while it leads; api serves the AppView, web "
+                       "app and feeds from the database; indexer indexes while it leads and serves /health. "
+                       "One process leads at a time (a lock beside the database); the others stand by.")
     _add_settings_flags(p)
+    p.add_argument("--role", choices=ROLES,
+                   help="what this process does (OPENMUSIC_ROLE; default all)")
     p.add_argument("--no-firehose", action="store_true", help="serve the database without consuming")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("backfill", help="import the repos that already hold music, then go on live",
