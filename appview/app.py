@@ -144,8 +144,7 @@ def create_app(rt: AppViewDeps, not_found: Callable[[Request, Exception], Awaita
     async def did_json(request: Request) -> Response:
         """Our did:web document (``rt.did_document()``, the runtime's, which the feed generator serves
         too); 404 when our service DID is not the did:web of this host."""
-        document = getattr(rt, "did_document", None)
-        doc = document() if document is not None else None
+        doc = rt.did_document()
         if doc is None:
             return XrpcError(404, "NotFound", "this AppView publishes no did:web document "
                                               "(its service DID is not the did:web of this host)").response()

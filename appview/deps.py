@@ -32,13 +32,18 @@ class AppViewDeps(Protocol):
     blobs: BlobStore
     consumer: FirehoseConsumer | None
     indexer: Indexer | None
-    resyncer: Resyncer
+    resyncer: Resyncer | None
     verifier: Verifier | None
     payments: Payments | None
     auth: ServiceAuth | None
 
     async def blob_source(self, did: str, cid: str, kind: str) -> tuple[str, str | None] | None:
         """(mime type, PDS URL) of a blob an indexed record of an active account references, or None."""
+        ...
+
+    def did_document(self) -> dict | None:
+        """Our did:web document (``Runtime.did_document``), or None when our service DID is not the
+        did:web of this host (then ``/.well-known/did.json`` answers 404)."""
         ...
 
     def label_health(self) -> dict | None:

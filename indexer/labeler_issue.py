@@ -20,7 +20,6 @@ import asyncio
 import base64
 import hashlib
 import logging
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from atproto_crypto.consts import SECP256K1_JWT_ALG
 from atproto_crypto.did import format_did_key, format_multikey
 
 from core.db import now_iso
+from core.keyfile import read_or_create
 from firehose.labels import LABEL_VERSION, parse_label
 from indexer.labels import LabelStore
 
@@ -67,15 +67,10 @@ def load_key(key_hex: str, key_file: str) -> coincurve.PrivateKey:
     if key_hex.strip():
         return coincurve.PrivateKey(bytes.fromhex(key_hex.strip()))
     path = Path(key_file)
-    if path.exists():
-        return coincurve.PrivateKey(bytes.fromhex(path.read_text().strip()))
-    key = coincurve.PrivateKey()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(key.secret.hex())
-    log.warning("OPENMUSIC_LABEL_KEY is not set: our labeler signs with a key made now and kept in %s", path)
-    return key
+    text, created = read_or_create(path, lambda: coincurve.PrivateKey().secret.hex())
+    if created:
+        log.warning("OPENMUSIC_LABEL_KEY is not set: our labeler signs with a key made now and kept in %s", path)
+    return coincurve.PrivateKey(bytes.fromhex(text.strip()))
 
 
 def did_key_of(key: coincurve.PrivateKey) -> str:

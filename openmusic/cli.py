@@ -216,11 +216,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 async def _with_runtime(settings: Settings, work):
-    """Start the AppView's parts without the firehose or HTTP server, await ``work(rt)``, stop."""
+    """Start the request side of the AppView (``Runtime.start_api``: payments, no firehose, broker,
+    resync or periodic jobs, so it runs safely beside a leading indexer), await ``work(rt)``, stop."""
     from openmusic.runtime import Runtime
 
     rt = Runtime(settings)
-    await rt.start(firehose=False)
+    await rt.start_api()
     try:
         return await work(rt)
     finally:

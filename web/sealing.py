@@ -15,7 +15,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from pathlib import Path
 
@@ -23,6 +22,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from core.keyfile import read_or_create
 
 _VERSION = b"\x01"
 #: File name of the dev-mode key, beside the database.
@@ -72,13 +73,8 @@ def load_keys(configured: str, dev_mode: bool, data_dir: Path) -> list[bytes]:
     if not dev_mode:
         raise KeyConfigError("OPENMUSIC_SESSION_KEY is not set: the web app needs it to encrypt sessions "
                              "(only a development network, --allow-private-hosts, generates one)")
-    path = data_dir / DEV_KEY_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(new_key_text() + "\n")
-    return [parse_key(path.read_text())]
+    text, _created = read_or_create(data_dir / DEV_KEY_FILE, lambda: new_key_text() + "\n")
+    return [parse_key(text)]
 
 
 def _derive(key: bytes, purpose: str) -> bytes:
