@@ -25,7 +25,7 @@ async def count_purchase_click(conn: aiosqlite.Connection, track_uri: str, did: 
         if counted:
             await conn.execute(
                 "INSERT INTO purchase_click (track_uri, did, day, clicks) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (track_uri, day) DO UPDATE SET clicks = clicks + 1", (track_uri, did, day))
+                "ON CONFLICT (track_uri, day) DO UPDATE SET clicks = purchase_click.clicks + 1", (track_uri, did, day))
         await conn.execute("COMMIT")
     except BaseException:
         await conn.execute("ROLLBACK")

@@ -131,8 +131,9 @@ async def _audit(conn: Any, operator: str, subject: str, action: str, note: str 
                  seq: int | None, at: str) -> int:
     cur = await conn.execute(
         "INSERT INTO moderation_action (operator, at, subject, action, val, note, reports, label_seq) "
-        "VALUES (?,?,?,?,?,?,?,?)", (operator, at, subject, action, AUDIO_TAKEDOWN, note, json.dumps(reports), seq))
-    return int(cur.lastrowid or 0)
+        "VALUES (?,?,?,?,?,?,?,?) RETURNING id", (operator, at, subject, action, AUDIO_TAKEDOWN, note,
+                                                 json.dumps(reports), seq))
+    return int((await cur.fetchall())[0][0])
 
 
 async def open_case(issuer: LabelIssuer, operator: str, track: str, note: str | None = None) -> dict[str, Any]:
@@ -168,9 +169,9 @@ async def open_case(issuer: LabelIssuer, operator: str, track: str, note: str | 
         try:
             cur = await conn.execute(
                 "INSERT INTO copyright_case (track, artist, claimant, claim, reports, opened_at, opened_by, status) "
-                "VALUES (?,?,?,?,?,?,?, 'down')", (track, artist, reports[0][1], reports[0][2], json.dumps(ids), at,
-                                                   operator))
-            case_id = int(cur.lastrowid or 0)
+                "VALUES (?,?,?,?,?,?,?, 'down') RETURNING id", (track, artist, reports[0][1], reports[0][2],
+                                                                  json.dumps(ids), at, operator))
+            case_id = int((await cur.fetchall())[0][0])
             action = await _audit(conn, operator, track, "copyright", note, ids, seq, at)
             marks = ",".join("?" * len(ids))
             await conn.execute(f"UPDATE report SET status = 'actioned', action_id = ? WHERE id IN ({marks})",

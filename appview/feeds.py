@@ -73,7 +73,7 @@ MANY_FOLLOWS = 50
 async def following(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     """The ``following`` feed of ``p["actor"]`` (module docstring). Raises ``ActorNotFound``."""
     did = await _actor(ctx, p, "following")
-    cur = await ctx.db.execute("SELECT COUNT(*) FROM (SELECT 1 FROM follow_current WHERE did = ? LIMIT ?)",
+    cur = await ctx.db.execute("SELECT COUNT(*) FROM (SELECT 1 FROM follow_current WHERE did = ? LIMIT ?) AS f",
                                (did, MANY_FOLLOWS))
     (follows,) = await cur.fetchone()
     if follows >= MANY_FOLLOWS:

@@ -130,9 +130,10 @@ async def create_report(conn: Any, reporter: str, body: Any, now: str | None = N
     now = now or labeler_issue.atproto_now()
     cur = await conn.execute(
         "INSERT INTO report (reporter, reason_type, reason, subject, subject_cid, subject_kind, created_at) "
-        "VALUES (?,?,?,?,?,?,?)", (reporter, reason_type, reason, uri, cid, kind, now))
+        "VALUES (?,?,?,?,?,?,?) RETURNING id", (reporter, reason_type, reason, uri, cid, kind, now))
+    report_id = (await cur.fetchall())[0][0]
     subject = {"$type": REPO_REF, "did": uri} if kind == "account" else {"$type": STRONG_REF, "uri": uri, "cid": cid}
-    out: dict[str, Any] = {"id": cur.lastrowid, "reasonType": reason_type, "subject": subject,
+    out: dict[str, Any] = {"id": report_id, "reasonType": reason_type, "subject": subject,
                            "reportedBy": reporter, "createdAt": now}
     if reason:
         out["reason"] = reason
@@ -257,8 +258,9 @@ async def moderate(issuer: LabelIssuer, operator: str, subject: str, action: str
         try:
             cur = await conn.execute(
                 "INSERT INTO moderation_action (operator, at, subject, action, val, note, reports, label_seq) "
-                "VALUES (?,?,?,?,?,?,?,?)", (operator, at, subject, action, val, note, json.dumps(open_ids), seq))
-            action_id = cur.lastrowid
+                "VALUES (?,?,?,?,?,?,?,?) RETURNING id", (operator, at, subject, action, val, note, json.dumps(open_ids),
+                                                         seq))
+            action_id = (await cur.fetchall())[0][0]
             if open_ids:
                 marks = ",".join("?" * len(open_ids))
                 await conn.execute(f"UPDATE report SET status = ?, action_id = ? WHERE id IN ({marks})",

@@ -205,8 +205,8 @@ async def unread_count(ctx: ViewContext, did: str, p: dict[str, Any] | None = No
     parts = []
     for sql, at, _uri in _sources(None):
         cond = f"AND {at} > :seen" if seen else ""
-        parts.append(f"SELECT 1 FROM ({sql.format(cond=cond)} LIMIT :n)")
-    cur = await ctx.db.execute(f"SELECT COUNT(*) FROM ({' UNION ALL '.join(parts)} LIMIT :n)",
+        parts.append(f"SELECT 1 FROM ({sql.format(cond=cond)} LIMIT :n) AS s{len(parts)}")
+    cur = await ctx.db.execute(f"SELECT COUNT(*) FROM ({' UNION ALL '.join(parts)} LIMIT :n) AS u",
                                {"me": did, "seen": seen, "n": UNREAD_CAP + 1, "now": _now()})
     (count,) = await cur.fetchone()
     out: dict[str, Any] = {"count": min(count, UNREAD_CAP)}

@@ -46,7 +46,7 @@ def check_playlist_uri(uri: str) -> None:
 
 async def item_count(ctx: ViewContext, uri: str, owner: str) -> int:
     """How many items of playlist ``uri`` (owned by ``owner``) are shown (the rules of ``_ITEMS``)."""
-    cur = await ctx.db.execute(f"SELECT count(*) FROM ({_ITEMS})", (owner, uri, uri))
+    cur = await ctx.db.execute(f"SELECT count(*) FROM ({_ITEMS}) AS i", (owner, uri, uri))
     return (await cur.fetchone())[0]
 
 
@@ -94,7 +94,7 @@ async def get_playlist(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     if after := decode_cursor(p.get("cursor"), (int, str, str)):
         cond = "WHERE (part, k, tie) > (?, ?, ?)"
         args += after
-    cur = await ctx.db.execute(f"SELECT part, k, tie, track_uri, author, position, item_uri FROM ({_ITEMS}) {cond} "
+    cur = await ctx.db.execute(f"SELECT part, k, tie, track_uri, author, position, item_uri FROM ({_ITEMS}) AS i {cond} "
                                f"ORDER BY part, k, tie LIMIT ?", [*args, p["limit"] + 1])
     rows = await cur.fetchall()
     page = rows[:p["limit"]]
@@ -151,10 +151,10 @@ async def viewer_playlists(ctx: ViewContext, did: str, limit: int = 200) -> list
     owner's DID), newest first within each group, at most ``limit`` in all."""
     cur = await ctx.db.execute(
         f"SELECT uri, cid, title, did, 1 FROM (SELECT uri, cid, title, did, sort_at FROM playlist WHERE did = ? "
-        f"ORDER BY sort_at DESC, uri DESC LIMIT ?) "
+        f"ORDER BY sort_at DESC, uri DESC LIMIT ?) AS own "
         f"UNION ALL SELECT * FROM (SELECT pl.uri, pl.cid, pl.title, pl.did, 0 FROM playlist_collaborator c "
         f"JOIN playlist pl ON pl.uri = c.playlist_uri LEFT JOIN actor a ON a.did = pl.did "
-        f"WHERE c.did = ? AND {ACTIVE} ORDER BY pl.sort_at DESC, pl.uri DESC LIMIT ?)", (did, limit, did, limit))
+        f"WHERE c.did = ? AND {ACTIVE} ORDER BY pl.sort_at DESC, pl.uri DESC LIMIT ?) AS shared", (did, limit, did, limit))
     rows = (await cur.fetchall())[:limit]
     return [{"uri": uri, "cid": cid, "title": title, "owner": owner, "own": bool(own)}
             for uri, cid, title, owner, own in rows]

@@ -91,7 +91,7 @@ MANY_FOLLOWS = 50
 async def following(execute: Execute, viewer: str, limit: int, cursor: str | None) -> dict[str, Any]:
     """"Artists you follow": posts that shared our music by accounts ``viewer`` follows on Open Music
     (``fm.openmusic.graph.follow``), newest first. Returns ``{feed, cursor?}``; raises ``BadCursor``."""
-    cur = await execute("SELECT COUNT(*) FROM (SELECT 1 FROM follow_current WHERE did = ? LIMIT ?)",
+    cur = await execute("SELECT COUNT(*) FROM (SELECT 1 FROM follow_current WHERE did = ? LIMIT ?) AS f",
                         (viewer, MANY_FOLLOWS))
     (follows,) = tuple(await cur.fetchone())
     # many follows: walk all shares newest first; few: read the followed accounts' shares and sort

@@ -6,10 +6,16 @@ from typing import Any
 
 from core.db import normalize_datetime, sort_at
 from core.lexicons import ALBUM, TRACK, RecordInvalid
-from indexer.base import WriteContext, blob_cid, blob_mime, split_uri
+from indexer.base import WriteContext, blob_cid, blob_mime, split_uri, upsert
 from indexer.track import check_blob_type
 
 COLLECTION = ALBUM
+
+#: The row of one record (``INSERT OR REPLACE`` in SQL both engines run: ``indexer.base.upsert``).
+_UPSERT = upsert("album", "uri", [
+    "uri", "did", "rkey", "cid", "title", "genre", "artwork_cid", "artwork_mime", "release_date",
+    "created_at", "sort_at", "indexed_at"])
+
 
 
 def check(record: dict[str, Any]) -> None:
@@ -24,8 +30,7 @@ def check(record: dict[str, Any]) -> None:
 def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     """Index one album record and its ordered track list."""
     ctx.tx.execute(
-        "INSERT OR REPLACE INTO album (uri, did, rkey, cid, title, genre, artwork_cid, artwork_mime, release_date, "
-        "created_at, sort_at, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        _UPSERT,
         (ctx.uri, ctx.did, ctx.rkey, ctx.cid, record["title"], record.get("genre"),
          blob_cid(record.get("artwork")), blob_mime(record.get("artwork")), normalize_datetime(record.get("releaseDate")),
          normalize_datetime(record["createdAt"]) or ctx.now, sort_at(record["createdAt"], ctx.now), ctx.now))

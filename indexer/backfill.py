@@ -85,7 +85,7 @@ class Backfill:
         async with self.indexer.lock:
             await self.indexer.sql(
                 "INSERT INTO backfill (source, cursor, listed, complete, updated_at) VALUES (?,?,?,?,?) "
-                "ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, listed = listed + excluded.listed, "
+                "ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, listed = backfill.listed + excluded.listed, "
                 "complete = excluded.complete, updated_at = excluded.updated_at",
                 (self.source, cursor, self.listed, 1 if complete else 0, now_iso()))
 

@@ -50,3 +50,13 @@ def blob_cid(blob: object) -> str | None:
 def blob_mime(blob: object) -> str | None:
     """The declared mime type of a blob value, or None."""
     return blob.get("mimeType") if isinstance(blob, dict) else None
+
+
+def upsert(table: str, key: str, columns: list[str], values: str | None = None) -> str:
+    """``INSERT INTO table (columns) VALUES (values) ON CONFLICT (key) DO UPDATE SET`` every other
+    column to the new value: what ``INSERT OR REPLACE`` did for a table whose only unique key is
+    ``key``, in SQL both SQLite and PostgreSQL run (columns not named keep their values instead of
+    going back to their defaults). ``values``: the VALUES list's inside (default one ``?`` per column)."""
+    sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    inside = values if values is not None else ",".join("?" * len(columns))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({inside}) ON CONFLICT ({key}) DO UPDATE SET {sets}"

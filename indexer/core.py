@@ -475,7 +475,7 @@ class Indexer:
         detail = detail[:2000].encode("utf-8", "replace").decode("utf-8")
         cur = self.conn.execute(
             "INSERT INTO rejected_record (uri, cid, reason, detail, rejected_at) SELECT ?,?,?,?,? WHERE NOT EXISTS "
-            "(SELECT 1 FROM rejected_record WHERE uri = ? AND cid IS ? AND reason = ?)",
+            "(SELECT 1 FROM rejected_record WHERE uri = ? AND cid IS NOT DISTINCT FROM ? AND reason = ?)",
             (uri, op.cid, reason, detail, now, uri, op.cid, reason))
         if cur.rowcount:
             self.rejections[reason] += 1

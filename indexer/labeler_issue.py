@@ -244,9 +244,10 @@ class LabelIssuer:
         signed = sign_label(label, self.key)
         parsed = parse_label(signed)  # raises LabelError before anything is stored
         cur = await self.conn.execute(
-            "INSERT INTO issued_label (src, uri, val, cid, neg, cts, exp, ver, sig) VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO issued_label (src, uri, val, cid, neg, cts, exp, ver, sig) VALUES (?,?,?,?,?,?,?,?,?) "
+            "RETURNING seq",
             (self.did, uri, val, cid, 1 if neg else 0, signed["cts"], exp, LABEL_VERSION, signed["sig"]))
-        seq = cur.lastrowid
+        seq = (await cur.fetchall())[0][0]
         await self.store.apply(self.did, None, [parsed])
         notify()
         return int(seq or 0), signed

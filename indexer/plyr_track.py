@@ -28,7 +28,7 @@ from core.db import normalize_datetime, sort_at
 from core.lexicons import RecordInvalid, validate_record
 from indexer import search, stats, streams, teal_play
 from indexer import track as om_track
-from indexer.base import WriteContext, blob_cid
+from indexer.base import WriteContext, blob_cid, upsert
 
 COLLECTION = "fm.plyr.track"
 #: Not one of our lexicons: ``indexer.core`` runs ``check_foreign`` (data model, ``$type``, TID
@@ -36,6 +36,13 @@ COLLECTION = "fm.plyr.track"
 LEXICON = False
 #: The value of ``track.origin`` (and of ``origin`` in ``catalog.defs#trackView``) for these tracks.
 ORIGIN = COLLECTION
+
+#: The row of one record (``INSERT OR REPLACE`` in SQL both engines run: ``indexer.base.upsert``).
+_UPSERT = upsert("track", "uri", [
+    "uri", "did", "rkey", "cid", "title", "duration_ms", "audio_cid", "audio_mime", "audio_size",
+    "explicit", "created_at", "sort_at", "indexed_at", "origin"],
+    "?,?,?,?,?,?,?,?,?,0,?,?,?,?")
+
 
 
 def check(record: dict[str, Any]) -> None:
@@ -60,8 +67,7 @@ def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     created = normalize_datetime(record["createdAt"]) or ctx.now
     search.unindex_track(ctx.tx, ctx.uri)
     ctx.tx.execute(
-        "INSERT OR REPLACE INTO track (uri, did, rkey, cid, title, duration_ms, audio_cid, audio_mime, audio_size, "
-        "explicit, created_at, sort_at, indexed_at, origin) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?)",
+        _UPSERT,
         (ctx.uri, ctx.did, ctx.rkey, ctx.cid, record["title"], record["duration"] * 1000, blob_cid(audio),
          audio["mimeType"], audio.get("size"), created, sort_at(record["createdAt"], ctx.now), ctx.now, ORIGIN))
     ctx.tx.execute("INSERT OR IGNORE INTO track_stats (track_uri) VALUES (?)", (ctx.uri,))

@@ -8,10 +8,16 @@ from typing import Any
 from core.db import normalize_datetime
 from core.lexicons import PROFILE, to_json
 from indexer import search
-from indexer.base import WriteContext, blob_cid, blob_mime
+from indexer.base import WriteContext, blob_cid, blob_mime, upsert
 from indexer.track import check_blob_type
 
 COLLECTION = PROFILE
+
+#: The row of one record (``INSERT OR REPLACE`` in SQL both engines run: ``indexer.base.upsert``).
+_UPSERT = upsert("profile", "did", [
+    "did", "uri", "cid", "display_name", "description", "location", "avatar_cid", "avatar_mime",
+    "banner_cid", "banner_mime", "roles", "links", "created_at", "indexed_at", "bot"])
+
 
 
 def check(record: dict[str, Any]) -> None:
@@ -32,8 +38,7 @@ def is_bot(record: dict[str, Any]) -> bool:
 def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     """Index the profile (``bot`` from its self-labels) and refresh the search text of the artist's tracks (their name is in it)."""
     ctx.tx.execute(
-        "INSERT OR REPLACE INTO profile (did, uri, cid, display_name, description, location, avatar_cid, "
-        "avatar_mime, banner_cid, banner_mime, roles, links, created_at, indexed_at, bot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        _UPSERT,
         (ctx.did, ctx.uri, ctx.cid, record.get("displayName"), record.get("description"), record.get("location"),
          blob_cid(record.get("avatar")), blob_mime(record.get("avatar")),
          blob_cid(record.get("banner")), blob_mime(record.get("banner")), json.dumps(record.get("roles") or []),

@@ -16,8 +16,16 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
+from indexer.base import upsert
+
 #: Slots per millisecond of ``sort_at``.
 SLOTS = 1000
+
+#: The row of one record (``INSERT OR REPLACE`` in SQL both engines run: ``indexer.base.upsert``).
+_UPSERT = upsert("track_rank", "search_key", [
+    "search_key", "plays", "uri"],
+    "?, COALESCE((SELECT plays FROM track_stats WHERE track_uri = ?), 0), ?")
+
 
 
 def track_body(record: dict[str, Any], artist_name: str | None, handle: str | None) -> str:
@@ -70,8 +78,7 @@ def index_track(tx: sqlite3.Connection, uri: str, did: str, record: dict[str, An
         tx.execute("DELETE FROM track_fts WHERE rowid = ?", (key,))
     name, handle = artist_names(tx, did)
     tx.execute("INSERT INTO track_fts (rowid, body) VALUES (?, ?)", (key, track_body(record, name, handle)))
-    tx.execute("INSERT OR REPLACE INTO track_rank (search_key, plays, uri) "
-               "VALUES (?, COALESCE((SELECT plays FROM track_stats WHERE track_uri = ?), 0), ?)", (key, uri, uri))
+    tx.execute(_UPSERT, (key, uri, uri))
 
 
 def reindex_artist(tx: sqlite3.Connection, did: str) -> None:

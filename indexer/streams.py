@@ -167,7 +167,7 @@ def classify(tx: sqlite3.Connection, did: str, track_uri: str, created_at: str |
 def book(tx: sqlite3.Connection, did: str, sort_at: str, ms: int) -> None:
     """Add (``ms`` > 0) or take back (< 0) a stream's weight in its listener's day."""
     tx.execute("INSERT INTO listener_day (did, day, stream_ms) VALUES (?,?,?) "
-               "ON CONFLICT (did, day) DO UPDATE SET stream_ms = stream_ms + excluded.stream_ms",
+               "ON CONFLICT (did, day) DO UPDATE SET stream_ms = listener_day.stream_ms + excluded.stream_ms",
                (did, sort_at[:10], ms))
 
 

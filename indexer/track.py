@@ -8,9 +8,16 @@ from core.db import normalize_datetime, sort_at
 from core.lexicons import ALBUM, TRACK, RecordInvalid
 from core.mediatype import blob_media_type
 from indexer import search, stats, streams, teal_play
-from indexer.base import WriteContext, blob_cid, blob_mime, split_uri
+from indexer.base import WriteContext, blob_cid, blob_mime, split_uri, upsert
 
 COLLECTION = TRACK
+
+#: The row of one record (``INSERT OR REPLACE`` in SQL both engines run: ``indexer.base.upsert``).
+_UPSERT = upsert("track", "uri", [
+    "uri", "did", "rkey", "cid", "title", "duration_ms", "genre", "genre_norm", "ai_level", "album_uri",
+    "album_cid", "track_number", "audio_cid", "audio_mime", "audio_size", "artwork_cid", "artwork_mime",
+    "explicit", "created_at", "sort_at", "indexed_at"])
+
 
 
 def check(record: dict[str, Any]) -> None:
@@ -47,9 +54,7 @@ def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     created = normalize_datetime(record["createdAt"]) or ctx.now
     search.unindex_track(ctx.tx, ctx.uri)  # an update: the row is replaced, its sort_at may change
     ctx.tx.execute(
-        "INSERT OR REPLACE INTO track (uri, did, rkey, cid, title, duration_ms, genre, genre_norm, ai_level, "
-        "album_uri, album_cid, track_number, audio_cid, audio_mime, audio_size, artwork_cid, artwork_mime, explicit, "
-        "created_at, sort_at, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        _UPSERT,
         (ctx.uri, ctx.did, ctx.rkey, ctx.cid, record["title"], record["duration"], record.get("genre"),
          (record.get("genre") or "").strip().lower() or None, (record.get("aiDisclosure") or {}).get("level"),
          album.get("uri"), album.get("cid"), record.get("trackNumber"), blob_cid(audio), audio["mimeType"],

@@ -49,10 +49,11 @@ def post(tx: sqlite3.Connection, idem_key: str, kind: str, currency: str,
     if sum(amount for _, amount in rows) != 0:
         raise LedgerError(f"{idem_key}: postings sum to {sum(a for _, a in rows)}, not 0")
     cur = tx.execute("INSERT INTO ledger_txn (idem_key, kind, ref, memo, created_at) VALUES (?,?,?,?,?) "
-                     "ON CONFLICT (idem_key) DO NOTHING", (idem_key, kind, ref, memo, now_iso()))
-    if not cur.rowcount:
+                     "ON CONFLICT (idem_key) DO NOTHING RETURNING id", (idem_key, kind, ref, memo, now_iso()))
+    created = cur.fetchall()  # read to the end, so the statement is finished
+    if not created:  # the key was posted before: nothing to do
         return False
-    txn_id = cur.lastrowid
+    txn_id = created[0][0]
     tx.executemany("INSERT INTO ledger_entry (txn_id, account, currency, amount) VALUES (?,?,?,?)",
                    [(txn_id, account, currency, amount) for account, amount in rows])
     return True
