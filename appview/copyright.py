@@ -31,10 +31,9 @@ from typing import Any
 
 from core.db import now_iso
 from firehose.labels import LabelError
+from indexer.audio_takedown import AUDIO_DOWN_SQL, AUDIO_TAKEDOWN
 from indexer.labeler_issue import LabelIssuer
 
-#: Our label that takes a track's audio down and leaves the rest of it shown.
-AUDIO_TAKEDOWN = "audio-takedown"
 #: The report reason a case answers.
 REASON_COPYRIGHT = "fm.openmusic.moderation.defs#reasonCopyright"
 #: Days between a counter-notice and the audio's return (§ 512(g)(2)(C): 10 to 14 business days).
@@ -44,14 +43,6 @@ MIN_STATEMENT_CHARS = 20
 MAX_STATEMENT_CHARS = 5000
 #: A case's states; ``down`` and ``countered`` are open.
 STATUSES = ("down", "countered", "restored", "upheld")
-
-_NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
-#: SQL: the track ``{alias}`` has its audio taken down by a configured labeler's label in force.
-AUDIO_DOWN_SQL = (
-    "EXISTS (SELECT 1 FROM label l JOIN labeler b ON b.did = l.src AND b.configured = 1 "
-    f"WHERE l.uri = {{alias}}.uri AND l.val = '{AUDIO_TAKEDOWN}' AND l.neg = 0 "
-    f"AND (l.exp IS NULL OR l.exp > {_NOW_SQL}))")
-
 
 class CopyrightError(ValueError):
     """A step the case cannot take (no open copyright report, a case already open, not the artist,
@@ -65,15 +56,30 @@ def _at(now: datetime | None = None) -> str:
 
 async def audio_blocked(db: Any, did: str, cid: str) -> bool:
     """Whether the audio blob ``cid`` of ``did`` belongs to a track whose audio is taken down
-    (``AUDIO_DOWN_SQL``): then no track of that account serves it, so a re-upload of the same file in
-    a new record stays down too."""
+    (``indexer.audio_takedown.AUDIO_DOWN_SQL``): then no track of that account serves it, so a
+    re-upload of the same file in a new record stays down too."""
     cur = await db.execute(f"SELECT 1 FROM track t WHERE t.did = ? AND t.audio_cid = ? AND "
                            f"{AUDIO_DOWN_SQL.format(alias='t')} LIMIT 1", (did, cid))
     return await cur.fetchone() is not None
 
 
+async def audio_down_uris(db: Any, uris: list[str]) -> set[str]:
+    """Which of the tracks ``uris`` cannot be played: their audio blob is taken down
+    (``audio_blocked``'s rule, for a page of views in one statement; the partial index
+    ``label_audio_takedown`` keeps it to the few labels of that value)."""
+    if not uris:
+        return set()
+    marks = ",".join("?" * len(uris))
+    cur = await db.execute(f"SELECT t.uri FROM track t WHERE t.uri IN ({marks}) AND {AUDIO_DOWN_SQL.format(alias='t')}",
+                           uris)
+    return {row[0] for row in await cur.fetchall()}
+
+
 def audio_down(view: dict[str, Any]) -> bool:
-    """Whether a track view's ``labels`` take its audio down (a label ``audio-takedown`` not negated)."""
+    """Whether a track view cannot be played: ``audioTakenDown`` (``appview.views.track_views``), or
+    a label ``audio-takedown`` not negated among its ``labels``."""
+    if view.get("audioTakenDown"):
+        return True
     return any(isinstance(lab, dict) and lab.get("val") == AUDIO_TAKEDOWN and not lab.get("neg")
                for lab in view.get("labels") or [])
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiosqlite
 
+from appview.copyright import audio_down_uris
 from appview.xrpc import not_found
 from core.db import ReaderPool
 from core.identity import INVALID_HANDLE, IdentityService
@@ -148,6 +149,7 @@ async def track_views(ctx: ViewContext, uris: list[str], listed: bool = True) ->
     rows = await cur.fetchall()
     artists = await artist_views(ctx, [r[1] for r in rows])
     labels = await label_views(ctx, [r[0] for r in rows])
+    down = await audio_down_uris(ctx.db, [r[0] for r in rows])
     out = {}
     for (uri, did, cid, title, duration, genre, ai_level, audio_cid, audio_mime, artwork_cid, album_uri,
          album_cid, raw, indexed_at, plays, likes, origin) in rows:
@@ -166,6 +168,8 @@ async def track_views(ctx: ViewContext, uris: list[str], listed: bool = True) ->
             view["album"] = {"uri": album_uri, "cid": album_cid}
         if origin:
             view["origin"] = origin
+        if uri in down:
+            view["audioTakenDown"] = True
         own = [*labels.get(uri, []), *self_labels(uri, did, cid, view["record"], indexed_at)]
         if own:
             view["labels"] = own

@@ -12,6 +12,8 @@ A play record (``fm.openmusic.listen.play``) is written by the listener, about a
   earns; older claims, and history a backfill imports later, do not), and not before the track
   existed (the track's ``sort_at``: its ``createdAt``, never later than when we first indexed it),
   less ``TRACK_TOLERANCE_MS``;
+- **its audio was up**: a play indexed while its track's audio is taken down after a copyright
+  claim (``indexer.audio_takedown``) earns nothing, also when the audio comes back later;
 - **it was heard long enough**: its weight, ``heard_ms`` = ``min(listenedMs, duration)``, or with
   ``segments`` ``min(listenedMs, |union of the segments within [0, duration]|)``, is at least
   ``min(STREAM_MIN_MS, duration / 2)``;
@@ -46,7 +48,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from core.db import parse_datetime
-from indexer import rollups, stats
+from indexer import audio_takedown, rollups, stats
 
 #: A play shorter than this (or than half the track, if less) is not a stream, ms.
 STREAM_MIN_MS = 30_000
@@ -150,7 +152,7 @@ def classify(tx: sqlite3.Connection, did: str, track_uri: str, created_at: str |
     duration, since = row
     heard = heard_ms(listened_ms, segments, duration)
     need = threshold_ms(duration)
-    if heard < need or not dated_honestly(created_at, indexed_at, since):
+    if heard < need or not dated_honestly(created_at, indexed_at, since) or audio_takedown.taken_down(tx, track_uri):
         return Stream(False, False, 0, heard)
     day = sort_at[:10]
     (today,) = tx.execute("SELECT count(*) FROM play WHERE did = ? AND track_uri = ? AND stream = 1 AND sort_at >= ? "

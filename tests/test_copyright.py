@@ -9,7 +9,7 @@ a counter-notice is refused from anyone but the artist, when too short, or twice
 label with an expiry ``RESTORE_AFTER_DAYS`` ahead, notifying the claimant; once that time passes the
 audio is served again with no job run, and both sides get ``copyrightRestored``; an operator can
 restore early (a negation) or uphold after a counter-notice (a label with no expiry), never uphold
-before one; every step is in the audit log.
+before one; every step is in the audit log. A play indexed while the audio is down earns nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from appview import copyright, queries
 from appview.copyright import CopyrightError, audio_blocked, close_case, counter_notice, open_case
 from appview.moderation import audit_log, create_report
 from appview.notifications import list_notifications, unread_count
-from tests.records import DID, LISTENER
+from core.db import now_iso
+from tests.records import DID, LISTENER, play
+from tests.test_indexer_units import PLAY, commit, create, rkey
 from tests.test_reports import COPYRIGHT, SPAM, T1, T2, env, ref  # noqa: F401  (env is a fixture)
 
 OPERATOR = "did:plc:operatoroperatoroperato"
@@ -53,8 +55,11 @@ async def test_claim_takes_the_audio_down_and_notifies_both_sides(env):
     assert (case["status"], case["artist"], case["claimant"], case["claim"]) == ("down", DID, LISTENER, "my recording")
     assert case["reports"] == [claim["id"]] and case["audioDown"]
     assert await audio_blocked(env.conn, DID, audio)
-    # the fixture's second track reuses the same file: a re-upload in a new record stays down too
+    # the fixture's second track reuses the same file: a re-upload in a new record stays down too,
+    # and its view says so, though the label is on the first
     assert await audio_of(env, T2) == audio and await audio_blocked(env.conn, DID, await audio_of(env, T2))
+    again = (await queries.get_track(env.views, {"uri": T2}))["track"]
+    assert again["audioTakenDown"] is True and "labels" not in again and copyright.audio_down(again)
     assert not await audio_blocked(env.conn, LISTENER, audio)  # the same file in another account's repo
     view = (await queries.get_track(env.views, {"uri": T1}))["track"]  # the track itself stays
     assert copyright.audio_down(view) and [lb["val"] for lb in view["labels"]] == ["audio-takedown"]
@@ -125,9 +130,21 @@ async def test_operator_restores_early(env):
     assert restored["status"] == "restored" and not restored["audioDown"]
     assert not await audio_blocked(env.conn, DID, audio)
     view = (await queries.get_track(env.views, {"uri": T2}))["track"]
-    assert not copyright.audio_down(view)
+    assert not copyright.audio_down(view) and "audioTakenDown" not in view
     assert await reasons(env, DID) == [("copyrightRestored", LISTENER), ("copyrightClaim", LISTENER)]
     # a new claim on the same track can open a new case once the first is closed
     await create_report(env.conn, LISTENER, {"reasonType": COPYRIGHT, "subject": ref(T2)})
     again = await open_case(env.issuer, OPERATOR, T2)
     assert again["id"] != case["id"] and await audio_blocked(env.conn, DID, audio)
+
+
+async def test_plays_while_the_audio_is_down_earn_nothing(env):
+    """A play indexed while its track's audio is taken down is no stream; one indexed after the
+    audio is back is (its decision is made once, when indexed)."""
+    await create_report(env.conn, LISTENER, {"reasonType": COPYRIGHT, "subject": ref(T1)})
+    case = await open_case(env.issuer, OPERATOR, T1)
+    await env.ix.apply([commit(10, LISTENER, 1, create(PLAY, rkey(101), play(T1, "bafyreia", 90_000, createdAt=now_iso())))], 10)
+    await close_case(env.issuer, OPERATOR, case["id"], "restored")
+    await env.ix.apply([commit(11, LISTENER, 2, create(PLAY, rkey(102), play(T1, "bafyreia", 90_000, createdAt=now_iso())))], 11)
+    cur = await env.conn.execute("SELECT uri, stream FROM play ORDER BY uri")
+    assert [r[1] for r in await cur.fetchall()] == [0, 1]
