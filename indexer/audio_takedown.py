@@ -23,7 +23,14 @@ AUDIO_DOWN_SQL = (
 
 
 def taken_down(tx: sqlite3.Connection, track_uri: str) -> bool:
-    """Whether the audio of the indexed track ``track_uri`` is taken down now (``AUDIO_DOWN_SQL``)."""
-    row = tx.execute(f"SELECT 1 FROM track t WHERE t.uri = ? AND {AUDIO_DOWN_SQL.format(alias='t')}",
-                     (track_uri,)).fetchone()
+    """Whether the audio of the indexed track ``track_uri`` is taken down now (``AUDIO_DOWN_SQL``).
+    False on a database from before labels (migration 0023): an old migration that decides plays
+    again (0008) runs this code on its schema."""
+    try:
+        row = tx.execute(f"SELECT 1 FROM track t WHERE t.uri = ? AND {AUDIO_DOWN_SQL.format(alias='t')}",
+                         (track_uri,)).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return False
+        raise
     return row is not None
