@@ -108,7 +108,8 @@ async def get_case(db: Any, case_id: int) -> dict[str, Any] | None:
 async def cases(db: Any, *, track: str | None = None, party: str | None = None, open_only: bool = False,
                 limit: int = 50) -> list[dict[str, Any]]:
     """Cases, newest first: of the track ``track``, where ``party`` (a DID) is the artist or the
-    claimant, only open ones (``down``, ``countered``). Each as ``get_case`` gives it, with
+    claimant, with ``open_only`` only those still holding the audio (``down``, ``countered``,
+    ``upheld``: an upheld claim can still be lifted). Each as ``get_case`` gives it, with
     ``title`` (the track's) and the parties' handles (``artistHandle``, ``claimantHandle``)."""
     conds, args = [], []
     if track:
@@ -118,7 +119,7 @@ async def cases(db: Any, *, track: str | None = None, party: str | None = None, 
         conds.append("(c.artist = ? OR c.claimant = ?)")
         args += [party, party]
     if open_only:
-        conds.append("c.status IN ('down', 'countered')")
+        conds.append("c.status IN ('down', 'countered', 'upheld')")
     where = f"WHERE {' AND '.join(conds)}" if conds else ""
     cols = ", ".join(f"c.{c.strip()}" for c in _COLUMNS.split(","))
     cur = await db.execute(
@@ -160,8 +161,8 @@ async def open_case(issuer: LabelIssuer, operator: str, track: str, note: str | 
         reports = [tuple(r) for r in await cur.fetchall()]
         if not reports:
             raise CopyrightError("there is no open copyright report on this track")
-        cur = await conn.execute("SELECT 1 FROM copyright_case WHERE track = ? AND status IN ('down', 'countered')",
-                                 (track,))
+        cur = await conn.execute("SELECT 1 FROM copyright_case WHERE track = ? AND status IN ('down', 'countered', "
+                                 "'upheld')", (track,))
         if await cur.fetchone() is not None:
             raise CopyrightError("this track has an open copyright case already")
         try:
@@ -233,7 +234,8 @@ async def counter_notice(issuer: LabelIssuer, artist: str, case_id: int, stateme
 async def close_case(issuer: LabelIssuer, operator: str, case_id: int, outcome: str,
                      note: str | None = None) -> dict[str, Any]:
     """An operator closes case ``case_id``: ``outcome`` ``restored`` (the audio comes back now: our
-    label negated; from ``down`` or ``countered``) or ``upheld`` (after a counter-notice, the
+    label negated; from ``down``, ``countered`` or ``upheld``, when a court or the claimant lifts
+    it) or ``upheld`` (after a counter-notice, the
     claimant went to court: the label issued again without ``exp``). Writes the audit log
     (``restore-audio``, ``uphold``). Returns the case. Raises ``CopyrightError`` for an unknown
     outcome, a case not open, or upholding a case with no counter-notice."""
@@ -242,8 +244,10 @@ async def close_case(issuer: LabelIssuer, operator: str, case_id: int, outcome: 
     conn = issuer.conn
     async with issuer.lock:
         case = await get_case(conn, case_id)
-        if case is None or case["status"] not in ("down", "countered"):
+        if case is None or case["status"] not in ("down", "countered", "upheld"):
             raise CopyrightError("this copyright case is not open")
+        if outcome == "upheld" and case["status"] == "upheld":
+            raise CopyrightError("this claim is upheld already")
         if outcome == "upheld" and case["status"] != "countered":
             raise CopyrightError("a claim is upheld only after a counter-notice; the audio is down already")
         try:

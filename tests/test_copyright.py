@@ -113,10 +113,17 @@ async def test_a_fresh_counter_notice_keeps_the_audio_down_until_the_operator_de
     assert upheld["status"] == "upheld" and upheld["audioDown"] and await audio_blocked(env.conn, DID, audio)
     cur = await env.conn.execute("SELECT exp, neg FROM label WHERE uri = ? AND val = 'audio-takedown'", (T1,))
     assert tuple(await cur.fetchone()) == (None, 0)
+    with pytest.raises(CopyrightError, match="upheld already"):
+        await close_case(env.issuer, OPERATOR, case["id"], "upheld")
+    assert ("copyrightUpheld", DID) in await reasons(env, LISTENER)
+    assert [c["id"] for c in await copyright.cases(env.conn, open_only=True)] == [case["id"]]
+    # a court lifts it later: the operator restores the audio from the upheld case
+    lifted = await close_case(env.issuer, OPERATOR, case["id"], "restored")
+    assert lifted["status"] == "restored" and not await audio_blocked(env.conn, DID, audio)
     with pytest.raises(CopyrightError, match="not open"):
         await close_case(env.issuer, OPERATOR, case["id"], "restored")
-    assert ("copyrightUpheld", DID) in await reasons(env, LISTENER)
-    assert [x["action"] for x in await audit_log(env.conn)] == ["uphold", "counter-notice", "copyright"]
+    assert await copyright.cases(env.conn, open_only=True) == []
+    assert [x["action"] for x in await audit_log(env.conn)] == ["restore-audio", "uphold", "counter-notice", "copyright"]
 
 
 async def test_operator_restores_early(env):

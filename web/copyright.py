@@ -84,6 +84,13 @@ class Copyright:
         user: UserSession | None = None
         try:
             user, form = await self.pages._signed_in_form(request)
+            statement = form.get("statement", "").strip()
+            if len(statement) < MIN_STATEMENT_CHARS:
+                raise PageError(400, _("Counter-notice not sent"),
+                                _("Say why the claim is wrong, in at least %(n)s characters.") % {"n": MIN_STATEMENT_CHARS})
+            if len(statement) > MAX_STATEMENT_CHARS:
+                raise PageError(400, _("Counter-notice not sent"),
+                                _("The statement is longer than %(n)s characters.") % {"n": MAX_STATEMENT_CHARS})
             if form.get("sworn") != "1":
                 raise PageError(400, _("Counter-notice not sent"),
                                 _("Confirm the statement: tick the box that says it is true."))

@@ -93,6 +93,7 @@ class Moderation:
         self.web, self.pages = web, pages
         web.templates.globals.update(max_report_chars=MAX_REASON_CHARS)
         web.templates.filters.update(subject_path=subject_path)
+        web.templates.globals.update(is_operator=lambda did: did in self.operators())  # the footer's link
         pages.context_providers.append(self.provide)
 
     def routes(self) -> list[BaseRoute]:
@@ -133,12 +134,23 @@ class Moderation:
             try:
                 await create_report(self.web.conn, user.did, body)
             except XrpcError as exc:
-                raise PageError(400, _("Cannot send this report"), exc.message) from exc
+                raise PageError(400, _("Cannot send this report"), self._explain(exc.message)) from exc
         except PageError as exc:
             return self.web.error_page(exc.status, exc.title, exc.message, user=user)
         log.info("report on %s by %s (%s)", uri[:200], user.did, body["reasonType"])
         back = local_path(form.get("next"), fallback="/")
         return RedirectResponse(with_query(back, reported="1") + "#report", status_code=303)
+
+    def _explain(self, message: str) -> str:
+        """A createReport refusal (``appview.moderation``'s English message) in the viewer's language."""
+        _ = self.web.templates.gettext
+        if message.startswith("unknown reasonType"):
+            return _("Choose a reason from the list.")
+        if message.startswith("reason is longer"):
+            return _("The details are longer than %(n)s characters.") % {"n": MAX_REASON_CHARS}
+        if "is not indexed here" in message or "is not known here" in message:
+            return _("This is not in the catalog any more.")
+        return _("This form is damaged; reload the page.")
 
     async def _operator(self, request: Request) -> tuple[UserSession | None, Response | None]:
         """The signed-in operator, or the answer for anyone else (sign-in redirect, 403 page)."""

@@ -316,6 +316,18 @@ function setUp() {
   });
   audio.addEventListener("seeked", position);
   audio.addEventListener("ended", next);
+  // A track that cannot be loaded (its audio taken down: 451, or gone): say so, and go on to the
+  // next one, unless every track of the queue failed in a row.
+  let failures = 0;
+  audio.addEventListener("error", () => {
+    const t = current();
+    if (!t || !audio.src) return;
+    failures += 1;
+    speak(label("unavailable").replace("{title}", t.title));
+    ui.title.textContent = label("unavailable").replace("{title}", t.title);
+    if (failures < queue.length && nextAt() >= 0) setTimeout(next, 1500);
+  });
+  audio.addEventListener("playing", () => { failures = 0; });
 
   function session(state) {
     if (!("mediaSession" in navigator)) return;

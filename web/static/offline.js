@@ -121,7 +121,9 @@ function itemOf(button) {
   if (d.audio) item.audio = d.audio;
   if (d.artwork) item.artwork = d.artwork;
   if (item.kind === "album") {
-    item.tracks = [...document.querySelectorAll(".tracks li.track")].map((li) => {
+    // the rows that can be played (a track whose audio is taken down has no audio element)
+    const rows = [...document.querySelectorAll(".tracks li.track")].filter((li) => li.querySelector("audio[data-uri]"));
+    item.tracks = rows.map((li) => {
       const audio = li.querySelector("audio[data-uri]");
       const link = li.querySelector("a.title");
       return {
