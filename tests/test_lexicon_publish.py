@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -44,6 +45,10 @@ def test_dns_records_one_per_authority():
     assert ("_lexicon.openmusic.fm", "did=did:plc:abc") in records  # fm.openmusic.authFull
     assert ("_lexicon.catalog.openmusic.fm", "did=did:plc:abc") in records
     assert ("_lexicon.payment.openmusic.fm", "did=did:plc:abc") in records
+    # the developers' guide lists exactly these records
+    import re
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "developers.md").read_text()
+    assert set(re.findall(r"^\| `(_lexicon\.[a-z.]+)` \| `did=<DID>`", guide, re.M)) == set(names)
 
 
 def test_schema_record_is_the_document_with_type():
