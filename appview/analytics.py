@@ -1,6 +1,8 @@
 """The analytics queries, ``fm.openmusic.analytics.*``: streams and listeners over time, the
 retention curve second by second, countries, top tracks and top listeners, for an artist or a
-track. They read the rollups the indexer keeps (``indexer.rollups``), never the plays themselves.
+track. They read the rollups the indexer keeps (``indexer.rollups``), never the plays themselves;
+the rollups count the listeners in standing only (``indexer.standing``: a suspended or taken-down
+listener's plays are taken out when that happens, and come back when it ends).
 The money side (revenue, free-to-paid conversion, the operator's overview) is computed in
 ``appview.analytics_money``; its params and callers are checked here, by the same rules.
 

@@ -22,6 +22,11 @@ Sources (all read on the readers, nothing written):
   index of streams by listener and track (a converter's streams of an artist in the 30 days
   before converting, read without reading a play),
   ``purchase_click``, ``rejected_record``, ``repo_state``.
+
+Listening counts only for listeners in standing (``indexer.standing``: active, not suspended or
+taken down by a label): a converter's streams of the artist (``streamedArtist``), the listeners
+active in a period and the converters among them. Money is never filtered: what an account paid
+(a conversion is a paid invoice) or tipped stays in the figures, as it stays in the ledger.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 
 from appview.views import ViewContext
 from core.identity import INVALID_HANDLE
+from indexer.standing import OUT_OF_STANDING_SQL, did_in_standing
 from payments import ledger
 from payments.payouts import PENDING
 from payments.period import AD_POOL, PLATFORM
@@ -203,7 +209,8 @@ _CONVERTERS = (f"SELECT did, MIN(period_start) AS first FROM subscription_invoic
                "HAVING first >= :lo AND first < :hi")
 #: A stream of listener ``c.did`` of a track in the repo whose AT-URIs fall in [:track_lo, :track_hi),
 #: dated in the ``BEFORE_CONVERTING_DAYS`` days before ``c.first`` (exclusive): found in the index
-#: ``play_listener_track_streams`` (listener, track URI, time) without reading a play.
+#: ``play_listener_track_streams`` (listener, track URI, time) without reading a play. (The caller
+#: checks that the listener is in standing.)
 _STREAMED_BEFORE = ("SELECT 1 FROM play p WHERE p.did = c.did AND p.stream = 1 AND p.track_uri >= :track_lo "
                     "AND p.track_uri < :track_hi AND p.sort_at >= strftime('%Y-%m-%dT%H:%M:%fZ', c.first, "
                     f"'-{BEFORE_CONVERTING_DAYS} days') AND p.sort_at < c.first")
@@ -221,10 +228,10 @@ def _period_args(start: str, end: str) -> dict[str, str]:
 
 async def converters_by_day(ctx: ViewContext, start: str, end: str, artist: str | None) -> list[tuple[str, int, int]]:
     """[(day, converters, of whom streamed ``artist``)] for the days of [start, end] with any: the
-    listeners whose first paid service period starts that day, and (with ``artist``; else 0) those
-    with a stream (paid or free) of a track in the artist's repo (the authority of its AT-URI),
-    dated in the ``BEFORE_CONVERTING_DAYS`` days before that instant."""
-    streamed = f"SUM(EXISTS ({_STREAMED_BEFORE}))" if artist else "0"
+    listeners whose first paid service period starts that day, and (with ``artist``; else 0) those,
+    in standing, with a stream (paid or free) of a track in the artist's repo (the authority of its
+    AT-URI), dated in the ``BEFORE_CONVERTING_DAYS`` days before that instant."""
+    streamed = f"SUM(EXISTS ({_STREAMED_BEFORE}) AND {did_in_standing('c.did')})" if artist else "0"
     prefix = f"at://{artist}/"
     rows = await _rows(ctx, f"SELECT substr(c.first, 1, 10) AS d, COUNT(*), {streamed} FROM ({_CONVERTERS}) c "
                             f"GROUP BY d ORDER BY d",
@@ -234,18 +241,23 @@ async def converters_by_day(ctx: ViewContext, start: str, end: str, artist: str 
 
 async def free_to_paid(ctx: ViewContext, start: str, end: str) -> dict[str, int]:
     """``{converters, activeFreeListeners, convertedActive, conversionRateBps}`` over [start, end]
-    (see the getConversion lexicon): the converters; listeners with a stream dated in the period
-    (``listener_day``) who were on the free tier when it began (no paid service period started
-    before it and ended at or after it: so a converter always was), the converters among them, and
-    the ratio in bps. Counted as (listeners who streamed) - (those of them on a paid tier when it
-    began), each of the latter and of the converters checked by one seek in ``listener_day``."""
-    ((active, paid_before, conv, converted),) = await _rows(
-        ctx, f"WITH c AS MATERIALIZED ({_CONVERTERS}) SELECT (SELECT COUNT(*) FROM (SELECT DISTINCT did FROM "
+    (see the getConversion lexicon): the converters; listeners in standing with a stream dated in
+    the period (``listener_day``) who were on the free tier when it began (no paid service period
+    started before it and ended at or after it: so a converter always was), the converters among
+    them, and the ratio in bps. Counted as (listeners who streamed) - (those of them on a paid tier
+    when it began) - (those out of standing who streamed, less those of them on a paid tier), each
+    of the latter and of the converters checked by one seek in ``listener_day``; the few accounts
+    out of standing are read from their own index (``standing.OUT_OF_STANDING_SQL``)."""
+    ((active, paid_before, out, out_paid_before, conv, converted),) = await _rows(
+        ctx, f"WITH c AS MATERIALIZED ({_CONVERTERS}), o AS MATERIALIZED (SELECT x.did FROM ({OUT_OF_STANDING_SQL}) x "
+             f"WHERE EXISTS ({_STREAMED.format(x='x.did')})) "
+             f"SELECT (SELECT COUNT(*) FROM (SELECT DISTINCT did FROM "
              f"listener_day WHERE day BETWEEN :start AND :end AND stream_ms > 0)), (SELECT COUNT(*) FROM ({_PAID_BEFORE}) "
-             f"p WHERE EXISTS ({_STREAMED.format(x='p.did')})), (SELECT COUNT(*) FROM c), "
-             f"(SELECT COUNT(*) FROM c WHERE EXISTS ({_STREAMED.format(x='c.did')}))",
+             f"p WHERE EXISTS ({_STREAMED.format(x='p.did')})), (SELECT COUNT(*) FROM o), "
+             f"(SELECT COUNT(*) FROM o WHERE o.did IN ({_PAID_BEFORE})), (SELECT COUNT(*) FROM c), "
+             f"(SELECT COUNT(*) FROM c WHERE EXISTS ({_STREAMED.format(x='c.did')}) AND {did_in_standing('c.did')})",
         _period_args(start, end))
-    n = active - paid_before
+    n = (active - out) - (paid_before - out_paid_before)
     return {"converters": conv, "activeFreeListeners": n, "convertedActive": converted,
             "conversionRateBps": (converted * 20000 + n) // (2 * n) if n else 0}
 

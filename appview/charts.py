@@ -6,7 +6,9 @@ indexer keeps: ``track_day`` and ``track_stats`` for streams, ``tip`` with its v
 dates; trending weighs listeners (``track_day_listener``) and votes (``vote_current``) by reputation,
 ``appview.reputation``), then **hydration** of one page (``appview.views.ordered_track_views``).
 Ranking never reads ``play`` rows, except one indexed look-up per vote in the trending window (did
-the voter stream the track before voting).
+the voter stream the track before voting). Only listeners, voters and tippers in standing count
+(``indexer.standing``: active, not suspended or taken down by a label): the rollups and
+``vote_current`` hold nothing else, and the listeners of trending and the tippers are checked again.
 
 Charts are the same for every viewer, and ranking aggregates up to a month of rollups (100 ms and
 more at 100,000 tracks), so a skeleton is computed once per (chart, period, filters, UTC day) and
@@ -33,6 +35,7 @@ from appview.reputation import listener_days, vote_facts
 from appview.views import LISTED, ViewContext, ordered_track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid
 from core import db
+from indexer.standing import in_standing
 
 log = logging.getLogger("openmusic.charts")
 
@@ -224,11 +227,12 @@ async def _new(ctx: ViewContext, where: list[str], args: list[Any]) -> list:
 
 
 async def _tipped(ctx: ViewContext, day: date, period: str, currency: str, where: list[str], args: list[Any]) -> list:
-    """Settled tips naming a track, total amount in minor units of ``currency``, by active tippers,
-    in the period (by the tip's ``sort_at``); a tip whose verified settlement says refunded is out."""
+    """Settled tips naming a track, total amount in minor units of ``currency``, by tippers in
+    standing (``indexer.standing``), in the period (by the tip's ``sort_at``); a tip whose verified
+    settlement says refunded is out."""
     since = _since(period, day)
     sql = ("SELECT tp.track_uri AS uri, SUM(tp.amount) AS score FROM tip tp LEFT JOIN actor pa ON pa.did = tp.did "
-           "WHERE tp.track_uri IS NOT NULL AND tp.currency = ? AND COALESCE(pa.active, 1) = 1 "
+           f"WHERE tp.track_uri IS NOT NULL AND tp.currency = ? AND {in_standing('pa')} "
            + ("AND tp.sort_at >= ? " if since else "")
            + "AND tp.uri IN (SELECT tip_uri FROM settlement WHERE verified = 1 AND status = 'settled') "
            "AND tp.uri NOT IN (SELECT tip_uri FROM settlement WHERE verified = 1 AND status = 'refunded') "

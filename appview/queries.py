@@ -26,6 +26,7 @@ from appview.views import (
 from appview.views import shown as shown_rule
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
 from core.lexicons import TRACK, is_track_uri
+from indexer.standing import IN_STANDING
 
 Handler = Callable[[ViewContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -179,13 +180,16 @@ async def get_album(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
 
 
 async def get_profile(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
-    """fm.openmusic.actor.getProfile: profile fields plus counts."""
+    """fm.openmusic.actor.getProfile: profile fields plus counts. ``playsReceivedCount``: the plays of
+    every track URI in the account's repo by listeners in standing (``indexer.standing``), from
+    ``track_stats`` (which counts no one else)."""
     did = await resolve_actor(ctx, p["actor"])
     base = (await artist_views(ctx, [did]))[did]
     cur = await ctx.db.execute(
         "SELECT (SELECT COUNT(*) FROM track WHERE did = :d), (SELECT COUNT(*) FROM album WHERE did = :d), "
         "(SELECT COUNT(*) FROM play WHERE did = :d), (SELECT COUNT(*) FROM like_record WHERE did = :d), "
-        "(SELECT COUNT(*) FROM play WHERE track_did = :d)", {"d": did})
+        "(SELECT COALESCE(SUM(plays), 0) FROM track_stats WHERE track_uri >= :lo AND track_uri < :hi)",
+        {"d": did, "lo": f"at://{did}/", "hi": f"at://{did}0"})  # '0' follows '/'
     tracks, albums, plays, likes, received = await cur.fetchone()
     view: dict[str, Any] = {"did": did, "handle": base["handle"], "tracksCount": tracks, "albumsCount": albums,
                             "playsCount": plays, "likesCount": likes, "playsReceivedCount": received}
@@ -290,9 +294,11 @@ async def get_actor_likes(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]
 
 async def get_track_stats(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     """fm.openmusic.listen.getTrackStats: plays, streams paid and free (``indexer.streams``) with those
-    of likely farms apart, the up and down votes (``vote_count``: each active voter's latest vote,
+    of likely farms apart, the likes, the up and down votes (``vote_count``: each voter's latest vote,
     ``indexer.stats``; their weights: ``social.getVoteBreakdown``), and apart from all of these the
-    teal.fm plays linked to the track (``tealPlays``, ``indexer.teal_play``)."""
+    teal.fm plays linked to the track (``tealPlays``, ``indexer.teal_play``). Every figure counts the
+    listeners and voters in standing only (``indexer.standing``: a suspended or taken-down account's
+    plays, likes and votes count for nothing while it is)."""
     _check_track_uri(p["uri"])
     cur = await ctx.db.execute(
         f"SELECT COALESCE(s.plays,0), COALESCE(s.listeners,0), COALESCE(s.listened_ms,0), "
@@ -305,12 +311,12 @@ async def get_track_stats(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]
         raise not_found("NotFound", f"track {p['uri']} is not indexed")
     plays, listeners, listened, completions, likes, paid, free, up, down = row
     cur = await ctx.db.execute(  # farms are few: from each, one seek into its streams of this track
-        "SELECT COUNT(*) FROM reputation r CROSS JOIN actor a ON a.did = r.did AND a.active = 1 "
+        f"SELECT COUNT(*) FROM reputation r CROSS JOIN actor a ON a.did = r.did AND {IN_STANDING} "
         "CROSS JOIN play p ON p.did = r.did AND p.track_uri = ? AND p.stream = 1 WHERE r.farm = 1", (p["uri"],))
     (farm,) = await cur.fetchone()
-    cur = await ctx.db.execute(  # teal.fm plays linked to it (indexer.teal_play), by active accounts, apart
+    cur = await ctx.db.execute(  # teal.fm plays linked to it (indexer.teal_play), by accounts in standing, apart
         "SELECT COUNT(*) FROM teal_play tp LEFT JOIN actor a ON a.did = tp.did "
-        f"WHERE tp.track_uri = ? AND tp.duplicate = 0 AND {ACTIVE}", (p["uri"],))
+        f"WHERE tp.track_uri = ? AND tp.duplicate = 0 AND {IN_STANDING}", (p["uri"],))
     (teal,) = await cur.fetchone()
     return {"uri": p["uri"], "plays": plays, "uniqueListeners": listeners, "listenedMs": listened,
             "completions": completions, "likes": likes, "paidStreams": paid, "freeStreams": free,

@@ -4,7 +4,8 @@ you" (``fm.openmusic.feed.getSuggestions``, and ``for_you_uris`` for ``feed.getF
 **Model.** Item-to-item cosine similarity over co-listening, computed with ``scipy.sparse`` (no
 linear algebra of our own): ``X`` is the listener x track matrix of the distinct (listener, track)
 pairs with at least one stream (``play.stream = 1``), binary (one stream or fifty count the same:
-repeat plays say more about one track than about taste across tracks). Only active listeners, only
+repeat plays say more about one track than about taste across tracks). Only listeners in standing
+(``indexer.standing``: active, not suspended or taken down by a label; as of the last build), only
 indexed tracks of active artists, and never a listener's streams of their own tracks (an artist
 playing their catalogue says nothing about what goes with what). The similarity of tracks i and j is
 ``|L(i) & L(j)| / sqrt(|L(i)| |L(j)|)`` (L: their listeners), computed block by block as rows of
@@ -50,6 +51,7 @@ import scipy.sparse as sp
 from appview.views import ACTIVE, LISTED, ViewContext, ordered_track_views, resolve_actor, shown
 from appview.xrpc import XrpcError, not_found
 from core.lexicons import TRACK, is_track_uri
+from indexer.standing import OUT_OF_STANDING_SQL
 
 Handler = Callable[[ViewContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 log = logging.getLogger(__name__)
@@ -234,8 +236,9 @@ def build_model(tracks: Iterable[tuple[str, str, str | None]], moods: Iterable[t
                 pairs: Iterable[tuple[str, str]], inactive: set[str] = frozenset(), k: int = NEIGHBOURS) -> Model:
     """A ``Model`` from ``tracks`` ((AT-URI, artist DID, normalised genre or None): the indexed
     tracks of active artists), their ``moods`` ((AT-URI, mood)) and the distinct streamed
-    ``pairs`` ((listener DID, track AT-URI), each once). Pairs of ``inactive`` listeners, of tracks
-    not in ``tracks`` and of a listener with their own track are left out."""
+    ``pairs`` ((listener DID, track AT-URI), each once). Pairs of ``inactive`` listeners (out of
+    standing: ``INACTIVE_SQL``), of tracks not in ``tracks`` and of a listener with their own track
+    are left out."""
     started = time.perf_counter()
     uris, artists, genres = [], [], []
     for uri, did, genre in tracks:
@@ -292,7 +295,8 @@ TRACKS_SQL = (f"SELECT t.uri, t.did, t.genre_norm FROM track t LEFT JOIN actor a
               f"ORDER BY t.uri")
 MOODS_SQL = "SELECT track_uri, value FROM track_facet WHERE kind = 'mood'"
 PAIRS_SQL = "SELECT did, track_uri FROM play WHERE stream = 1 GROUP BY did, track_uri"
-INACTIVE_SQL = "SELECT did FROM actor WHERE active = 0"
+#: Listeners whose streams the model leaves out: those out of standing (``indexer.standing``).
+INACTIVE_SQL = OUT_OF_STANDING_SQL
 
 
 def load_model(path: str) -> Model:

@@ -33,6 +33,10 @@ person produces), or beyond the rate limit (``rate``: an account's votes after i
 profile carries the self-label ``bot`` (automated accounts, AI agents) are counted apart: their votes
 make the **agent score**, the others the **human score** (the one the trending chart uses).
 
+Only accounts in standing vote and listen here (``indexer.standing``: active, not suspended or taken
+down by a label): ``vote_current`` and the rollups hold no one else, and ``listener_days`` checks
+again; an account out of standing is not an established account of its domain either.
+
 Listening is weighed the same way for the trending chart (``listener_days``): each listener counts
 once per track and UTC day (however many streams), with the ``age`` (at the start of that day),
 ``history`` and ``cluster`` factors (same track and day), zero for likely farms and bots. Cluster
@@ -70,6 +74,7 @@ import aiosqlite
 from appview.views import ACTIVE, ViewContext, artist_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
 from core.lexicons import TRACK, is_track_uri
+from indexer.standing import IN_STANDING
 
 log = logging.getLogger("openmusic.reputation")
 
@@ -242,8 +247,8 @@ LEFT JOIN actor a ON a.did = v.did LEFT JOIN profile pr ON pr.did = v.did LEFT J
 
 
 async def vote_facts(ctx: ViewContext, where: str, args: list[Any]) -> list[VoteFacts]:
-    """The weighed votes (``vote_current``: each active account's latest vote per track) matching
-    ``where`` (SQL on ``v``, the vote, and ``t``, its track), with clusters and weights."""
+    """The weighed votes (``vote_current``: the latest vote per track of each account in standing)
+    matching ``where`` (SQL on ``v``, the vote, and ``t``, its track), with clusters and weights."""
     hosts = await host_sizes(ctx)
     cur = await ctx.db.execute(f"{FACTS_SQL} WHERE {where}", args)
     out = []
@@ -269,8 +274,9 @@ def scores(facts: Iterable[VoteFacts]) -> dict[str, tuple[int, int]]:
 
 async def listener_days(ctx: ViewContext, since: str) -> list[tuple[str, str, int]]:
     """(track URI, UTC day, weight in thousandths) for each listener who streamed a track on a day
-    since ``since`` (YYYY-MM-DD, from ``track_day_listener``): ``age`` (at the start of that day) x
-    ``history`` x ``cluster`` as for votes, 0 for likely farms and bots (left out of clusters)."""
+    since ``since`` (YYYY-MM-DD, from ``track_day_listener``), listeners in standing only
+    (``indexer.standing``): ``age`` (at the start of that day) x ``history`` x ``cluster`` as for
+    votes, 0 for likely farms and bots (left out of clusters)."""
     hosts = await host_sizes(ctx)
     cur = await ctx.db.execute(
         f"SELECT l.track_uri, l.day, MAX(0.0, julianday(l.day) - julianday(COALESCE({_BORN}, l.day))), a.pds, "
@@ -279,7 +285,7 @@ async def listener_days(ctx: ViewContext, since: str) -> list[tuple[str, str, in
         f"      GROUP BY track_uri, day, listener HAVING SUM(streams) > 0) l "
         f"JOIN analytics_listener al ON al.id = l.listener LEFT JOIN actor a ON a.did = al.did "
         f"LEFT JOIN profile pr ON pr.did = al.did LEFT JOIN reputation r ON r.did = al.did "
-        f"WHERE {ACTIVE}", (since,))
+        f"WHERE {IN_STANDING}", (since,))
     rows = await cur.fetchall()
     return await asyncio.to_thread(_weigh_listeners, rows, hosts)
 
@@ -349,9 +355,9 @@ async def refresh(conn: aiosqlite.Connection, now: datetime | None = None) -> di
     cur = await conn.execute("SELECT did, MIN(COUNT(*), 30) FROM listener_day WHERE stream_ms > 0 AND day < ? "
                              "GROUP BY did", (now.date().isoformat(),))
     history = dict(await cur.fetchall())
-    # established accounts (old enough, listened on enough days, not farms) per PDS domain
-    cur = await conn.execute("SELECT did, pds FROM actor WHERE active = 1 AND COALESCE(plc_created_at, first_seen) <= ?",
-                             (established,))
+    # established accounts (old enough, listened on enough days, not farms, in standing) per PDS domain
+    cur = await conn.execute(f"SELECT a.did, a.pds FROM actor a WHERE {IN_STANDING} "
+                             f"AND COALESCE(a.plc_created_at, a.first_seen) <= ?", (established,))
     hosts = Counter(domain(pds) for did, pds in await cur.fetchall()
                     if history.get(did, 0) >= ESTABLISHED_HISTORY and did not in farms)
     stamp = _iso(now)

@@ -1,7 +1,8 @@
 """Query handlers for votes, reviews and follows (``fm.openmusic.graph.getFollowers``,
 ``graph.getFollows``, ``social.getReviews``). They read what ``indexer.stats`` keeps counted: the
-``*_current`` tables (one record per account and subject, active accounts only) and the counters,
-so a list and its count always agree. Keyset pagination on (``sort_at``, DID)."""
+``*_current`` tables (one record per account and subject, accounts in standing only:
+``indexer.standing``) and the counters, so a list and its count always agree. Keyset pagination
+on (``sort_at``, DID)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ def _page(rows: list[tuple], limit: int) -> tuple[list[tuple], str | None]:
 
 async def _follow_list(ctx: ViewContext, p: dict[str, Any], mine: str, other: str) -> tuple[str, list, str | None]:
     """Follows whose ``mine`` column is the actor, newest first; returns (actor DID, views, cursor).
-    Accounts known here not to be active are left out on the ``other`` side (followers are already
-    only active ones in ``follow_current``)."""
+    Accounts known here not to be active, or taken down, are left out on the ``other`` side
+    (followers are already only those in standing in ``follow_current``)."""
     did = await resolve_actor(ctx, p["actor"])
     args: list[Any] = [did]
     cond = ""
@@ -42,7 +43,7 @@ async def _follow_list(ctx: ViewContext, p: dict[str, Any], mine: str, other: st
 
 
 async def get_followers(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
-    """fm.openmusic.graph.getFollowers: each active follower once, newest follow first."""
+    """fm.openmusic.graph.getFollowers: each follower in standing once, newest follow first."""
     did, (subject, views), cursor = await _follow_list(ctx, p, "subject", "did")
     cur = await ctx.db.execute("SELECT followers FROM follow_count WHERE subject = ?", (did,))
     row = await cur.fetchone()
@@ -62,8 +63,9 @@ async def get_follows(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
 
 
 async def get_reviews(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
-    """fm.openmusic.social.getReviews: each active reviewer's latest review of an indexed track or
-    album of an active artist, newest first, with the count and the average in hundredths."""
+    """fm.openmusic.social.getReviews: each reviewer's latest review (reviewers in standing) of an
+    indexed track or album of an active artist, newest first, with the count and the average in
+    hundredths."""
     uri = p["uri"]
     table = "track" if is_track_uri(uri) else "album" if f"/{ALBUM}/" in uri else None
     if table is None:

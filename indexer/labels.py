@@ -9,7 +9,10 @@ replaces it and so withdraws it; an expired label (``exp`` passed) stops countin
 
 Hiding levels (``level``): ``!takedown`` and ``!suspend`` 2 (never shown: every query's ``ACTIVE``
 rule and record checks in ``appview.views``), ``!hide`` 1 (left out of lists, shown on direct
-lookup), anything else 0 (carried in views only).
+lookup), anything else 0 (carried in views only). An account at level 2 also stops counting as a
+listener (``indexer.standing``): after each commit that may have changed ``actor.hidden`` the store
+calls ``stats.catch_up_async``, which takes its plays, likes and votes out of the aggregates (or
+puts them back).
 
 Skipped and counted (``counters``, persisted in ``label_stat``): labels from labelers not
 configured (``unknown_labeler``), for subjects we do not index (``unknown_subject``: a DID without
@@ -30,6 +33,7 @@ import aiosqlite
 
 from core.db import now_iso
 from firehose.labels import Label, LabelerInfo
+from indexer import stats
 
 log = logging.getLogger("openmusic.labels")
 
@@ -74,6 +78,7 @@ class LabelStore:
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
+            await stats.catch_up_async(self.conn)
         cur = await self.conn.execute("SELECT name, n FROM label_stat")
         self.counters.update({name: n for name, n in await cur.fetchall()})
 
@@ -129,6 +134,7 @@ class LabelStore:
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
+            await stats.catch_up_async(self.conn)
         self.counters.update(counts)
 
     async def _store(self, src: str, label: Label, now: str) -> str:
@@ -184,6 +190,7 @@ class LabelStore:
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
+            await stats.catch_up_async(self.conn)
         if changed:
             self.counters["expiry_changes"] += changed
         return changed

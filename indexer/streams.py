@@ -48,7 +48,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from core.db import parse_datetime
-from indexer import audio_takedown, rollups, stats
+from indexer import audio_takedown, rollups, standing, stats
 
 #: A play shorter than this (or than half the track, if less) is not a stream, ms.
 STREAM_MIN_MS = 30_000
@@ -179,9 +179,9 @@ _PENDING = ("SELECT p.uri, p.did, p.track_uri, p.created_at, p.sort_at, p.indexe
 
 def _decide(tx: sqlite3.Connection, rows: list[tuple], count: bool) -> int:
     """Decide ``rows`` of ``_PENDING`` in order and store the decisions; with ``count``, move the
-    stats of active listeners' plays. Returns how many were decided (their track is indexed)."""
+    stats of the plays of listeners in standing (``indexer.standing``). Returns how many were decided (their track is indexed)."""
     decided = 0
-    for uri, did, track_uri, created_at, sort_at, indexed_at, listened, segments, active in rows:
+    for uri, did, track_uri, created_at, sort_at, indexed_at, listened, segments, _active in rows:
         s = classify(tx, did, track_uri, created_at, sort_at, indexed_at, listened,
                      json.loads(segments) if segments else None)
         if s.heard is None:
@@ -190,7 +190,7 @@ def _decide(tx: sqlite3.Connection, rows: list[tuple], count: bool) -> int:
                    (s.heard, int(s.stream), int(s.paid), s.ms, uri))
         if s.stream:
             book(tx, did, sort_at, s.ms)
-        if count and active:
+        if count and standing.is_counted(tx, did):
             stats.add_decision(tx, track_uri, s.heard, s.stream, s.paid)
             rollups.decided(tx, uri)
         decided += 1
@@ -225,8 +225,7 @@ def mark_paid(tx: sqlite3.Connection, did: str, start: str, end: str) -> int:
     reactivation)."""
     rows = tx.execute("UPDATE play SET paid = 1 WHERE did = ? AND stream = 1 AND paid = 0 AND sort_at >= ? "
                       "AND sort_at < ? RETURNING track_uri, sort_at", (did, start, end)).fetchall()
-    active = tx.execute("SELECT active FROM actor WHERE did = ?", (did,)).fetchone()
-    if active is None or active[0]:
+    if standing.is_counted(tx, did):
         for track_uri, at in rows:
             tx.execute("UPDATE track_stats SET paid_streams = paid_streams + 1, free_streams = free_streams - 1 "
                        "WHERE track_uri = ?", (track_uri,))

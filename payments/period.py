@@ -7,11 +7,16 @@ Periods are UTC calendar months (``YYYY-MM``). Money is integers in minor units 
   platform keeps ``floor(net * platform_bps / 10000)``; the rest, the pool, goes to the tracks *that
   subscriber* streamed during the service period, in proportion to the milliseconds heard
   (``play.stream_ms`` of paid streams, ``indexer.streams``), and within each track by its
-  ``splits``. Only plays of tracks indexed at close time, by active accounts, can be streams, and a
-  stream weighs at most its track's duration: what a listener claims about a track that does not
-  exist, or heard longer than it lasts, earns nothing. One largest-remainder allocation over
-  (track, recipient) weights ``ms * share_bps`` makes the parts sum to the pool exactly. A subscriber who streamed nothing leaves the pool to
-  the platform (the line says so). The invoice counts in the period its service period starts in.
+  ``splits``. Only plays of tracks indexed at close time, not taken down, whose audio is not taken
+  down after a copyright claim (``indexer.audio_takedown``), of artists in standing, by listeners in
+  standing at close time (``indexer.standing``: active, not suspended or taken down by a label),
+  can be streams, and a stream weighs at most its track's duration: what a listener claims about a
+  track that does not exist, or heard longer than it lasts, earns nothing. One largest-remainder
+  allocation over (track, recipient) weights ``ms * share_bps`` makes the parts sum to the pool
+  exactly. A subscriber who streamed nothing leaves the pool to the platform (the line says so); so
+  does a subscriber out of standing at close, whose streams count for nothing: the artists their
+  plays favoured get none of it (a period closed before a suspension, or after it was lifted,
+  stays as it was closed). The invoice counts in the period its service period starts in.
 - **Ad pool, by free-tier listening.** The operator enters the period's ad revenue
   (``enter_ad_revenue``); at close it is split the same way over every free stream of the period.
 - **Tips** are already earnings when settled (``payments.settle``).
@@ -34,6 +39,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from core.db import now_iso
+from indexer.audio_takedown import AUDIO_DOWN_SQL
+from indexer.standing import in_standing
 from payments import ledger
 from payments.shares import allocate
 
@@ -79,8 +86,9 @@ def stream_weights(tx: sqlite3.Connection, start: str, end: str, listener: str |
                    paid: bool) -> list[tuple[tuple[str, str, int, int], int]]:
     """Weights for one split: [((track uri, recipient DID, share bps, ms heard), ms * bps)], sorted.
     The streams are ``listener``'s (None: everyone's) with ``paid`` status in [start, end), by
-    listeners whose account is active, of tracks indexed now whose artist's account is active
-    (``indexer.streams``: a play of anything else never earns). Each stream weighs at most the
+    listeners in standing now (``indexer.standing``), of tracks indexed now, not taken down and with
+    their audio up (``indexer.audio_takedown``), whose artist is in standing too (``indexer.streams``:
+    a play of anything else never earns). Each stream weighs at most the
     track's duration. The recipients are the track record's ``splits``, or else the DID of the repo
     that holds the track: never a DID taken from a URI a listener wrote."""
     args: list = [int(paid), start, end]
@@ -93,7 +101,8 @@ def stream_weights(tx: sqlite3.Connection, start: str, end: str, listener: str |
         "JOIN track t ON t.uri = p.track_uri LEFT JOIN record r ON r.uri = t.uri "
         "LEFT JOIN actor a ON a.did = p.did LEFT JOIN actor ta ON ta.did = t.did "
         f"WHERE p.stream = 1 AND p.paid = ? AND p.sort_at >= ? AND p.sort_at < ? {who}"
-        "AND (a.active IS NULL OR a.active = 1) AND (ta.active IS NULL OR ta.active = 1) "
+        f"AND {in_standing('a')} AND {in_standing('ta')} AND COALESCE(t.hidden, 0) < 2 "
+        f"AND NOT {AUDIO_DOWN_SQL.format(alias='t')} "
         "GROUP BY t.uri ORDER BY t.uri", args).fetchall()
     out = []
     for track_uri, track_did, ms, raw in rows:

@@ -8,7 +8,7 @@ artwork covered until asked; the default) or ``hide`` (left out of lists; a dire
 
 from yoyo import step
 
-__depends__ = {"0025_copyright"}
+__depends__ = {"0026_suspended"}
 
 steps = [
     step("""CREATE TABLE label_pref (
