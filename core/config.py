@@ -56,8 +56,11 @@ class Settings:
     firehose_url: str = DEFAULT_FIREHOSE
     #: did:plc directory used to resolve DIDs.
     plc_url: str = DEFAULT_PLC
-    #: SQLite database file.
+    #: SQLite database file; its folder also keeps the development key files and the leader lock.
     db_path: str = "data/openmusic.sqlite"
+    #: ``postgresql://...`` to keep the index in PostgreSQL instead of ``db_path`` (issue 15; empty:
+    #: SQLite). Use ``database``, which says which one is in force.
+    database_url: str = ""
     #: Where verified blobs (audio, images) fetched from creators' PDSes are cached.
     blob_cache_dir: str = "data/blobs"
     #: Address and port the AppView's HTTP server binds to.
@@ -207,6 +210,12 @@ class Settings:
     def labeler_dids(self) -> list[str]:
         """``labelers`` as a list of DIDs, in order, without blanks or repeats."""
         return list(dict.fromkeys(d.strip() for d in self.labelers.split(",") if d.strip()))
+
+    @property
+    def database(self) -> str:
+        """The database in force: ``database_url`` when set, else the SQLite file ``db_path``
+        (``core.db`` takes either)."""
+        return self.database_url or self.db_path
 
     @property
     def label_key_path(self) -> str:

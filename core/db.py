@@ -1,6 +1,9 @@
-"""The AppView database: SQLite through aiosqlite, schema migrations through yoyo-migrations
-(``openmusic/migrations/``). One writer connection (the indexer) and a pool of reader connections
-(the AppView, ``ReaderPool``); WAL lets them all run concurrently."""
+"""The AppView database: SQLite through aiosqlite (the default), or PostgreSQL through psycopg 3
+(``core.pg``) when given a ``postgresql://`` URL (``Settings.database``); schema migrations through
+yoyo-migrations (``core/migrations/``). One writer connection (the indexer) and a pool of reader
+connections (the AppView, ``ReaderPool``); WAL lets them all run concurrently on SQLite.
+
+Every function here takes ``target``: a SQLite file path or a PostgreSQL URL (``is_postgres``)."""
 
 from __future__ import annotations
 
@@ -20,21 +23,53 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 log = logging.getLogger("core.db")
 
 
-def migrate(db_path: str) -> int:
-    """Apply pending migrations to the SQLite file ``db_path`` (created if missing).
+#: The first migration written for PostgreSQL: it creates the whole schema there, and the ones
+#: before it (SQLite's history) are marked applied without running.
+PG_BASELINE = "0028_postgresql_baseline"
 
-    Returns the number applied. Raises yoyo / sqlite3 errors on a broken migration.
-    """
-    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-    backend = get_backend(f"sqlite:///{db_path}")
+
+def is_postgres(target: str) -> bool:
+    """Whether ``target`` names a PostgreSQL database (a ``postgresql://`` or ``postgres://`` URL)."""
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+def _yoyo_url(target: str) -> str:
+    if is_postgres(target):
+        return "postgresql+psycopg://" + target.split("://", 1)[1]
+    return f"sqlite:///{target}"
+
+
+def migrate(target: str) -> int:
+    """Apply pending migrations to ``target`` (a SQLite file, created if missing, or a PostgreSQL
+    URL). On PostgreSQL the migrations before ``PG_BASELINE`` are marked applied, never run: the
+    baseline creates their schema. Returns the number applied. Raises yoyo / driver errors on a
+    broken migration."""
+    if not is_postgres(target):
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+    backend = get_backend(_yoyo_url(target))
     migrations = read_migrations(str(MIGRATIONS_DIR))
-    _break_stale_lock(backend)
+    if not is_postgres(target):  # a PostgreSQL lock's holder may be on another machine: never broken here
+        _break_stale_lock(backend)
     with backend.lock():
         pending = backend.to_apply(migrations)
+        if is_postgres(target):
+            history = [m for m in pending if m.id < PG_BASELINE]
+            if history:
+                backend.mark_migrations(history)
+                pending = backend.to_apply(migrations)
         if pending:
             backend.apply_migrations(pending)
-            log.info("applied %d migration(s) to %s", len(pending), db_path)
+            log.info("applied %d migration(s) to %s", len(pending), _safe(target))
     return len(pending)
+
+
+def _safe(target: str) -> str:
+    """``target`` for logs: a URL without its password."""
+    if not is_postgres(target):
+        return target
+    scheme, rest = target.split("://", 1)
+    creds, at, host = rest.rpartition("@")
+    return f"{scheme}://{creds.split(':', 1)[0]}{at}{host}" if at else target
 
 
 def _break_stale_lock(backend) -> None:
@@ -60,10 +95,14 @@ CACHE_KIB = 65536
 
 
 async def connect(db_path: str, readonly: bool = False, cache_kib: int = CACHE_KIB) -> aiosqlite.Connection:
-    """Open a connection with the pragmas we rely on (WAL, NORMAL sync, 10 s busy timeout).
+    """Open a connection with the pragmas we rely on (WAL, NORMAL sync, 10 s busy timeout); to a
+    PostgreSQL URL, a ``core.pg.AsyncConnection`` that answers the same calls.
 
-    Rows come back as ``sqlite3.Row``. The writer uses explicit ``BEGIN``/``COMMIT``.
+    Rows come back as ``sqlite3.Row`` (``core.pg.Row``). The writer uses explicit ``BEGIN``/``COMMIT``.
     """
+    if is_postgres(db_path):
+        from core import pg
+        return await pg.AsyncConnection.open(db_path, readonly=readonly)  # type: ignore[return-value]
     if readonly:
         conn = await aiosqlite.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None)
     else:
@@ -128,7 +167,7 @@ class ReaderPool:
         conns = []
         try:
             for _ in range(size):
-                conn = await connect(db_path, cache_kib=cache)
+                conn = await connect(db_path, cache_kib=cache, readonly=is_postgres(db_path))
                 conns.append(conn)
                 await conn.execute("PRAGMA query_only = ON")
         except BaseException:
@@ -164,7 +203,10 @@ class ReaderPool:
 def connect_sync(db_path: str) -> sqlite3.Connection:
     """A plain ``sqlite3`` writer connection (autocommit; explicit ``BEGIN``/``COMMIT``) with the
     same pragmas, for code that runs a whole batch in one worker thread (the indexer).
-    It may be used from one thread at a time only."""
+    It may be used from one thread at a time only. To a PostgreSQL URL: a ``core.pg.SyncConnection``."""
+    if is_postgres(db_path):
+        from core import pg
+        return pg.SyncConnection.open(db_path)  # type: ignore[return-value]
     conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA journal_mode = WAL")

@@ -123,14 +123,14 @@ class Runtime:
         self._opened = True
         s = self.settings
         s.ensure_dirs()
-        db.migrate(s.db_path)
+        db.migrate(s.database)
         share_indexer.configure(s.share_sites)  # Bluesky posts linking these sites' pages are indexed
         self.http = httpx.AsyncClient(follow_redirects=False, headers={"user-agent": "openmusic-appview/0.1"})
         self.identity_conn = await self._connect()
-        self.reader = await db.ReaderPool.open(s.db_path, readers)
+        self.reader = await db.ReaderPool.open(s.database, readers)
         self._pools.append(self.reader)
         self.identity = IdentityService(s, self.identity_conn, IdentityResolver(s, self.http))
-        self.writer = Indexer(s.db_path, s.cursor_source)
+        self.writer = Indexer(s.database, s.cursor_source)
         await self.writer.open()
         self.identity.on_handle_change = self.writer.reindex_artist
         trusted = {d.strip() for d in s.trusted_brokers.split(",") if d.strip()}
@@ -321,7 +321,7 @@ class Runtime:
             log.exception("building the recommendation model failed; the first request will try again")
 
     async def _connect(self) -> aiosqlite.Connection:
-        conn = await db.connect(self.settings.db_path)
+        conn = await db.connect(self.settings.database)
         self._conns.append(conn)
         return conn
 

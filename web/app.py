@@ -106,8 +106,8 @@ class WebApp:
         ``KeyConfigError`` / ``ClientConfigError`` on missing or bad secrets."""
         keys = load_keys(self.web.session_key, self.settings.allow_private_hosts, Path(self.settings.db_path).parent)
         self.sealer = Sealer(keys)
-        await asyncio.to_thread(db.migrate, self.settings.db_path)
-        self.conn = await db.connect(self.settings.db_path)
+        await asyncio.to_thread(db.migrate, self.settings.database)
+        self.conn = await db.connect(self.settings.database)
         self.http = guarded_client(self.settings.allow_private_hosts, self._transport)
         self.store = SessionStore(self.conn, self.sealer)
         try:

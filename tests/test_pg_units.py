@@ -1,0 +1,51 @@
+"""``core.pg.to_pg`` in units: the rewrite of our SQLite SQL for PostgreSQL (issue 15).
+
+Proves: ``?`` and ``:name`` become psycopg placeholders outside string literals, quoted identifiers
+and comments, never touching ``::`` casts; every ``%`` is doubled (also in literals, as psycopg
+parses the whole text); ``INSERT OR IGNORE`` becomes ``ON CONFLICT DO NOTHING`` (before a
+``RETURNING``); ``strftime(.., 'now')`` becomes ``iso_now()``; SQLite's planner hints go; ``Row``
+answers by index and by name; the engine is chosen by the target's scheme.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from core.db import _safe, is_postgres
+from core.pg import _row_class, to_pg
+
+
+@pytest.mark.parametrize("sqlite, postgres", [
+    ("SELECT a FROM t WHERE b = ? AND c = ?", "SELECT a FROM t WHERE b = %s AND c = %s"),
+    ("SELECT 1 FROM t WHERE d = :me AND e::text = :when", "SELECT 1 FROM t WHERE d = %(me)s AND e::text = %(when)s"),
+    ("SELECT 'what? :no' FROM t WHERE x LIKE 'a%'", "SELECT 'what? :no' FROM t WHERE x LIKE 'a%%'"),
+    ("SELECT \"odd?col\", 'it''s ?' FROM t WHERE y = ?", "SELECT \"odd?col\", 'it''s ?' FROM t WHERE y = %s"),
+    ("SELECT 1 -- why? 'x\nFROM t WHERE z = ?", "SELECT 1 -- why? 'x\nFROM t WHERE z = %s"),
+    ("INSERT OR IGNORE INTO actor (did) VALUES (?)", "INSERT INTO actor (did) VALUES (%s) ON CONFLICT DO NOTHING"),
+    ("insert or ignore into a (x) select x from b returning x",
+     "INSERT INTO a (x) select x from b ON CONFLICT DO NOTHING returning x"),
+    ("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", "SELECT iso_now()"),
+    ("SELECT 1 FROM track t INDEXED BY track_sort CROSS JOIN actor a ON a.did = t.did",
+     "SELECT 1 FROM track t JOIN actor a ON a.did = t.did"),
+    ("SELECT 1 FROM a CROSS JOIN b", "SELECT 1 FROM a CROSS JOIN b"),
+    ("DELETE FROM t WHERE k = ?;", "DELETE FROM t WHERE k = %s"),
+])
+def test_rewrite(sqlite, postgres):
+    assert to_pg(sqlite) == postgres
+
+
+def test_rows_answer_by_index_and_name():
+    cls = _row_class(("uri", "plays", "uri"))
+    row = tuple.__new__(cls, ("at://x", 3, "second"))
+    assert row[0] == "at://x" and row["plays"] == 3 and row["uri"] == "at://x" and row[-1] == "second"
+    assert row.keys() == ["uri", "plays", "uri"] and tuple(row) == ("at://x", 3, "second")
+    assert dict(zip(row.keys(), row, strict=True))["plays"] == 3
+    with pytest.raises(IndexError):
+        row["nope"]
+
+
+def test_engine_by_target():
+    assert is_postgres("postgresql://u:secret@127.0.0.1:5432/om") and is_postgres("postgres://h/db")
+    assert not is_postgres("data/openmusic.sqlite") and not is_postgres("/tmp/postgresql.sqlite")
+    assert _safe("postgresql://u:secret@127.0.0.1:5432/om") == "postgresql://u@127.0.0.1:5432/om"
+    assert "secret" not in _safe("postgresql://u:secret@h/db") and _safe("x.sqlite") == "x.sqlite"
