@@ -76,13 +76,13 @@ async def search_tracks(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
     # the cursor's sort key: search_key (int) walking the FTS index, plays (int), or sort_at (str)
     after = decode_cursor(p.get("cursor"), (int if words or sort == "plays" else str, str))
     if words and sort == "recent":
-        key, uri, source = "f.rowid", "t.uri", "track_fts f JOIN track t ON t.search_key = f.rowid"
+        key, uri, source = "track_fts.rowid", "t.uri", "track_fts JOIN track t ON t.search_key = track_fts.rowid"
         where.insert(0, "track_fts MATCH ?")
         args.insert(0, match)
         if after:
-            where.append("f.rowid < ?")
+            where.append("track_fts.rowid < ?")
             args.append(after[0])
-        order = "f.rowid DESC"
+        order = "track_fts.rowid DESC"
     else:
         if words:
             where.append("t.search_key IN (SELECT rowid FROM track_fts WHERE track_fts MATCH ?)")
@@ -118,7 +118,7 @@ async def _search_by_plays(ctx: ViewContext, match: str, limit: int, after: tupl
         if after:
             cond, args = "AND (r.plays, r.uri) < (?, ?)", [match, after[0], after[1]]
         cur = await ctx.db.execute(
-            f"SELECT r.uri, r.plays FROM track_fts f JOIN track_rank r ON r.search_key = f.rowid "
+            f"SELECT r.uri, r.plays FROM track_fts JOIN track_rank r ON r.search_key = track_fts.rowid "
             f"WHERE track_fts MATCH ? {cond} ORDER BY r.plays DESC, r.uri DESC LIMIT ?", [*args, batch])
         rows = await cur.fetchall()
         if not rows:

@@ -8,7 +8,9 @@ differs on the way to PostgreSQL (cached per statement text):
   and never ``::`` casts), and every ``%`` doubled (psycopg's own placeholder syntax);
 - ``INSERT OR IGNORE INTO`` -> ``INSERT INTO ... ON CONFLICT DO NOTHING``;
 - ``strftime('%Y-%m-%dT%H:%M:%fZ', 'now')`` -> ``iso_now()`` (created by the baseline schema);
-- SQLite's planner hints: ``INDEXED BY x`` dropped, ``CROSS JOIN t a ON`` -> ``JOIN t a ON``.
+- SQLite's planner hints: ``INDEXED BY x`` dropped, ``CROSS JOIN t a ON`` -> ``JOIN t a ON``;
+- ``track_fts MATCH ?`` (FTS5) -> ``track_fts.tsv @@ fts_match_query(?)`` (migration 0030), and
+  the schema names ``main.``/``temp.`` -> ``public.``/``pg_temp.``.
 
 The wrappers answer like ``sqlite3`` (``SyncConnection``, for the indexer's batches in one thread)
 and ``aiosqlite`` (``AsyncConnection``): ``execute(sql, params)`` returns a cursor with
@@ -45,6 +47,9 @@ _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 _STRFTIME_NOW = re.compile(r"strftime\(\s*'%Y-%m-%dT%H:%M:%fZ'\s*,\s*'now'\s*\)", re.IGNORECASE)
 _INDEXED_BY = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.IGNORECASE)
 _CROSS_JOIN_ON = re.compile(r"\bCROSS\s+JOIN\s+(\w+(?:\s+(?!ON\b)\w+)?)\s+ON\b", re.IGNORECASE)
+_FTS_MATCH = re.compile(r"\btrack_fts\s+MATCH\s+%s", re.IGNORECASE)
+_SCHEMA_MAIN = re.compile(r"\bmain\.(?=\w)")
+_SCHEMA_TEMP = re.compile(r"\btemp\.(?=\w)")
 _OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
 _RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
 _BEGIN_IMMEDIATE = re.compile(r"^\s*BEGIN\s+(IMMEDIATE|EXCLUSIVE)\s*;?\s*$", re.IGNORECASE)
@@ -97,6 +102,8 @@ def to_pg(sql: str) -> str:
             text = _INDEXED_BY.sub("", text)
             text = _CROSS_JOIN_ON.sub(r"JOIN \1 ON", text)
             text = _NAMED.sub(r"%(\1)s", text.replace("?", "%s"))
+            text = _FTS_MATCH.sub("track_fts.tsv @@ fts_match_query(%s)", text)
+            text = _SCHEMA_TEMP.sub("pg_temp.", _SCHEMA_MAIN.sub("public.", text))
         parts.append(text)
     out = "".join(parts).rstrip().rstrip(";")
     if ignore:

@@ -105,7 +105,7 @@ class LabelStore:
         self.counters[reason] += n
         async with self._lock:
             await self.conn.execute("INSERT INTO label_stat (name, n) VALUES (?, ?) "
-                                    "ON CONFLICT (name) DO UPDATE SET n = n + excluded.n", (reason, n))
+                                    "ON CONFLICT (name) DO UPDATE SET n = label_stat.n + excluded.n", (reason, n))
 
     async def apply(self, src: str, seq: int | None, labels: list[Label]) -> None:
         """Store ``labels`` (already verified as ``src``'s) and, when ``seq`` is given, ``src``'s
@@ -129,7 +129,7 @@ class LabelStore:
                     await self.conn.execute("UPDATE labeler SET cursor = ?, updated_at = ? WHERE did = ?", (seq, now, src))
                 for name, n in counts.items():
                     await self.conn.execute("INSERT INTO label_stat (name, n) VALUES (?, ?) "
-                                            "ON CONFLICT (name) DO UPDATE SET n = n + excluded.n", (name, n))
+                                            "ON CONFLICT (name) DO UPDATE SET n = label_stat.n + excluded.n", (name, n))
                 await self.conn.execute("COMMIT")
             except BaseException:
                 await self.conn.execute("ROLLBACK")

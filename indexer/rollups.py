@@ -111,7 +111,7 @@ def _sql(table: str) -> tuple[str, str]:
     """(upsert adding to the counters, delete of the row when every counter is 0) for ``table``."""
     keys, cols = TABLES[table]
     upsert = (f"INSERT INTO {table} ({', '.join(keys + cols)}) VALUES ({', '.join('?' * (len(keys) + len(cols)))}) "
-              f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in cols)}")
+              f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(f'{c} = {table}.{c} + excluded.{c}' for c in cols)}")
     vanish = (f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = ?' for k in keys)} "
               f"AND {' AND '.join(f'{c} = 0' for c in cols)}")
     return upsert, vanish

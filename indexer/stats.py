@@ -56,7 +56,7 @@ def _add_play(tx: sqlite3.Connection, track_uri: str, listener: str, heard_ms: i
     if sign > 0:
         cur = tx.execute(
             "INSERT INTO track_listener (track_uri, did, plays) VALUES (?, ?, 1) "
-            "ON CONFLICT (track_uri, did) DO UPDATE SET plays = plays + 1 RETURNING plays",
+            "ON CONFLICT (track_uri, did) DO UPDATE SET plays = track_listener.plays + 1 RETURNING plays",
             (track_uri, listener))
         row = cur.fetchone()
         listener_delta = 1 if row and row[0] == 1 else 0
@@ -191,7 +191,7 @@ def like_changed(tx: sqlite3.Connection, did: str, subject_uri: str, sign: int) 
     if tx.execute("SELECT 1 FROM track WHERE uri = ?", (subject_uri,)).fetchone() is None \
             or not standing.is_counted(tx, did):
         return
-    (left,) = tx.execute("SELECT count(*) FROM (SELECT 1 FROM like_record WHERE did = ? AND subject_uri = ? LIMIT 2)",
+    (left,) = tx.execute("SELECT count(*) FROM (SELECT 1 FROM like_record WHERE did = ? AND subject_uri = ? LIMIT 2) AS x",
                          (did, subject_uri)).fetchone()
     if left == (1 if sign > 0 else 0):
         tx.execute("INSERT OR IGNORE INTO track_stats (track_uri) VALUES (?)", (subject_uri,))

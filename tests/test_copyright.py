@@ -30,17 +30,17 @@ from tests.test_reports import COPYRIGHT, SPAM, T1, T2, env, ref  # noqa: F401  
 OPERATOR = "did:plc:operatoroperatoroperato"
 
 
-async def audio_of(env, uri: str) -> str:
-    cur = await env.conn.execute("SELECT audio_cid FROM track WHERE uri = ?", (uri,))
+async def audio_of(ctx, uri: str) -> str:
+    cur = await ctx.conn.execute("SELECT audio_cid FROM track WHERE uri = ?", (uri,))
     return (await cur.fetchone())[0]
 
 
-async def reasons(env, did: str) -> list[tuple[str, str]]:
-    got = await list_notifications(env.views, did, {"limit": 50})
+async def reasons(ctx, did: str) -> list[tuple[str, str]]:
+    got = await list_notifications(ctx.views, did, {"limit": 50})
     return [(n["reason"], n["author"]["did"]) for n in got["notifications"]]
 
 
-async def test_claim_takes_the_audio_down_and_notifies_both_sides(env):
+async def test_claim_takes_the_audio_down_and_notifies_both_sides(env):  # noqa: F811
     with pytest.raises(CopyrightError, match="no open copyright report"):
         await open_case(env.issuer, OPERATOR, T1)
     await create_report(env.conn, LISTENER, {"reasonType": SPAM, "subject": ref(T1)})
@@ -77,7 +77,7 @@ async def test_claim_takes_the_audio_down_and_notifies_both_sides(env):
         "copyright", "audio-takedown", "matches the master", [claim["id"]])
 
 
-async def test_counter_notice_brings_the_audio_back_after_the_wait(env):
+async def test_counter_notice_brings_the_audio_back_after_the_wait(env):  # noqa: F811
     await create_report(env.conn, LISTENER, {"reasonType": COPYRIGHT, "subject": ref(T1)})
     case = await open_case(env.issuer, OPERATOR, T1)
     statement = "I wrote and recorded this song myself in 2019."
@@ -101,7 +101,7 @@ async def test_counter_notice_brings_the_audio_back_after_the_wait(env):
     assert sorted(await reasons(env, DID)) == [("copyrightClaim", LISTENER), ("copyrightRestored", LISTENER)]
 
 
-async def test_a_fresh_counter_notice_keeps_the_audio_down_until_the_operator_decides(env):
+async def test_a_fresh_counter_notice_keeps_the_audio_down_until_the_operator_decides(env):  # noqa: F811
     await create_report(env.conn, LISTENER, {"reasonType": COPYRIGHT, "subject": ref(T1)})
     case = await open_case(env.issuer, OPERATOR, T1)
     with pytest.raises(CopyrightError, match="only after a counter-notice"):
@@ -126,7 +126,7 @@ async def test_a_fresh_counter_notice_keeps_the_audio_down_until_the_operator_de
     assert [x["action"] for x in await audit_log(env.conn)] == ["restore-audio", "uphold", "counter-notice", "copyright"]
 
 
-async def test_operator_restores_early(env):
+async def test_operator_restores_early(env):  # noqa: F811
     await create_report(env.conn, LISTENER, {"reasonType": COPYRIGHT, "subject": ref(T2)})
     case = await open_case(env.issuer, OPERATOR, T2)
     audio = await audio_of(env, T2)
@@ -145,7 +145,7 @@ async def test_operator_restores_early(env):
     assert again["id"] != case["id"] and await audio_blocked(env.conn, DID, audio)
 
 
-async def test_plays_while_the_audio_is_down_earn_nothing(env):
+async def test_plays_while_the_audio_is_down_earn_nothing(env):  # noqa: F811
     """A play indexed while its track's audio is taken down is no stream; one indexed after the
     audio is back is (its decision is made once, when indexed)."""
     await create_report(env.conn, LISTENER, {"reasonType": COPYRIGHT, "subject": ref(T1)})

@@ -30,7 +30,6 @@ import shutil
 import socket
 import sqlite3
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiosqlite
 import dag_cbor
@@ -39,6 +38,7 @@ import pytest
 from starlette.applications import Starlette
 
 from core.lexicons import FOLLOW, TRACK
+from devkit import pgserver
 from feedgen import skeleton
 from feedgen.app import FOLLOWING, FRESH, FeedGenerator
 from firehose.events import CommitEvent, decode_frame
@@ -391,7 +391,8 @@ async def test_shared_track_is_served_and_ordinary_posts_are_not_stored(net, mak
 
 # --- through Bluesky's own AppView (@atproto/dev-env TestNetwork) ----------------------------------
 
-PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+#: The PostgreSQL server binaries' folder (``devkit.pgserver.bin_dir``), ``None`` without them.
+PG_BIN = pgserver.bin_dir()
 #: Started with ``node --input-type=module -e`` in ``devnet/`` (so ``@atproto/dev-env`` resolves from
 #: there): the PLC, a PDS and Bluesky's AppView; prints their URLs as one JSON line, and runs until
 #: its stdin closes.
@@ -408,39 +409,13 @@ process.on('SIGTERM', stop)
 """
 
 
-def _run_as_postgres() -> list[str]:
-    import os
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-
 @contextlib.contextmanager
 def postgres():
-    """A throwaway PostgreSQL cluster on a free loopback port, in a fresh folder under the system
-    temp dir (initdb refuses root: as root it runs as ``postgres``, who must reach the folder).
-    Yields its URL; stops the server and removes the folder after."""
-    import os
-    import subprocess
-    import tempfile
-
-    from tests.conftest import free_port
-
-    bin_dir = PG_BIN[-1].parent
-    tmp = Path(tempfile.mkdtemp(prefix="om-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(tmp, "postgres")
-    data, port = tmp / "data", free_port()
-    as_pg = _run_as_postgres()
-    subprocess.run([*as_pg, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "-o",
-                    f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1", "-l", str(tmp / "log"), "-w", "start"],
-                   check=True, capture_output=True)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-                       check=False, capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+    """A throwaway PostgreSQL cluster (``devkit.pgserver.throwaway_cluster``: a fresh folder under the
+    system temp dir, a free loopback port, run as ``postgres`` when we are root). Yields its URL;
+    stops the server and removes the folder after."""
+    with pgserver.throwaway_cluster() as url:
+        yield url
 
 
 @contextlib.contextmanager

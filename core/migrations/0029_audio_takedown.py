@@ -4,7 +4,7 @@ without scanning every label. Runs on SQLite and PostgreSQL alike (as every migr
 
 from yoyo import step
 
-__depends__ = {"0027_label_prefs"}
+__depends__ = {"0028_postgresql_baseline"}
 
 steps = [
     step("CREATE INDEX label_audio_takedown ON label (uri) WHERE val = 'audio-takedown'",
