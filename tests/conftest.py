@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -48,8 +49,39 @@ def make_client(net) -> Callable[[str], PdsClient]:
     return make
 
 
+#: ``OPENMUSIC_TEST_ENGINE=postgresql``: the runtimes the tests start keep their index in a database
+#: of their own on one throwaway PostgreSQL server (``devkit.pgserver``) instead of a SQLite file.
+TEST_ENGINE = os.environ.get("OPENMUSIC_TEST_ENGINE", "sqlite")
+_pg_cluster: contextlib.ExitStack | None = None
+_pg_url: str | None = None
+_pg_names = itertools.count(1)
+
+
+def runtime_database(tmp: Path) -> str:
+    """A fresh database for one runtime: ``""`` (its SQLite file beside ``tmp``) or, with
+    ``TEST_ENGINE`` postgresql, the URL of a new database on the session's server."""
+    global _pg_cluster, _pg_url
+    if TEST_ENGINE != "postgresql":
+        return ""
+    if _pg_url is None:
+        from devkit import pgserver
+        _pg_cluster = contextlib.ExitStack()
+        _pg_url = _pg_cluster.enter_context(pgserver.throwaway_cluster())
+    from devkit import pgserver
+    return pgserver.create_database(_pg_url, f"t{next(_pg_names)}")
+
+
+def stop_test_server() -> None:
+    """Stop the session's PostgreSQL server, if one was started (``pytest_sessionfinish``)."""
+    global _pg_cluster, _pg_url
+    if _pg_cluster is not None:
+        _pg_cluster.close()
+        _pg_cluster, _pg_url = None, None
+
+
 def devnet_settings(net, tmp: Path, **extra) -> Settings:
-    """Settings that point the AppView at ``net``."""
+    """Settings that point the AppView at ``net`` (the index in ``runtime_database``)."""
+    extra.setdefault("database_url", runtime_database(tmp))
     return Settings(firehose_url=net.firehose_url, plc_url=net.plc_url, handle_resolver_url=net.pds_url,
                     allow_private_hosts=True, start_cursor=0, db_path=str(tmp / "openmusic.sqlite"), blob_cache_dir=str(tmp / "blobs"),
                     host="127.0.0.1", port=free_port(), log_level="WARNING", **extra)
@@ -252,11 +284,12 @@ def session_processes(token: str = SESSION_TOKEN) -> dict[int, str]:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Fail the run when processes it started outlive it (after ``LEFTOVER_GRACE_S``); kill them."""
-    import os
+    """Stop the session's PostgreSQL server; then fail the run when processes it started outlive it
+    (after ``LEFTOVER_GRACE_S``); kill them."""
     import signal
     import sys
 
+    stop_test_server()
     if not Path("/proc/self/stat").exists():
         return
     deadline = time.monotonic() + LEFTOVER_GRACE_S

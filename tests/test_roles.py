@@ -419,25 +419,31 @@ def test_standby_takes_over_a_killed_leader_and_the_api_answers_throughout(net, 
 def test_dev_key_files_made_once_when_processes_race(tmp_path):
     """``core.keyfile.read_or_create``: 8 processes starting together on a fresh data folder all
     read the same whole key (one of them made it), and no temporary file is left behind."""
-    import multiprocessing
+    import json
 
     from core.keyfile import read_or_create
 
     path = tmp_path / "data" / "label_key.hex"
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(8) as pool:
-        got = pool.starmap(_race_for_key, [(str(path),)] * 8)
+    go = tmp_path / "go"
+    script = ("import json, os, secrets, sys, time\n"
+              "from pathlib import Path\n"
+              "from core.keyfile import read_or_create\n"
+              "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"
+              "print(json.dumps(read_or_create(Path(sys.argv[1]), lambda: secrets.token_hex(32))))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), str(go)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parent.parent) for _ in range(8)]
+    try:
+        time.sleep(0.5)  # all started and waiting
+        go.write_text("")
+        got = [json.loads(p.communicate(timeout=30)[0]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     texts = {text for text, _created in got}
     assert len(texts) == 1 and len(next(iter(texts))) == 64
     assert sum(created for _text, created in got) == 1
-    assert [p.name for p in path.parent.iterdir()] == ["label_key.hex"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["label_key.hex"]
     assert (path.stat().st_mode & 0o777) == 0o600
     assert read_or_create(path, lambda: "other") == (next(iter(texts)), False)
-
-
-def _race_for_key(path: str) -> tuple[str, bool]:
-    import secrets
-    from pathlib import Path
-
-    from core.keyfile import read_or_create
-    return read_or_create(Path(path), lambda: secrets.token_hex(32))
