@@ -330,7 +330,7 @@ async def refresh(conn: aiosqlite.Connection, now: datetime | None = None) -> di
         "SELECT did, COUNT(*), SUM(overlap) FROM ("
         "  SELECT did, CASE WHEN julianday(sort_at) * 86400000.0 < LAG(julianday(sort_at) * 86400000.0 "
         "    + COALESCE(heard_ms, listened_ms)) OVER w - ? THEN 1 ELSE 0 END AS overlap "
-        "  FROM play WHERE sort_at >= ? WINDOW w AS (PARTITION BY did ORDER BY sort_at, uri)) "
+        "  FROM play WHERE sort_at >= ? WINDOW w AS (PARTITION BY did ORDER BY sort_at, uri)) AS x "
         "GROUP BY did HAVING SUM(overlap) >= ? AND SUM(overlap) * 4 >= COUNT(*)",
         (OVERLAP_TOLERANCE_MS, since, OVERLAP_MIN))
     for did, plays, overlaps in await cur.fetchall():

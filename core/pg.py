@@ -4,13 +4,15 @@
 The SQL in this project is written once, for SQLite, in a portable subset; ``to_pg`` rewrites what
 differs on the way to PostgreSQL (cached per statement text):
 
-- ``?`` -> ``%s`` and ``:name`` -> ``%(name)s`` (never inside ``'...'``, ``"..."`` or ``--`` comments,
+- ``?`` -> ``%s``, ``?N`` -> ``%(pN)s`` (the parameters given as a list become ``{pN: ...}``) and
+  ``:name`` -> ``%(name)s`` (never inside ``'...'``, ``"..."`` or ``--`` comments,
   and never ``::`` casts), and every ``%`` doubled (psycopg's own placeholder syntax);
 - ``INSERT OR IGNORE INTO`` -> ``INSERT INTO ... ON CONFLICT DO NOTHING``;
 - ``strftime('%Y-%m-%dT%H:%M:%fZ', 'now')`` -> ``iso_now()`` (created by the baseline schema);
 - SQLite's planner hints: ``INDEXED BY x`` dropped, ``CROSS JOIN t a ON`` -> ``JOIN t a ON``;
 - ``track_fts MATCH ?`` (FTS5) -> ``track_fts.tsv @@ fts_match_query(?)`` (migration 0030), and
-  the schema names ``main.``/``temp.`` -> ``public.``/``pg_temp.``.
+  the schema names ``main.``/``temp.`` -> ``public.``/``pg_temp.``;
+- a condition written as a partial index spells it on SQLite -> as the baseline spells it (``_SPELLINGS``).
 
 The wrappers answer like ``sqlite3`` (``SyncConnection``, for the indexer's batches in one thread)
 and ``aiosqlite`` (``AsyncConnection``): ``execute(sql, params)`` returns a cursor with
@@ -44,9 +46,14 @@ WRITE_LOCK = 0x6F6D2D7772697465
 INFRASTRUCTURE_CLASSES = ("08", "40", "53", "57", "58")
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
+_NUMBERED = re.compile(r"\?([0-9]+)")
 _STRFTIME_NOW = re.compile(r"strftime\(\s*'%Y-%m-%dT%H:%M:%fZ'\s*,\s*'now'\s*\)", re.IGNORECASE)
 _INDEXED_BY = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.IGNORECASE)
 _CROSS_JOIN_ON = re.compile(r"\bCROSS\s+JOIN\s+(\w+(?:\s+(?!ON\b)\w+)?)\s+ON\b", re.IGNORECASE)
+#: Conditions spelled exactly as a partial index's WHERE on each engine (so each planner uses it):
+#: SQLite compares an integer with a boolean, PostgreSQL needs the cast (``indexer.standing.STALE``,
+#: the baseline's ``actor_counted_stale``).
+_SPELLINGS = {"counted <> (active = 1 AND hidden < 2)": "counted <> CAST((active = 1 AND hidden < 2) AS INTEGER)"}
 _FTS_MATCH = re.compile(r"\btrack_fts\s+MATCH\s+%s", re.IGNORECASE)
 _SCHEMA_MAIN = re.compile(r"\bmain\.(?=\w)")
 _SCHEMA_TEMP = re.compile(r"\btemp\.(?=\w)")
@@ -92,6 +99,8 @@ def _segments(sql: str) -> Iterator[tuple[bool, str]]:
 def to_pg(sql: str) -> str:
     """``sql`` (written for SQLite) as PostgreSQL runs it (module docstring). Pure, cached."""
     sql = _STRFTIME_NOW.sub("iso_now()", sql)
+    for sqlite_text, pg_text in _SPELLINGS.items():
+        sql = sql.replace(sqlite_text, pg_text)
     ignore = bool(_OR_IGNORE.match(sql))
     if ignore:
         sql = _OR_IGNORE.sub("INSERT INTO", sql, count=1)
@@ -101,7 +110,7 @@ def to_pg(sql: str) -> str:
         if code:
             text = _INDEXED_BY.sub("", text)
             text = _CROSS_JOIN_ON.sub(r"JOIN \1 ON", text)
-            text = _NAMED.sub(r"%(\1)s", text.replace("?", "%s"))
+            text = _NAMED.sub(r"%(\1)s", _NUMBERED.sub(r"%(p\1)s", text).replace("?", "%s"))
             text = _FTS_MATCH.sub("track_fts.tsv @@ fts_match_query(%s)", text)
             text = _SCHEMA_TEMP.sub("pg_temp.", _SCHEMA_MAIN.sub("public.", text))
         parts.append(text)
@@ -173,12 +182,20 @@ def configure(conn: psycopg.Connection | psycopg.AsyncConnection) -> None:
     conn.row_factory = _row_factory
 
 
-def _params(params: Any) -> Any:
+@lru_cache(maxsize=4096)
+def _is_numbered(sql: str) -> bool:
+    """Whether ``sql`` uses SQLite's numbered parameters (``?1``, ``?2``: ``to_pg`` names them ``p1``...)."""
+    return any(code and _NUMBERED.search(text) for code, text in _segments(sql))
+
+
+def _params(params: Any, sql: str = "") -> Any:
     if params is None:
         return ()
-    if isinstance(params, dict | Sequence):
-        return params
-    return tuple(params)
+    if not isinstance(params, dict | Sequence):
+        params = tuple(params)
+    if sql and not isinstance(params, dict) and _is_numbered(sql):
+        return {f"p{i}": value for i, value in enumerate(params, 1)}
+    return params
 
 
 class _EmptyCursor:
@@ -206,7 +223,7 @@ class SyncCursor:
 
     def execute(self, sql: str, params: Any = None) -> SyncCursor:
         """Run one statement (``to_pg``). Raises psycopg errors."""
-        self._cur.execute(to_pg(sql), _params(params))
+        self._cur.execute(to_pg(sql), _params(params, sql))
         return self
 
     def executemany(self, sql: str, seq: Iterable[Any]) -> SyncCursor:
@@ -364,7 +381,7 @@ class AsyncConnection:
         if _PRAGMA.match(sql):
             return AsyncCursor(None)
         cur = self.raw.cursor()
-        await cur.execute(to_pg(sql), _params(params))
+        await cur.execute(to_pg(sql), _params(params, sql))
         return AsyncCursor(cur)
 
     async def execute_fetchall(self, sql: str, params: Any = None) -> list[Any]:

@@ -29,9 +29,23 @@ from core.pg import _row_class, to_pg
      "SELECT 1 FROM track t JOIN actor a ON a.did = t.did"),
     ("SELECT 1 FROM a CROSS JOIN b", "SELECT 1 FROM a CROSS JOIN b"),
     ("DELETE FROM t WHERE k = ?;", "DELETE FROM t WHERE k = %s"),
+    ("SELECT a FROM t WHERE d = ?1 AND c = ?2 UNION SELECT b FROM u WHERE d = ?1",
+     "SELECT a FROM t WHERE d = %(p1)s AND c = %(p2)s UNION SELECT b FROM u WHERE d = %(p1)s"),
+    ("SELECT 1 FROM actor WHERE counted <> (active = 1 AND hidden < 2)",
+     "SELECT 1 FROM actor WHERE counted <> CAST((active = 1 AND hidden < 2) AS INTEGER)"),
+    ("SELECT rowid FROM track_fts WHERE track_fts MATCH ?", "SELECT rowid FROM track_fts WHERE track_fts.tsv @@ fts_match_query(%s)"),
+    ("INSERT INTO main.track_day SELECT * FROM temp.recount_day", "INSERT INTO public.track_day SELECT * FROM pg_temp.recount_day"),
 ])
+
 def test_rewrite(sqlite, postgres):
     assert to_pg(sqlite) == postgres
+
+
+def test_numbered_parameters_become_named():
+    from core.pg import _params
+    assert _params(("d", "c"), "SELECT 1 FROM t WHERE a = ?1 AND b = ?2 OR a = ?1") == {"p1": "d", "p2": "c"}
+    assert _params(("d",), "SELECT 1 FROM t WHERE a = ? AND b = '?1'") == ("d",)
+    assert _params(None, "SELECT 1") == ()
 
 
 def test_rows_answer_by_index_and_name():
