@@ -59,11 +59,11 @@ def migrate(target: str) -> int:
                 pending = backend.to_apply(migrations)
         if pending:
             backend.apply_migrations(pending)
-            log.info("applied %d migration(s) to %s", len(pending), _safe(target))
+            log.info("applied %d migration(s) to %s", len(pending), shown_target(target))
     return len(pending)
 
 
-def _safe(target: str) -> str:
+def shown_target(target: str) -> str:
     """``target`` for logs: a URL without its password."""
     if not is_postgres(target):
         return target

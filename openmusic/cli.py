@@ -476,10 +476,10 @@ def _settlement_of_tip(args: argparse.Namespace, settings: Settings, tip_uri: st
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from core.db import migrate
+    from core.db import migrate, shown_target
 
     settings = _settings(args)
-    print(f"applied {_plural(migrate(settings.db_path), 'migration')} to {settings.db_path}")
+    print(f"applied {_plural(migrate(settings.database), 'migration')} to {shown_target(settings.database)}")
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.db import _safe, is_postgres
+from core.db import is_postgres, shown_target
 from core.pg import _row_class, to_pg
 
 
@@ -61,5 +61,5 @@ def test_rows_answer_by_index_and_name():
 def test_engine_by_target():
     assert is_postgres("postgresql://u:secret@127.0.0.1:5432/om") and is_postgres("postgres://h/db")
     assert not is_postgres("data/openmusic.sqlite") and not is_postgres("/tmp/postgresql.sqlite")
-    assert _safe("postgresql://u:secret@127.0.0.1:5432/om") == "postgresql://u@127.0.0.1:5432/om"
-    assert "secret" not in _safe("postgresql://u:secret@h/db") and _safe("x.sqlite") == "x.sqlite"
+    assert shown_target("postgresql://u:secret@127.0.0.1:5432/om") == "postgresql://u@127.0.0.1:5432/om"
+    assert "secret" not in shown_target("postgresql://u:secret@h/db") and shown_target("x.sqlite") == "x.sqlite"
