@@ -34,6 +34,9 @@ test: setup            ## lint, then every test (units and end to end on the ref
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
+test-postgresql: setup ## every test with the runtimes' index on a throwaway PostgreSQL (less tests/pg_pending.txt)
+	OPENMUSIC_TEST_ENGINE=postgresql $(BIN)/pytest -q $$(grep -v '^#' tests/pg_pending.txt | sed 's/^/--deselect /')
+
 bench: setup           ## record a real stream once, replay it, and measure query latency (in-process and over HTTP)
 	test -f bench/data/stream.bin || $(BIN)/python -m bench.record
 	test -f bench/data/music/stream.bin || $(BIN)/python -m bench.record --accounts 20 --music-accounts 20 \
