@@ -29,6 +29,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from appview.moderation import record_action
 from core.db import now_iso
 from firehose.labels import LabelError
 from indexer.audio_takedown import AUDIO_DOWN_SQL, AUDIO_TAKEDOWN
@@ -134,15 +135,6 @@ async def cases(db: Any, *, track: str | None = None, party: str | None = None, 
     return out
 
 
-async def _audit(conn: Any, operator: str, subject: str, action: str, note: str | None, reports: list[int],
-                 seq: int | None, at: str) -> int:
-    cur = await conn.execute(
-        "INSERT INTO moderation_action (operator, at, subject, action, val, note, reports, label_seq) "
-        "VALUES (?,?,?,?,?,?,?,?) RETURNING id", (operator, at, subject, action, AUDIO_TAKEDOWN, note,
-                                                 json.dumps(reports), seq))
-    return int((await cur.fetchall())[0][0])
-
-
 async def open_case(issuer: LabelIssuer, operator: str, track: str, note: str | None = None) -> dict[str, Any]:
     """Open a case on ``track`` (an indexed track's AT-URI) for its open copyright reports, by
     ``operator`` (a DID the caller checked): take its audio down (our ``audio-takedown``), close
@@ -179,7 +171,7 @@ async def open_case(issuer: LabelIssuer, operator: str, track: str, note: str | 
                 "VALUES (?,?,?,?,?,?,?, 'down') RETURNING id", (track, artist, reports[0][1], reports[0][2],
                                                                   json.dumps(ids), at, operator))
             case_id = int((await cur.fetchall())[0][0])
-            action = await _audit(conn, operator, track, "copyright", note, ids, seq, at)
+            action = await record_action(conn, operator, track, "copyright", AUDIO_TAKEDOWN, note, ids, seq, at)
             marks = ",".join("?" * len(ids))
             await conn.execute(f"UPDATE report SET status = 'actioned', action_id = ? WHERE id IN ({marks})",
                                (action, *ids))
@@ -221,7 +213,7 @@ async def counter_notice(issuer: LabelIssuer, artist: str, case_id: int, stateme
         try:
             await conn.execute("UPDATE copyright_case SET status = 'countered', counter_notice = ?, countered_at = ?, "
                                "restore_at = ? WHERE id = ?", (statement, at, restore_at, case_id))
-            await _audit(conn, artist, case["track"], "counter-notice", None, [], seq, at)
+            await record_action(conn, artist, case["track"], "counter-notice", AUDIO_TAKEDOWN, None, [], seq, at)
             await conn.execute("COMMIT")
         except BaseException:
             await conn.execute("ROLLBACK")
@@ -260,8 +252,8 @@ async def close_case(issuer: LabelIssuer, operator: str, case_id: int, outcome: 
         try:
             await conn.execute("UPDATE copyright_case SET status = ?, closed_at = ? WHERE id = ?",
                                (outcome, at, case_id))
-            await _audit(conn, operator, case["track"], "restore-audio" if outcome == "restored" else "uphold", note,
-                         [], seq, at)
+            await record_action(conn, operator, case["track"], "restore-audio" if outcome == "restored" else "uphold",
+                                AUDIO_TAKEDOWN, note, [], seq, at)
             await conn.execute("COMMIT")
         except BaseException:
             await conn.execute("ROLLBACK")

@@ -212,6 +212,17 @@ async def audit_log(db: Any, limit: int = AUDIT_SHOWN) -> list[dict[str, Any]]:
              "val": r[6], "note": r[7], "reports": json.loads(r[8] or "[]")} for r in await cur.fetchall()]
 
 
+async def record_action(conn: Any, operator: str, subject: str, action: str, val: str | None, note: str | None,
+                        reports: list[int], label_seq: int | None, at: str) -> int:
+    """Write one row of the audit log (``moderation_action``, migration 0024) on ``conn``, inside the
+    caller's transaction; returns its id. Used by ``moderate`` and ``appview.copyright``."""
+    cur = await conn.execute(
+        "INSERT INTO moderation_action (operator, at, subject, action, val, note, reports, label_seq) "
+        "VALUES (?,?,?,?,?,?,?,?) RETURNING id", (operator, at, subject, action, val, note, json.dumps(reports),
+                                                 label_seq))
+    return int((await cur.fetchall())[0][0])
+
+
 async def moderate(issuer: LabelIssuer, operator: str, subject: str, action: str, val: str | None = None,
                    note: str | None = None) -> dict[str, Any]:
     """One operator action on ``subject`` (a DID or an AT-URI), by ``operator`` (a DID the caller
@@ -256,11 +267,7 @@ async def moderate(issuer: LabelIssuer, operator: str, subject: str, action: str
         note = (note or "").strip()[:MAX_REASON_CHARS] or None
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            cur = await conn.execute(
-                "INSERT INTO moderation_action (operator, at, subject, action, val, note, reports, label_seq) "
-                "VALUES (?,?,?,?,?,?,?,?) RETURNING id", (operator, at, subject, action, val, note, json.dumps(open_ids),
-                                                         seq))
-            action_id = (await cur.fetchall())[0][0]
+            action_id = await record_action(conn, operator, subject, action, val, note, open_ids, seq, at)
             if open_ids:
                 marks = ",".join("?" * len(open_ids))
                 await conn.execute(f"UPDATE report SET status = ?, action_id = ? WHERE id IN ({marks})",

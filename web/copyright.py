@@ -34,6 +34,7 @@ from appview.copyright import (
     open_case,
 )
 from web.errors import PageError
+from web.moderation import operator_dids
 from web.oauth.client import UserSession
 from web.pages import track_path
 
@@ -58,8 +59,8 @@ class Copyright:
                 Route("/moderation/copyright", self.act, methods=["POST"])]
 
     def operators(self) -> frozenset[str]:
-        """``Settings.operator_dids`` as a set."""
-        return frozenset(d.strip() for d in self.web.settings.operator_dids.split(",") if d.strip())
+        """``Settings.operator_dids`` as a set (``web.moderation.operator_dids``)."""
+        return operator_dids(self.web.settings)
 
     async def provide(self, request: Request, name: str, context: dict[str, Any]) -> dict[str, Any]:
         """``track.html``: ``copyright`` = ``{case (the newest, or None), shown (the viewer may read it),

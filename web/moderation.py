@@ -71,6 +71,11 @@ def reason_choices(_: Any) -> list[tuple[str, str]]:
             ("com.atproto.moderation.defs#reasonOther", _("Something else"))]
 
 
+def operator_dids(settings: Any) -> frozenset[str]:
+    """``Settings.operator_dids`` as a set of DIDs (read each time: it is a setting)."""
+    return frozenset(d.strip() for d in settings.operator_dids.split(",") if d.strip())
+
+
 def subject_path(subject: dict[str, Any]) -> str:
     """The page of a subject as ``appview.moderation.describe`` gives it (``/artist/...`` for an account)."""
     uri, kind = subject["uri"], subject["kind"]
@@ -102,8 +107,8 @@ class Moderation:
                 Route("/moderation/act", self.act, methods=["POST"])]
 
     def operators(self) -> frozenset[str]:
-        """``Settings.operator_dids`` as a set (read each time: it is a setting)."""
-        return frozenset(d.strip() for d in self.web.settings.operator_dids.split(",") if d.strip())
+        """``Settings.operator_dids`` as a set (``operator_dids``)."""
+        return operator_dids(self.web.settings)
 
     async def provide(self, request: Request, name: str, context: dict[str, Any]) -> dict[str, Any]:
         """A ``Pages.context_providers`` entry: on the pages of ``REPORT_PAGES``, for a signed-in viewer,
