@@ -24,7 +24,7 @@ Handler = Callable[[ViewContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 #: The items a playlist shows (parameters: owner DID, playlist URI, playlist URI), in order by
 #: (part, k, tie): see the module docstring.
 _ITEMS = f"""
-    SELECT 0 AS part, printf('%06d', e.position) AS k, '' AS tie, e.track_uri AS track_uri, ? AS author,
+    SELECT 0 AS part, substr('000000' || CAST(e.position AS TEXT), length(CAST(e.position AS TEXT)) + 1) AS k, '' AS tie, e.track_uri AS track_uri, ? AS author,
            e.position AS position, NULL AS item_uri
       FROM playlist_entry e JOIN track t ON t.uri = e.track_uri LEFT JOIN actor a ON a.did = t.did
      WHERE e.playlist_uri = ? AND {ACTIVE}

@@ -154,3 +154,24 @@ async def test_begin_immediate_makes_writers_take_turns(cluster):
         with contextlib.suppress(Exception):
             await a.close()
             await b.close()
+
+
+def test_the_ledger_on_postgresql(cluster):
+    """Posting is idempotent by key and ``ledger.check`` finds the books balanced (its integer check
+    runs through the ``typeof`` of migration 0031); an unbalanced posting is refused."""
+    from payments import ledger
+
+    url = pgserver.create_database(cluster, "ledger")
+    db.migrate(url)
+    tx = db.connect_sync(url)
+    try:
+        tx.execute("BEGIN IMMEDIATE")
+        assert ledger.post(tx, "k1", "credit", "USD", [("cash", 500), ("credit:did:plc:a", -500)])
+        assert not ledger.post(tx, "k1", "credit", "USD", [("cash", 500), ("credit:did:plc:a", -500)])
+        tx.execute("COMMIT")
+        with pytest.raises(ledger.LedgerError):
+            ledger.post(tx, "k2", "credit", "USD", [("cash", 500)])
+        assert ledger.check(tx) == []
+        assert ledger.balance(tx, "cash", "USD") == 500 and isinstance(ledger.balance(tx, "cash", "USD"), int)
+    finally:
+        tx.close()
