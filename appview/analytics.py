@@ -291,7 +291,7 @@ async def get_top_tracks(ctx: ViewContext, ops: frozenset[str], caller: str, p: 
     rows = await (await ctx.db.execute(
         f"SELECT d.track_uri, t.title, SUM(d.plays) AS n, SUM(d.paid_streams), SUM(d.free_streams), "
         f"SUM(d.listened_ms), SUM(d.paid_streams + d.free_streams) AS st {frm} AND d.day BETWEEN ? AND ? "
-        f"GROUP BY d.track_uri ORDER BY st DESC, n DESC, d.track_uri LIMIT ?", [*args, start, end, p["limit"]])).fetchall()
+        f"GROUP BY d.track_uri, t.title ORDER BY st DESC, n DESC, d.track_uri LIMIT ?", [*args, start, end, p["limit"]])).fetchall()
     listeners: dict[str, int] = {}
     if rows:
         marks = ",".join("?" * len(rows))

@@ -126,13 +126,13 @@ async def revenue(ctx: ViewContext, artist: str, start: str, end: str, granulari
                    f"SUM(CASE WHEN l.kind IN {_TIP_KINDS} AND l.track_uri IS NOT NULL THEN l.amount ELSE 0 END) "
                    f"{lines} AND l.kind IN ('subscription_share', 'ad_share', 'tip', 'refund') GROUP BY d, l.currency",
               largs),
-        _rows(ctx, f"SELECT l.track_uri, l.currency, {_PAYER} AS payer, SUM(l.kind = 'tip'), SUM(l.amount) {lines} "
+        _rows(ctx, f"SELECT l.track_uri, l.currency, {_PAYER} AS payer, SUM(CASE WHEN l.kind = 'tip' THEN 1 ELSE 0 END), SUM(l.amount) {lines} "
                    f"AND l.kind IN {_TIP_KINDS} GROUP BY l.track_uri, l.currency, payer", largs),
         _rows(ctx, "SELECT day, SUM(clicks) FROM purchase_click WHERE did = ? AND day BETWEEN ? AND ? GROUP BY day",
               (artist, start, end)),
         _rows(ctx, "SELECT c.track_uri, MIN(t.title), SUM(c.clicks) AS n FROM purchase_click c LEFT JOIN track t "
                    "ON t.uri = c.track_uri WHERE c.did = ? AND c.day BETWEEN ? AND ? GROUP BY c.track_uri "
-                   "HAVING n > 0 ORDER BY n DESC, c.track_uri LIMIT ?", (artist, start, end, limit)),
+                   "HAVING SUM(c.clicks) > 0 ORDER BY n DESC, c.track_uri LIMIT ?", (artist, start, end, limit)),
         _rows(ctx, "SELECT currency, SUM(amount) FROM ledger_entry WHERE account = ? GROUP BY currency",
               (ledger.earnings(artist),)),
         _rows(ctx, "SELECT p.id, p.amount, p.currency, p.status, p.period, p.created_at, p.updated_at, "
@@ -206,7 +206,7 @@ async def revenue(ctx: ViewContext, artist: str, start: str, end: str, granulari
 
 #: Each listener's first paid service period that starts in [:lo, :hi): (``did``, its start ``first``).
 _CONVERTERS = (f"SELECT did, MIN(period_start) AS first FROM subscription_invoice WHERE {_PAID} GROUP BY did "
-               "HAVING first >= :lo AND first < :hi")
+               "HAVING MIN(period_start) >= :lo AND MIN(period_start) < :hi")
 #: A stream of listener ``c.did`` of a track in the repo whose AT-URIs fall in [:track_lo, :track_hi),
 #: dated in the ``BEFORE_CONVERTING_DAYS`` days before ``c.first`` (exclusive): found in the index
 #: ``play_listener_track_streams`` (listener, track URI, time) without reading a play. (The caller
@@ -231,7 +231,8 @@ async def converters_by_day(ctx: ViewContext, start: str, end: str, artist: str 
     listeners whose first paid service period starts that day, and (with ``artist``; else 0) those,
     in standing, with a stream (paid or free) of a track in the artist's repo (the authority of its
     AT-URI), dated in the ``BEFORE_CONVERTING_DAYS`` days before that instant."""
-    streamed = f"SUM(EXISTS ({_STREAMED_BEFORE}) AND {did_in_standing('c.did')})" if artist else "0"
+    streamed = (f"SUM(CASE WHEN EXISTS ({_STREAMED_BEFORE}) AND {did_in_standing('c.did')} THEN 1 ELSE 0 END)"
+                if artist else "0")
     prefix = f"at://{artist}/"
     rows = await _rows(ctx, f"SELECT substr(c.first, 1, 10) AS d, COUNT(*), {streamed} FROM ({_CONVERTERS}) c "
                             f"GROUP BY d ORDER BY d",
@@ -252,7 +253,7 @@ async def free_to_paid(ctx: ViewContext, start: str, end: str) -> dict[str, int]
         ctx, f"WITH c AS MATERIALIZED ({_CONVERTERS}), o AS MATERIALIZED (SELECT x.did FROM ({OUT_OF_STANDING_SQL}) x "
              f"WHERE EXISTS ({_STREAMED.format(x='x.did')})) "
              f"SELECT (SELECT COUNT(*) FROM (SELECT DISTINCT did FROM "
-             f"listener_day WHERE day BETWEEN :start AND :end AND stream_ms > 0)), (SELECT COUNT(*) FROM ({_PAID_BEFORE}) "
+             f"listener_day WHERE day BETWEEN :start AND :end AND stream_ms > 0) AS d), (SELECT COUNT(*) FROM ({_PAID_BEFORE}) "
              f"p WHERE EXISTS ({_STREAMED.format(x='p.did')})), (SELECT COUNT(*) FROM o), "
              f"(SELECT COUNT(*) FROM o WHERE o.did IN ({_PAID_BEFORE})), (SELECT COUNT(*) FROM c), "
              f"(SELECT COUNT(*) FROM c WHERE EXISTS ({_STREAMED.format(x='c.did')}) AND {did_in_standing('c.did')})",
@@ -303,7 +304,7 @@ _HOLDING = ("SELECT did, MAX(s) AS s, MAX(e) AS e FROM ("
             "SELECT did, 1 AS s, 0 AS e FROM subscription_invoice INDEXED BY subscription_invoice_paid_end "
             f"WHERE {_PAID} AND period_end > :lo AND period_start <= :lo UNION ALL "
             "SELECT did, 0, 1 FROM subscription_invoice INDEXED BY subscription_invoice_paid_end "
-            f"WHERE {_PAID} AND period_end >= :hi AND period_start < :hi) GROUP BY did")
+            f"WHERE {_PAID} AND period_end >= :hi AND period_start < :hi) AS h GROUP BY did")
 
 
 async def subscribers(ctx: ViewContext, lo: str, hi: str) -> tuple[dict[str, int], dict[str, int]]:
@@ -311,8 +312,10 @@ async def subscribers(ctx: ViewContext, lo: str, hi: str) -> tuple[dict[str, int
     listeners holding a paid tier at its first and last instants, and the sum of ``amount_paid`` of
     the paid invoices covering its last instant."""
     counts, mrr = await asyncio.gather(
-        _rows(ctx, f"SELECT COALESCE(SUM(e), 0), COALESCE(SUM(s), 0), COALESCE(SUM(e AND NOT s), 0), "
-                   f"COALESCE(SUM(s AND NOT e), 0) FROM ({_HOLDING})", {"lo": lo, "hi": hi}),
+        _rows(ctx, f"SELECT COALESCE(SUM(e), 0), COALESCE(SUM(s), 0), "
+                   f"COALESCE(SUM(CASE WHEN e = 1 AND s = 0 THEN 1 ELSE 0 END), 0), "
+                   f"COALESCE(SUM(CASE WHEN s = 1 AND e = 0 THEN 1 ELSE 0 END), 0) FROM ({_HOLDING}) AS hs",
+              {"lo": lo, "hi": hi}),
         _rows(ctx, "SELECT currency, SUM(amount_paid) FROM subscription_invoice INDEXED BY subscription_invoice_paid_end "
                    f"WHERE {_PAID} AND period_end >= :hi AND period_start < :hi GROUP BY currency", {"hi": hi}))
     active, at_start, new, churned = counts[0]

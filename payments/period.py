@@ -103,7 +103,7 @@ def stream_weights(tx: sqlite3.Connection, start: str, end: str, listener: str |
         f"WHERE p.stream = 1 AND p.paid = ? AND p.sort_at >= ? AND p.sort_at < ? {who}"
         f"AND {in_standing('a')} AND {in_standing('ta')} AND COALESCE(t.hidden, 0) < 2 "
         f"AND NOT {AUDIO_DOWN_SQL.format(alias='t')} "
-        "GROUP BY t.uri ORDER BY t.uri", args).fetchall()
+        "GROUP BY t.uri, t.did, r.json ORDER BY t.uri", args).fetchall()
     out = []
     for track_uri, track_did, ms, raw in rows:
         for did, bps in _splits(raw, track_did):
