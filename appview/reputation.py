@@ -280,7 +280,7 @@ async def listener_days(ctx: ViewContext, since: str) -> list[tuple[str, str, in
     hosts = await host_sizes(ctx)
     cur = await ctx.db.execute(
         f"SELECT l.track_uri, l.day, MAX(0.0, julianday(l.day) - julianday(COALESCE({_BORN}, l.day))), a.pds, "
-        f"COALESCE(r.farm, 0) OR COALESCE(pr.bot, 0), COALESCE(r.history_days, 0) "
+        f"CASE WHEN COALESCE(r.farm, 0) = 1 OR COALESCE(pr.bot, 0) = 1 THEN 1 ELSE 0 END, COALESCE(r.history_days, 0) "
         f"FROM (SELECT track_uri, day, listener FROM track_day_listener WHERE day >= ? "
         f"      GROUP BY track_uri, day, listener HAVING SUM(streams) > 0) l "
         f"JOIN analytics_listener al ON al.id = l.listener LEFT JOIN actor a ON a.did = al.did "
@@ -337,7 +337,7 @@ async def refresh(conn: aiosqlite.Connection, now: datetime | None = None) -> di
         farms[did] = f"overlap:{overlaps}/{plays}"
     cur = await conn.execute(
         "SELECT did, COUNT(*) FROM (SELECT did, substr(sort_at, 1, 10) AS day FROM play WHERE sort_at >= ? "
-        "  GROUP BY did, day HAVING COUNT(DISTINCT substr(sort_at, 12, 2)) >= ?) "
+        "  GROUP BY did, day HAVING COUNT(DISTINCT substr(sort_at, 12, 2)) >= ?) AS d "
         "GROUP BY did HAVING COUNT(*) >= ?", (since, CLOCK_HOURS, CLOCK_DAYS))
     for did, days in await cur.fetchall():
         farms.setdefault(did, f"clock:{days}")
@@ -347,9 +347,9 @@ async def refresh(conn: aiosqlite.Connection, now: datetime | None = None) -> di
         "             WHERE COALESCE(a.plc_created_at, a.first_seen) <= ?), "
         "cons AS (SELECT subject, SUM(value) AS net, COUNT(*) AS n FROM est GROUP BY subject "
         "         HAVING COUNT(*) >= ?) "
-        "SELECT v.did, COUNT(*), SUM(v.value * (c.net - COALESCE(e.value, 0)) > 0) FROM vote_current v "
+        "SELECT v.did, COUNT(*), SUM(CASE WHEN v.value * (c.net - COALESCE(e.value, 0)) > 0 THEN 1 ELSE 0 END) FROM vote_current v "
         "JOIN cons c ON c.subject = v.subject LEFT JOIN est e ON e.subject = v.subject AND e.did = v.did "
-        "WHERE c.n - (e.did IS NOT NULL) >= ? AND c.net - COALESCE(e.value, 0) <> 0 GROUP BY v.did",
+        "WHERE c.n - CASE WHEN e.did IS NOT NULL THEN 1 ELSE 0 END >= ? AND c.net - COALESCE(e.value, 0) <> 0 GROUP BY v.did",
         (established, CONSENSUS_VOTERS, CONSENSUS_VOTERS))
     judged = {did: (n, agreed) for did, n, agreed in await cur.fetchall()}
     cur = await conn.execute("SELECT did, MIN(COUNT(*), 30) FROM listener_day WHERE stream_ms > 0 AND day < ? "

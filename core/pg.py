@@ -53,7 +53,11 @@ _CROSS_JOIN_ON = re.compile(r"\bCROSS\s+JOIN\s+(\w+(?:\s+(?!ON\b)\w+)?)\s+ON\b",
 #: Conditions spelled exactly as a partial index's WHERE on each engine (so each planner uses it):
 #: SQLite compares an integer with a boolean, PostgreSQL needs the cast (``indexer.standing.STALE``,
 #: the baseline's ``actor_counted_stale``).
-_SPELLINGS = {"counted <> (active = 1 AND hidden < 2)": "counted <> CAST((active = 1 AND hidden < 2) AS INTEGER)"}
+_SPELLINGS = {"counted <> (active = 1 AND hidden < 2)": "counted <> CAST((active = 1 AND hidden < 2) AS INTEGER)",
+              # a JSON object of numbers as rows (``appview.charts``' trending totals): PostgreSQL's
+              # json_each gives json values, which neither sort nor add as numbers
+              "FROM json_each(?)": "FROM (SELECT key, CAST(value AS DOUBLE PRECISION) AS value "
+                                   "FROM json_each_text(CAST(? AS json))) AS json_each"}
 _FTS_MATCH = re.compile(r"\btrack_fts\s+MATCH\s+%s", re.IGNORECASE)
 _SCHEMA_MAIN = re.compile(r"\bmain\.(?=\w)")
 _SCHEMA_TEMP = re.compile(r"\btemp\.(?=\w)")

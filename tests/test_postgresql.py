@@ -6,7 +6,8 @@ applied, then the baseline and the later migrations) and a second run applies no
 writes through ``core.pg`` (the rewrite, the advisory write lock, rows by name); the same commits
 (tracks, an update, plays, likes, a delete, a bad record) give the same answers on both engines for
 getTrack, getTracks, searchTracks (one word, two words, a prefix), getArtistTracks (both pages),
-getTrackStats, getPlays and getProfile; and ``BEGIN IMMEDIATE`` makes two writers take turns.
+getTrackStats, getPlays, getProfile, the reputation refresh and the trending chart; and
+``BEGIN IMMEDIATE`` makes two writers take turns.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 
 import pytest
 
-from appview import queries
+from appview import charts, queries, reputation
 from appview.views import ViewContext
 from core import db
 from core.config import Settings
@@ -92,6 +93,8 @@ async def answers(target: str) -> dict:
             "plays": await queries.get_plays(ctx, {"actor": LISTENER, "limit": 10}),
             "profile": await queries.get_profile(ctx, {"actor": DID}),
             "rejected": await ix.sql("SELECT reason, count(*) FROM rejected_record GROUP BY reason ORDER BY reason"),
+            "reputation": await reputation.refresh(conn),
+            "trending": await charts.get_chart(ctx, {"chart": "trending", "period": "week", "limit": 10}),
         }
     finally:
         await ix.close()
@@ -130,6 +133,7 @@ async def test_the_same_answers_on_both_engines(cluster, tmp_path):
     assert on_sqlite["track"]["track"]["title"] == "Neon Harbor (remaster)"
     assert [t["title"] for t in on_sqlite["search_one"]["tracks"]]
     assert on_sqlite["rejected"]  # the record without audio was skipped and counted
+    assert on_sqlite["trending"]["tracks"] and "accounts" in on_sqlite["reputation"]
     for key in on_sqlite:
         assert on_postgres[key] == on_sqlite[key], key
 
