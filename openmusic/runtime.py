@@ -68,6 +68,22 @@ log = logging.getLogger("openmusic")
 LEADERSHIP_CHECK_S = 2.0
 
 
+#: Seconds ``Runtime.stop`` waits for each part before going on without it.
+STOP_PART_S = 15.0
+
+
+async def _bounded(aw, what: str, limit_s: float = STOP_PART_S) -> None:
+    """Await ``aw`` (a part being stopped) for at most ``limit_s`` seconds; a timeout is logged, the
+    part's errors and cancellation are swallowed, never raised: one stuck part must not hold up the
+    rest of a shutdown."""
+    try:
+        await asyncio.wait_for(aw, limit_s)
+    except TimeoutError:
+        log.warning("stopping %s took over %.0f s; going on without it", what, limit_s)
+    except (asyncio.CancelledError, Exception):
+        pass
+
+
 class Runtime:
     """All long-lived parts of a running AppView. Attributes are set by ``start_api`` /
     ``start_indexing`` (``start``: both); those of a part not started stay None. ``role``: one of
@@ -456,17 +472,16 @@ class Runtime:
                     await asyncio.wait_for(task, timeout=10)
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await _bounded(task, f"task {task.get_name()}")
         for conn in self._conns:
-            await conn.close()
+            await _bounded(conn.close(), "a database connection")
         for pool in self._pools:
-            await pool.close()
+            await _bounded(pool.close(), "the reader pool")
         if self.payments:
-            await self.payments.close()
+            await _bounded(self.payments.close(), "payments")
         if self.writer:
-            await self.writer.close()
+            await _bounded(self.writer.close(), "the indexer's writer")
         if self.verifier:
-            await asyncio.to_thread(self.verifier.close)
+            await _bounded(asyncio.to_thread(self.verifier.close), "the commit verifier")
         if self.http is not None:
-            await self.http.aclose()
+            await _bounded(self.http.aclose(), "the HTTP client")
