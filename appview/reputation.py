@@ -61,6 +61,7 @@ outweigh 30 established listeners: a year of waiting and 500 domains)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -372,7 +373,10 @@ async def refresh(conn: aiosqlite.Connection, now: datetime | None = None) -> di
         await conn.executemany("INSERT INTO reputation_host (domain, established) VALUES (?, ?)", hosts.items())
         await conn.execute("COMMIT")
     except BaseException:
-        await conn.execute("ROLLBACK")
+        # a failed ROLLBACK (no transaction: BEGIN itself failed) must not replace the error, least
+        # of all a cancellation, which run_periodically would then log and sleep through
+        with contextlib.suppress(Exception):
+            await conn.execute("ROLLBACK")
         raise
     return {"accounts": len(rows), "farms": len(farms), "judged": len(judged), "listeners": len(history),
             "hosts": len(hosts)}
@@ -385,6 +389,9 @@ async def run_periodically(conn: aiosqlite.Connection, every: float = REFRESH_SE
             counts = await refresh(conn)
             log.info("reputation refreshed: %s", counts)
         except Exception:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # stopping: an error raised on the way out
+                raise asyncio.CancelledError from None
             log.exception("reputation refresh failed")
         await asyncio.sleep(every)
 
