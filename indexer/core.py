@@ -178,6 +178,10 @@ class Indexer:
         #: the decoder's filter of ``app.bsky.feed.post`` (``SHARES``) and selection (``wanted``)
         self.share_filter = SHARES
         self.selection = wanted
+        #: called as ``fence(conn)`` in the writer thread just before each COMMIT; raising aborts the
+        #: transaction (rolled back). The runtime sets it on PostgreSQL so that a leader which lost its
+        #: lock (``core.leader``) cannot commit a batch after a standby took over.
+        self.fence: Callable[[Any], None] | None = None
 
     async def open(self) -> None:
         """Open the writer connection (in the worker thread)."""
@@ -306,6 +310,8 @@ class Indexer:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             result = work(*args)
+            if self.fence is not None:
+                self.fence(self.conn)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
