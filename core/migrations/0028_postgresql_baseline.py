@@ -8,7 +8,7 @@ once, from ``core/postgresql_baseline.sql`` (generated from those migrations by
 this migration is recorded and does nothing.
 
 Every migration from 0029 on must run on both engines: write portable SQL, or give each engine its
-own step (detect the engine from the connection, as ``is_postgresql`` does here).
+own step (``core.migration_steps``: ``pg_only``, ``per_engine``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,12 @@ from pathlib import Path
 
 from yoyo import step
 
+from core.migration_steps import is_postgresql
+
 __depends__ = {"0026_suspended", "0027_label_prefs"}
 
 #: The schema of migrations 0001-0027 in PostgreSQL (core/postgresql_baseline.sql).
 BASELINE_SQL = Path(__file__).resolve().parent.parent / "postgresql_baseline.sql"
-
-
-def is_postgresql(conn) -> bool:
-    """Whether yoyo's DB-API connection ``conn`` is a PostgreSQL one (psycopg 3 or psycopg2), by the
-    module of its type; SQLite's is ``sqlite3.Connection``."""
-    return type(conn).__module__.split(".")[0] in ("psycopg", "psycopg2")
 
 
 def create_baseline(conn) -> None:

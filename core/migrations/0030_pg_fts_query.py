@@ -7,7 +7,7 @@ text itself)."""
 
 from __future__ import annotations
 
-from yoyo import step
+from core.migration_steps import pg_only
 
 __depends__ = {"0029_audio_takedown"}
 
@@ -19,27 +19,4 @@ $$
 """
 
 
-def _is_postgresql(conn) -> bool:
-    return type(conn).__module__.split(".")[0] in ("psycopg", "psycopg2")
-
-
-def create(conn) -> None:
-    """On PostgreSQL, create ``fts_match_query``; on SQLite, nothing."""
-    if _is_postgresql(conn):
-        cur = conn.cursor()
-        try:
-            cur.execute(FUNCTION)
-        finally:
-            cur.close()
-
-
-def drop(conn) -> None:
-    if _is_postgresql(conn):
-        cur = conn.cursor()
-        try:
-            cur.execute("DROP FUNCTION IF EXISTS fts_match_query(text)")
-        finally:
-            cur.close()
-
-
-steps = [step(create, drop)]
+steps = [pg_only(FUNCTION, "DROP FUNCTION IF EXISTS fts_match_query(text)")]

@@ -6,7 +6,7 @@ nothing (the function is built in)."""
 
 from __future__ import annotations
 
-from yoyo import step
+from core.migration_steps import pg_only
 
 __depends__ = {"0030_pg_fts_query"}
 
@@ -23,27 +23,4 @@ $$
 """
 
 
-def _is_postgresql(conn) -> bool:
-    return type(conn).__module__.split(".")[0] in ("psycopg", "psycopg2")
-
-
-def create(conn) -> None:
-    """On PostgreSQL, create ``typeof``; on SQLite, nothing."""
-    if _is_postgresql(conn):
-        cur = conn.cursor()
-        try:
-            cur.execute(FUNCTION)
-        finally:
-            cur.close()
-
-
-def drop(conn) -> None:
-    if _is_postgresql(conn):
-        cur = conn.cursor()
-        try:
-            cur.execute("DROP FUNCTION IF EXISTS typeof(anyelement)")
-        finally:
-            cur.close()
-
-
-steps = [step(create, drop)]
+steps = [pg_only(FUNCTION, "DROP FUNCTION IF EXISTS typeof(anyelement)")]
