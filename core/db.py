@@ -8,10 +8,11 @@ Every function here takes ``target``: a SQLite file path or a PostgreSQL URL (``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,25 @@ class ReaderPool:
     async def close(self) -> None:
         """Close every connection."""
         await asyncio.gather(*(conn.close() for conn in self.conns), return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def write_transaction(conn: Any) -> AsyncIterator[Any]:
+    """``async with write_transaction(conn): ...``: one write transaction on an async writer
+    connection (aiosqlite, or ``core.pg.AsyncConnection``): ``BEGIN IMMEDIATE`` (on PostgreSQL
+    ``BEGIN`` + the write advisory lock, ``core.pg``), then ``COMMIT`` when the block ends, or
+    ``ROLLBACK`` and re-raise when it raises. A failed ROLLBACK (no transaction is open: BEGIN
+    itself failed or was cancelled) never replaces the block's error, above all not a
+    cancellation. Yields ``conn``. Callers that share ``conn`` between tasks hold their own lock
+    around it (one transaction at a time per connection)."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 def connect_sync(db_path: str) -> sqlite3.Connection:

@@ -28,7 +28,7 @@ from atproto_core.did_doc import DidDocument
 from atproto_identity.handle.resolver import AsyncHandleResolver
 
 from core.config import Settings
-from core.db import normalize_datetime
+from core.db import normalize_datetime, write_transaction
 from core.errors import TransientIdentityError
 from core.netguard import BlockedURL, check_url
 
@@ -354,8 +354,7 @@ class IdentityService:
             self._docs.put(did, info, ttl)
             return handle
         async with self._write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            async with write_transaction(self.conn):
                 cur = await self.conn.execute("SELECT handle FROM actor WHERE did = ?", (did,))
                 row = await cur.fetchone()
                 if handle:  # handle contention: the newest verified holder keeps it
@@ -364,10 +363,6 @@ class IdentityService:
                 await self.conn.execute(
                     "UPDATE actor SET handle = ?, handle_verified = ?, pds = ?, signing_key = ?, resolved_at = ? "
                     "WHERE did = ?", (handle, 1 if handle else 0, info.pds, info.signing_key, time.time(), did))
-                await self.conn.execute("COMMIT")
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
             cur = await self.conn.execute("SELECT plc_created_at FROM actor WHERE did = ?", (did,))
             born = await cur.fetchone()
         if born and born[0] is None and (created := await self.resolver.plc_created_at(did)):
