@@ -61,6 +61,13 @@ class Settings:
     #: ``postgresql://...`` to keep the index in PostgreSQL instead of ``db_path`` (issue 15; empty:
     #: SQLite). Use ``database``, which says which one is in force.
     database_url: str = ""
+    #: ``postgresql://...`` of a read replica of ``database_url`` (``OPENMUSIC_DATABASE_READ_URL``):
+    #: the AppView's reader pool (its queries) reads there, while every write (the indexer, payments,
+    #: sessions, the leader locks) goes to the primary. Empty: read from ``database`` too. A replica
+    #: lags its primary (streaming replication: usually milliseconds, longer under load), so a page
+    #: read right after a write made through this AppView (read-your-writes) may show the state before
+    #: it for a moment. Use ``database_read``, which says which one is in force.
+    database_read_url: str = ""
     #: Where verified blobs (audio, images) fetched from creators' PDSes are cached.
     blob_cache_dir: str = "data/blobs"
     #: Address and port the AppView's HTTP server binds to.
@@ -216,6 +223,11 @@ class Settings:
         """The database in force: ``database_url`` when set, else the SQLite file ``db_path``
         (``core.db`` takes either)."""
         return self.database_url or self.db_path
+
+    @property
+    def database_read(self) -> str:
+        """Where the AppView's readers read: ``database_read_url`` when set, else ``database``."""
+        return self.database_read_url or self.database
 
     @property
     def label_key_path(self) -> str:

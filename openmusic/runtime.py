@@ -12,7 +12,14 @@ A process plays one role (``Settings.role``, ``openmusic run --role``; ``core.co
 
 ``run(stop)`` plays the role. One process leads at a time: a standby waits for the lock, then starts
 from the durable cursor. ``start()`` starts everything at once without an election: for tools and
-tests that own their database.
+tests that own their database. On PostgreSQL the lock is an advisory lock of a session of its own
+(``core.leader.PgLeadership``), and the leader's writer checks before each COMMIT that the lock is
+still its own (``Indexer.fence``): a leader whose session was lost cannot commit after a standby
+took over. The broker's outbox and the settlement verifier are leader-only (``start_indexing``);
+payout runs and period closes take a lock of their own (``payments.service.Payments.once``).
+
+The AppView's reader pool reads ``Settings.database_read`` (a read replica when
+``OPENMUSIC_DATABASE_READ_URL`` is set); every write goes to the primary.
 
 What an ``api`` process still writes, each on a connection of its own: the web app's OAuth requests
 and sessions, notification ``seenAt``, purchase clicks and teal.fm opt-ins (``WebApp.conn``);
@@ -143,7 +150,7 @@ class Runtime:
         share_indexer.configure(s.share_sites)  # Bluesky posts linking these sites' pages are indexed
         self.http = httpx.AsyncClient(follow_redirects=False, headers={"user-agent": "openmusic-appview/0.1"})
         self.identity_conn = await self._connect()
-        self.reader = await db.ReaderPool.open(s.database, readers)
+        self.reader = await db.ReaderPool.open(s.database_read, readers)  # a replica when one is set
         self._pools.append(self.reader)
         self.identity = IdentityService(s, self.identity_conn, IdentityResolver(s, self.http))
         self.writer = Indexer(s.database, s.cursor_source)
@@ -243,6 +250,9 @@ class Runtime:
                 if elected in done:
                     elected.result()  # raises when the lock file cannot be opened
                     if not stop.is_set() and not tasks["http"].done():
+                        assert self.writer is not None
+                        # PostgreSQL: a batch (or ledger write) of a leader whose lock is gone never commits
+                        self.writer.fence = self.leadership.commit_fence()
                         await self.start_indexing(firehose)
                         tasks["leadership"] = asyncio.create_task(self._watch_leadership(), name="leadership")
             done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)

@@ -4,12 +4,21 @@ procedures, the Stripe webhook and the operator's refund and reconcile commands.
 
 Every write goes through the indexer's writer (``Indexer.transact``), so ledger transactions never
 interleave with firehose batches.
+
+Work that must happen once per database whichever process asks for it, payout runs and period
+closes, takes a leadership of its own (``core.leader.PAYOUTS``: an advisory lock on PostgreSQL, a
+lock file beside SQLite's database) without waiting, and refuses to run while another process holds
+it (``PaymentError`` 409 ``Busy``). The broker's outbox and the settlement verifier run only in the
+leading indexer (``openmusic.runtime``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +26,7 @@ import stripe
 
 from core.config import Settings
 from core.db import now_iso
+from core.leader import PAYOUTS, Leadership, leadership_for
 from payments import credit, ledger, managers, payouts, period, settle, subscriptions
 from payments.attest import Signer
 from payments.auth import SERVICE_ID
@@ -29,6 +39,8 @@ if TYPE_CHECKING:
     from indexer.core import Indexer
 
 log = logging.getLogger("openmusic.payments")
+#: Seconds between the checks that keep the payouts lock's session alive during a run (``Payments.once``).
+KEEP_S = 5.0
 
 
 @dataclass
@@ -206,10 +218,46 @@ class Payments:
             raise PaymentError(502, "UpstreamFailure", "the payment processor is not answering; try again") from exc
         return {"url": link["url"], "expiresAt": period.iso(int(link["expires_at"]))}
 
+    @contextlib.asynccontextmanager
+    async def once(self, what: str) -> AsyncIterator[None]:
+        """Hold the payouts leadership (``core.leader.PAYOUTS``) for the body, taken without waiting
+        and released after it. Raises ``PaymentError`` (409 ``Busy``) when another process holds it."""
+        lead = leadership_for(self.settings, PAYOUTS)
+        if not await lead.acquire():
+            holder = lead.holder() or {}
+            who = (f"process {holder.get('pid') or '?'} on {holder.get('host') or '?'}" if holder
+                   else "another process")
+            await lead.release()
+            raise PaymentError(409, "Busy", f"cannot {what} now: {who} is running a payout run or a period close "
+                                            "on this database; try again once it has finished")
+        keep = asyncio.create_task(self._keep(lead, what), name="payouts-lock")
+        try:
+            yield
+        finally:
+            keep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep
+            await lead.release()
+
+    @staticmethod
+    async def _keep(lead: Leadership, what: str) -> None:
+        """Ask ``lead`` every ``KEEP_S`` seconds whether it is still held: on PostgreSQL this keeps
+        its session from counting as idle (``core.leader.IDLE_SESSION_S``) through a long run.
+        A lost lock is logged; the run goes on (each payout's transfer is looked up by its transfer
+        group before it is made, so a run beside it does not pay the same payout twice)."""
+        while True:
+            await asyncio.sleep(KEEP_S)
+            if not await lead.holding():
+                break
+        log.error("the payouts lock was lost while trying to %s; finish, then check `openmusic ledger check`", what)
+
     async def close_period(self, period_: str) -> period.CloseReport:
-        """Split the period's subscription fees and ad pool (``payments.period.close_period``)."""
-        return await self.indexer.transact(period.close_period, period_, self.settings.platform_share_bps,
-                                           self.broker.salt)
+        """Split the period's subscription fees and ad pool (``payments.period.close_period``), under
+        the payouts leadership (``once``). Raises ``PaymentError`` (409 ``Busy``) while another
+        process runs payouts or a close."""
+        async with self.once(f"close {period_}"):
+            return await self.indexer.transact(period.close_period, period_, self.settings.platform_share_bps,
+                                               self.broker.salt)
 
     async def enter_ad_revenue(self, period_: str, amount: int) -> bool:
         """The operator enters a period's ad revenue (minor units of our currency)."""
@@ -217,8 +265,14 @@ class Payments:
 
     async def run_payouts(self, after_transfer: Any = None) -> dict[str, int]:
         """``openmusic payouts run``: refresh the payout accounts, open payouts (``payments.payouts``)
-        and send every pending one. ``after_transfer(payout_id)`` is a test hook called between the
-        transfer and its booking (where a crash must not pay twice). Returns counts."""
+        and send every pending one, under the payouts leadership (``once``: one run at a time per
+        database; ``PaymentError`` 409 ``Busy`` while another process runs one or a period close).
+        ``after_transfer(payout_id)`` is a test hook called between the transfer and its booking (where
+        a crash must not pay twice). Returns counts."""
+        async with self.once("run payouts"):
+            return await self._run_payouts(after_transfer)
+
+    async def _run_payouts(self, after_transfer: Any) -> dict[str, int]:
         counts = {"opened": 0, "paid": 0, "failed": 0, "waiting": 0}
         for did, account in await self.indexer.sql("SELECT did, account FROM payout_account"):
             try:

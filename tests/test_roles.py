@@ -1,13 +1,15 @@
-"""Process roles and the elected indexer (issue 15, step 1): ``openmusic run --role indexer|api|all``
-as real processes on one SQLite file, the leader lock (``core.leader``) passing to a standby when the
-leader is SIGKILLed mid-stream, and our did:web document served with or without payments."""
+"""Process roles and the elected indexer (issue 15): ``openmusic run --role indexer|api|all`` as real
+processes on one database (a SQLite file, or a PostgreSQL database on a throwaway server from
+``devkit.pgserver``), the leader lock (``core.leader``: a lock file, an advisory lock) passing to a
+standby when the leader is SIGKILLed mid-stream, and our did:web document served with or without
+payments."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,9 +21,11 @@ import httpx
 import pytest
 
 from core.config import Settings
-from core.leader import FileLeadership
+from core.db import connect_sync
+from core.leader import FileLeadership, PgLeadership, leadership_for
 from core.lexicons import LIKE, PLAY
 from core.publish import PdsClient, like, publish_track, record_play
+from devkit import pgserver
 from devkit.media import tune_wav
 from tests.conftest import free_port
 
@@ -163,12 +167,14 @@ async def test_did_document_without_payments(tmp_path):
 # --- real processes: a leader, a standby and an api on one database -------------------------------------
 
 class Process:
-    """One ``openmusic run --role <role>`` on the reference PDS's firehose (stderr in ``log``)."""
+    """One ``openmusic run --role <role>`` on the reference PDS's firehose (stderr in ``log``), its
+    index in the SQLite file ``db``, or in the PostgreSQL database ``database_url`` when given."""
 
-    def __init__(self, net, db: Path, role: str, name: str) -> None:
+    def __init__(self, net, db: Path, role: str, name: str, database_url: str = "") -> None:
         self.role, self.name, self.port = role, name, free_port()
         self.log = db.parent / f"{name}.log"
-        env = dict(os.environ, OPENMUSIC_FIREHOSE_BATCH_SIZE="3", OPENMUSIC_LOG_LEVEL="INFO")
+        env = dict(os.environ, OPENMUSIC_FIREHOSE_BATCH_SIZE="3", OPENMUSIC_LOG_LEVEL="INFO",
+                   OPENMUSIC_DATABASE_URL=database_url)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "openmusic.cli", "run", "--role", role, "--firehose-url", net.firehose_url,
              "--plc-url", net.plc_url, "--handle-resolver-url", net.pds_url, "--allow-private-hosts",
@@ -268,13 +274,35 @@ class ApiWatcher(threading.Thread):
                 self.halt.wait(0.05)
 
 
-def test_standby_takes_over_a_killed_leader_and_the_api_answers_throughout(net, make_client, tmp_path):
-    """One SQLite file, three processes: a leading ``--role indexer``, a standby ``--role indexer``
-    and an ``--role api``. Listeners write plays and likes while the leader is SIGKILLed mid-stream:
-    the standby leads and reads the firehose within 10 s, the index ends with exactly the records in
-    the repos (none missing, none counted twice), the api process answers every query throughout
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_standby_takes_over_a_killed_leader_and_the_api_answers_throughout(engine, net, make_client, tmp_path):
+    """One database (a SQLite file; a PostgreSQL database on a throwaway server), three processes: a
+    leading ``--role indexer``, a standby ``--role indexer`` and an ``--role api``. Listeners write
+    plays and likes while the leader is SIGKILLed mid-stream: the standby leads and reads the
+    firehose within 10 s, the index ends with exactly the records in the repos (none missing, none
+    counted twice; the counters equal the rows), the api process answers every query throughout
     (plays never go back), and a restarted indexer stands by."""
+    with contextlib.ExitStack() as stack:
+        url = ""
+        if engine == "postgresql":
+            if pgserver.bin_dir() is None:
+                pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
+            url = pgserver.create_database(stack.enter_context(pgserver.throwaway_cluster()), "failover")
+        _failover(net, make_client, tmp_path, url)
+
+
+def _failover(net, make_client, tmp_path: Path, url: str) -> None:
+    """The failover test on the SQLite file in ``tmp_path``, or on the PostgreSQL database ``url``."""
     db = tmp_path / "openmusic.sqlite"
+    settings = Settings(db_path=str(db), database_url=url)
+
+    def rows(sql: str, args: list | tuple = ()) -> list:
+        """The rows of one statement on the database, on a connection of its own."""
+        conn = connect_sync(settings.database)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
     artist = make_client("rolesartist")
     wav = tmp_path / "t.wav"
     wav.write_bytes(tune_wav(5, seconds=1))
@@ -287,14 +315,14 @@ def test_standby_takes_over_a_killed_leader_and_the_api_answers_throughout(net, 
     writing = threading.Event()
     writers: list[threading.Thread] = []
     try:
-        leader = Process(net, db, "indexer", "leader")
+        leader = Process(net, db, "indexer", "leader", url)
         procs.append(leader)
         until(lambda: leads(leader), 60, procs, "the first indexer leads")
-        standby = Process(net, db, "indexer", "standby")
+        standby = Process(net, db, "indexer", "standby", url)
         procs.append(standby)
         body = until(standby.health, 60, procs, "the standby answers /health")
         assert body["status"] == "standby" and body["leader"]["pid"] == leader.pid, body
-        api = Process(net, db, "api", "api")
+        api = Process(net, db, "api", "api", url)
         procs.append(api)
 
         def api_ready() -> bool:
@@ -329,12 +357,8 @@ def test_standby_takes_over_a_killed_leader_and_the_api_answers_throughout(net, 
             w.start()
 
         def indexed_plays() -> int:
-            conn = sqlite3.connect(db, timeout=5)
-            try:
-                marks = ",".join("?" * len(track_uris))
-                return conn.execute(f"SELECT COUNT(*) FROM play WHERE track_uri IN ({marks})", track_uris).fetchone()[0]
-            finally:
-                conn.close()
+            marks = ",".join("?" * len(track_uris))
+            return rows(f"SELECT COUNT(*) FROM play WHERE track_uri IN ({marks})", track_uris)[0][0]
         until(lambda: indexed_plays() >= 30, 60, procs, "the leader indexes the first plays")
         assert leader.health()["firehose"]["connected"]
         killed = time.monotonic()
@@ -344,10 +368,20 @@ def test_standby_takes_over_a_killed_leader_and_the_api_answers_throughout(net, 
         until(lambda: leads(standby), TAKEOVER_S, survivors, "the standby takes over within 10 s")
         took_over = time.monotonic()
         assert took_over - killed < TAKEOVER_S
-        assert FileLeadership(f"{db}.leader").holder()["pid"] == standby.pid
+        lock = leadership_for(settings)
+        assert isinstance(lock, PgLeadership if url else FileLeadership)
+
+
+        async def holder_pid() -> int | None:
+            try:
+                assert not await lock.acquire()  # the new leader holds it
+                return (lock.holder() or {}).get("pid")
+            finally:
+                await lock.release()
+        assert asyncio.run(holder_pid()) == standby.pid
 
         # the killed leader comes back: it stands by
-        again = Process(net, db, "indexer", "restarted")
+        again = Process(net, db, "indexer", "restarted", url)
         procs.append(again)
         body = until(again.health, 60, [*survivors, again], "the restarted indexer answers /health")
         assert body["status"] == "standby" and body["leader"]["pid"] == standby.pid, body
@@ -365,29 +399,21 @@ def test_standby_takes_over_a_killed_leader_and_the_api_answers_throughout(net, 
         assert len(plays) > 60 and likes
 
         def index() -> tuple[set[str], set[str]]:
-            conn = sqlite3.connect(db, timeout=5)
-            try:
-                dids = [f.did for f in fans]
-                marks = ",".join("?" * len(dids))
-                got_plays = {r[0] for r in conn.execute(f"SELECT uri FROM play WHERE did IN ({marks})", dids)}
-                got_likes = {r[0] for r in conn.execute(f"SELECT uri FROM like_record WHERE did IN ({marks})", dids)}
-                return got_plays, got_likes
-            finally:
-                conn.close()
+            dids = [f.did for f in fans]
+            marks = ",".join("?" * len(dids))
+            got_plays = {r[0] for r in rows(f"SELECT uri FROM play WHERE did IN ({marks})", dids)}
+            got_likes = {r[0] for r in rows(f"SELECT uri FROM like_record WHERE did IN ({marks})", dids)}
+            return got_plays, got_likes
         until(lambda: index() == (plays, likes), 60, survivors, "the index holds every record written")
         time.sleep(1.0)  # nothing more arrives after that: no record counted twice
         assert index() == (plays, likes)
-        conn = sqlite3.connect(db, timeout=5)
-        try:
-            marks = ",".join("?" * len(track_uris))
-            per_track = dict(conn.execute(f"SELECT track_uri, COUNT(*) FROM play WHERE track_uri IN ({marks}) "
-                                          "GROUP BY track_uri", track_uris).fetchall())
-            stats = {r[0]: (r[1], r[2]) for r in conn.execute(
-                f"SELECT track_uri, plays, likes FROM track_stats WHERE track_uri IN ({marks})", track_uris)}
-            like_counts = dict(conn.execute(f"SELECT subject_uri, COUNT(DISTINCT did) FROM like_record WHERE subject_uri IN "
-                                            f"({marks}) GROUP BY subject_uri", track_uris).fetchall())
-        finally:
-            conn.close()
+        marks = ",".join("?" * len(track_uris))
+        per_track = {r[0]: r[1] for r in rows(f"SELECT track_uri, COUNT(*) FROM play WHERE track_uri IN ({marks}) "
+                                              "GROUP BY track_uri", track_uris)}
+        stats = {r[0]: (r[1], r[2]) for r in rows(
+            f"SELECT track_uri, plays, likes FROM track_stats WHERE track_uri IN ({marks})", track_uris)}
+        like_counts = {r[0]: r[1] for r in rows(f"SELECT subject_uri, COUNT(DISTINCT did) FROM like_record WHERE "
+                                                f"subject_uri IN ({marks}) GROUP BY subject_uri", track_uris)}
         assert sum(per_track.values()) == len(plays)
         assert {uri: plays_n for uri, (plays_n, _) in stats.items()} == per_track  # counters: no double effect
         # likes count each liker once per track (indexer.stats)
