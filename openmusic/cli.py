@@ -2,6 +2,7 @@
 
   openmusic run                firehose + indexer + AppView in one process (defaults: the public network);
                                --role api|indexer for one side, several processes on one database
+  openmusic cluster            PostgreSQL, 2 indexers (leader + standby), API replicas behind a proxy, as processes
   openmusic demo               local reference PDS + PLC, a seeded demo catalog, and the AppView on its firehose
   openmusic backfill           import the repos that already hold music (verified CARs), then go on live
   openmusic publish            upload audio to your own PDS and write track / album records
@@ -177,6 +178,28 @@ async def _run_role(settings: Settings, firehose: bool) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     return await Runtime(settings).run(stop, firehose=firehose)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """``openmusic cluster``: the compose profile ``cluster`` as processes here (``openmusic.cluster``)
+    until SIGINT or SIGTERM. Exit status 0; 1 when the start-up failed; 2 for bad numbers."""
+    from openmusic import cluster
+
+    if args.replicas < 1 or args.indexers < 1 or not 0 < args.port < 65536 - args.replicas - args.indexers:
+        print("error: --replicas and --indexers must be at least 1, and the ports must fit under 65536",
+              file=sys.stderr)
+        return 2
+    given = {name: getattr(args, name, None) for name in CLUSTER_FLAGS}
+    env = {f"OPENMUSIC_{k.upper()}": ("true" if v is True else str(v)) for k, v in given.items() if v is not None}
+    options = cluster.Options(host=args.host, port=args.port, replicas=args.replicas, indexers=args.indexers,
+                              data_dir=args.data_dir, proxy=args.proxy, sqlite=args.sqlite, settings_env=env,
+                              database_url=args.database_url or os.environ.get("OPENMUSIC_DATABASE_URL", ""))
+    return cluster.run(options, out=lambda line: print(line, flush=True))
+
+
+#: The settings ``openmusic cluster`` passes on to its processes (the rest: its own flags).
+CLUSTER_FLAGS = ("firehose_url", "plc_url", "public_url", "handle_resolver_url", "allow_private_hosts",
+                 "start_cursor", "log_level")
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -874,6 +897,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what this process does (OPENMUSIC_ROLE; default all)")
     p.add_argument("--no-firehose", action="store_true", help="serve the database without consuming")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("cluster", help="PostgreSQL, 2 indexers, API replicas behind a proxy, as processes here",
+                       description="Start the topology of `docker compose --profile cluster` as processes on this "
+                       "machine: PostgreSQL (OPENMUSIC_DATABASE_URL, else a throwaway cluster from the machine's "
+                       "initdb/pg_ctl), `openmusic migrate` once, the indexers (--role indexer: one leads, the others "
+                       "stand by) and the API replicas (--role api) on the ports after --port, and a round-robin "
+                       "proxy on --port (nginx with deploy/nginx.conf when installed, else a Python one). Prints "
+                       "where everything is; a process that exits is started again; Ctrl-C or SIGTERM stops them all.")
+    _add_settings_flags(p, CLUSTER_FLAGS)
+    p.add_argument("--host", default="127.0.0.1", help="the proxy's bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080,
+                   help="the proxy's port (default 8080); the replicas, then the indexers take the next ones")
+    p.add_argument("--replicas", type=int, default=2, help="API processes (default 2)")
+    p.add_argument("--indexers", type=int, default=2, help="indexer processes: a leader and standbys (default 2)")
+    p.add_argument("--data-dir", default="data/cluster",
+                   help="shared by every process: key files, blob cache, logs/, cluster.json (default data/cluster)")
+    p.add_argument("--database-url", help="PostgreSQL to use (default OPENMUSIC_DATABASE_URL, else a throwaway one)")
+    p.add_argument("--sqlite", action="store_true", help="one SQLite file in the data folder instead of PostgreSQL")
+    p.add_argument("--proxy", choices=("auto", "nginx", "python"), default="auto",
+                   help="the reverse proxy (default auto: nginx when installed, else Python)")
+    p.set_defaults(func=cmd_cluster)
     p = sub.add_parser("backfill", help="import the repos that already hold music, then go on live",
                        description="Find the repos that already hold music, import them (verified CARs) "
                        "while serving the AppView, then carry on with the live firehose.")

@@ -16,6 +16,7 @@ setuptools would).
 from __future__ import annotations
 
 import ast
+import copy
 import fnmatch
 import json
 import posixpath
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from core.config import Settings
+from web.settings import WebSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Top-level Python packages that are deliberately not in the distribution (nor the image).
@@ -33,8 +35,9 @@ NOT_SHIPPED = {"tests": "the test suite", "bench": "benchmarks, run from a check
 #: Directories outside any package that shipped code reads at run time (``Path(__file__).parent.parent
 #: / name``): the image must provide them, at the path the environment variable names.
 RUNTIME_DIRS = {"lexicons": "OPENMUSIC_LEXICON_DIR"}
-#: ... and those it may read only from a checkout (``openmusic devnet`` / ``demo``, not in the image).
-CHECKOUT_ONLY_DIRS = {"devnet"}
+#: ... and those it may read only from a checkout (``openmusic devnet`` / ``demo``, not in the image;
+#: ``openmusic cluster`` reads deploy/nginx.conf only to run nginx, which the image lacks).
+CHECKOUT_ONLY_DIRS = {"devnet", "deploy"}
 #: Files the build itself reads (pyproject's readme; the license).
 BUILD_INPUTS = ["pyproject.toml", "README.md", "LICENSE"]
 #: Local state that must stay out of the build context (a path inside each).
@@ -395,9 +398,16 @@ def _strip_comment(line: str) -> str:
 
 def parse_yaml(text: str):
     """The YAML subset docker-compose.yml is written in: block mappings and sequences, ``|`` block
-    scalars, JSON-style flow collections, plain and quoted scalars (all scalars stay strings).
-    Raises ``ValueError`` on anything else."""
+    scalars, JSON-style flow collections, plain and quoted scalars (all scalars stay strings), and
+    anchors (``key: &name``), aliases (``key: *name``) and merge keys (``<<: *name``: the anchored
+    mapping's keys that the mapping does not set itself). Raises ``ValueError`` on anything else."""
     lines = text.splitlines()
+    anchors: dict[str, object] = {}
+
+    def alias(name: str, line: int):
+        if name not in anchors:
+            raise ValueError(f"line {line}: no anchor {name!r}")
+        return copy.deepcopy(anchors[name])
 
     def block(i: int, indent: int):
         out = None
@@ -425,8 +435,22 @@ def parse_yaml(text: str):
             out = {} if out is None else out
             if not isinstance(out, dict):
                 raise ValueError(f"line {i + 1}: a mapping key in a list")
-            value = value.strip()
-            if value in ("|", "|-"):
+            value, anchor = value.strip(), None
+            if value.startswith("&"):
+                anchor, _, value = value[1:].partition(" ")
+                value = value.strip()
+            if key.strip() == "<<":
+                merged = alias(value[1:], i + 1) if value.startswith("*") else None
+                if not isinstance(merged, dict):
+                    raise ValueError(f"line {i + 1}: '<<' takes an alias of a mapping")
+                for k, v in merged.items():
+                    out.setdefault(k, v)
+                i += 1
+                continue
+            if value.startswith("*"):
+                out[key.strip()] = alias(value[1:], i + 1)
+                i += 1
+            elif value in ("|", "|-"):
                 j, body = i + 1, []
                 while j < len(lines) and (not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip(" ")) > indent):
                     body.append(lines[j])
@@ -447,6 +471,8 @@ def parse_yaml(text: str):
                     out[key.strip()], i = block(j, nind)
                 else:
                     out[key.strip()], i = None, j
+            if anchor:
+                anchors[anchor] = copy.deepcopy(out[key.strip()])
         return out, i
 
     doc, end = block(0, 0)
@@ -458,6 +484,10 @@ def parse_yaml(text: str):
 def test_yaml_subset_parser():
     doc = parse_yaml('a:\n  b: "x"  # c\n  l: ["1", "2"]\n  m:\n    - p\n    - q\n  s: |\n    one\n      two\nz:\n')
     assert doc == {"a": {"b": "x", "l": ["1", "2"], "m": ["p", "q"], "s": "one\n  two\n"}, "z": None}
+    doc = parse_yaml("x: &base\n  k: v\n  e:\n    A: a\nm: &one '1'\ny:\n  <<: *base\n  k: w\n  n: *one\n")
+    assert doc["y"] == {"k": "w", "e": {"A": "a"}, "n": "1"} and doc["x"] == {"k": "v", "e": {"A": "a"}}
+    doc["y"]["e"]["A"] = "changed"
+    assert doc["x"]["e"]["A"] == "a", "an alias is a copy"
 
 
 def compose() -> dict:
@@ -517,7 +547,7 @@ def test_compose_devnet_runs_network_mjs_as_install_sh_installs_it():
 
 def test_compose_settings_and_volumes_exist():
     doc = compose()
-    known = {f"OPENMUSIC_{f.name.upper()}" for f in fields(Settings)}
+    known = {f"OPENMUSIC_{f.name.upper()}" for f in (*fields(Settings), *fields(WebSettings))}
     declared = set(doc.get("volumes") or {})
     profiles: dict[str, set[str]] = {}
     for name, svc in doc["services"].items():
@@ -530,5 +560,88 @@ def test_compose_settings_and_volumes_exist():
         assert svc.get("profiles"), f"{name} has no profile: it would start with every profile"
         for p in svc["profiles"]:
             profiles.setdefault(p, set()).add(name)
-    assert profiles == {"public": {"appview"}, "dev": {"devnet", "appview-dev"}}
+    assert profiles == {"public": {"appview"}, "dev": {"devnet", "appview-dev"},
+                        "cluster": {"postgres", "migrate", "indexer-1", "indexer-2", "api-1", "api-2", "proxy"}}
+
+
+def _role(svc: dict) -> str | None:
+    """The ``--role`` of an ``openmusic run`` service (``all`` when none is given), else None."""
+    cmd = svc.get("command") or []
+    if cmd[:2] != ["openmusic", "run"]:
+        return None
+    return cmd[cmd.index("--role") + 1] if "--role" in cmd else "all"
+
+
+def test_compose_cluster_profile():
+    """``--profile cluster``: PostgreSQL (a named volume, pg_isready), ``openmusic migrate`` once
+    after it is healthy, two indexers and two API replicas after the migration succeeded, each with
+    ``/health`` as health check on the port it serves, all with the same settings (the database on
+    the postgres service with its user and password, one public URL, the shared data volume), and
+    nginx publishing the only port, started once both replicas are healthy, with deploy/nginx.conf
+    listing exactly those replicas."""
+    from core.config import ROLES
+    from openmusic.cluster import UPSTREAM
+
+    doc = compose()
+    services = {n: s for n, s in doc["services"].items() if "cluster" in s["profiles"]}
+    declared = set(doc.get("volumes") or {})
+
+    pg = services["postgres"]
+    assert pg["image"].startswith("postgres:") and pg["image"].split(":")[1][:2].isdigit(), "pin a major version"
+    data = [v for v in pg["volumes"] if v.endswith(":/var/lib/postgresql/data")]
+    assert data and data[0].split(":")[0] in declared, "PostgreSQL's data must be in a named volume"
+    pg_env = pg["environment"]
+    assert pg["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    check = pg["healthcheck"]["test"]
+    assert check[check.index("-U") + 1] == pg_env["POSTGRES_USER"] and check[check.index("-d") + 1] == pg_env["POSTGRES_DB"]
+
+    migrate = services["migrate"]
+    assert migrate["command"] == ["openmusic", "migrate"]
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert migrate["restart"] == "no", "a one-shot step must not be restarted"
+
+    runs = {n: s for n, s in services.items() if _role(s) is not None}
+    roles = {n: _role(s) for n, s in runs.items()}
+    assert set(roles.values()) <= set(ROLES)
+    assert sorted(n for n, r in roles.items() if r == "indexer") == ["indexer-1", "indexer-2"]
+    apis = sorted(n for n, r in roles.items() if r == "api")
+    assert apis == ["api-1", "api-2"]
+    openmusic = {"migrate": migrate, **runs}
+    envs = {n: s["environment"] for n, s in openmusic.items()}
+    first = envs["migrate"]
+    assert all(e == first for e in envs.values()), "every process of the cluster needs the same settings"
+    assert "OPENMUSIC_ROLE" not in first and "OPENMUSIC_PORT" not in first
+    url = first["OPENMUSIC_DATABASE_URL"]
+    m = re.fullmatch(r"postgresql://([^:@]+):([^@]+)@([\w-]+):5432/([\w-]+)", url)
+    assert m, url
+    assert m.group(1) == pg_env["POSTGRES_USER"] and m.group(2) == pg_env["POSTGRES_PASSWORD"]
+    assert m.group(3) == "postgres" and m.group(4) == pg_env["POSTGRES_DB"]
+    assert first["OPENMUSIC_PUBLIC_URL"] and first["OPENMUSIC_SESSION_KEY"], "one public URL and one session key"
+    for name, svc in openmusic.items():
+        assert svc["build"] == "." and svc["profiles"] == ["cluster"], name
+        assert any(v.split(":")[0] in declared and v.split(":")[1] == "/data" for v in svc["volumes"]), \
+            f"{name}: the key files must be shared (a named volume on /data)"
+        assert "ports" not in svc, f"{name}: only the proxy publishes a port"
+    port = str(Settings().port)
+    for name, svc in runs.items():
+        assert svc["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
+        assert svc["restart"] == "unless-stopped", name
+        probe = " ".join(svc["healthcheck"]["test"])
+        assert f"127.0.0.1:{port}/health" in probe, f"{name}: /health on the port it serves ({port})"
+    assert runs["indexer-2"]["depends_on"]["indexer-1"]["condition"] == "service_started"
+    assert migrate["healthcheck"] == {"disable": "true"}
+
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in proxy["volumes"]}
+    conf_file = mounts["/etc/nginx/nginx.conf"]
+    assert (ROOT / conf_file).resolve() == (ROOT / "deploy" / "nginx.conf").resolve()
+    assert proxy["depends_on"] == {a: {"condition": "service_healthy"} for a in apis}
+    conf = (ROOT / conf_file).read_text()
+    upstream = re.search(r"upstream\s+" + UPSTREAM + r"\s*\{(.*?)\}", conf, re.S).group(1)
+    assert sorted(re.findall(r"^\s*server\s+([\w.-]+:\d+)", upstream, re.M)) == [f"{a}:{port}" for a in apis]
+    assert re.search(r"proxy_pass\s+http://" + UPSTREAM + ";", conf)
+    listen = re.search(r"^\s*listen\s+(\d+);", conf, re.M).group(1)
+    assert [p.split(":")[-1] for p in proxy["ports"]] == [listen]
+    assert f"127.0.0.1:{listen}/health" in " ".join(proxy["healthcheck"]["test"])
 
