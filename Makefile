@@ -23,9 +23,10 @@ web/node_modules/.openmusic-installed: web/package.json web/package-lock.json de
 chromium:              ## Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
-redis:                 ## Debian's Redis and PostgreSQL server: Bluesky's own AppView (dev-env TestNetwork) needs them, for the feed generator's end-to-end test
+redis:                 ## Debian's Redis, PostgreSQL server and nginx: Bluesky's AppView (dev-env TestNetwork) for the feed generator's test, our PostgreSQL engine, the cluster's proxy
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update && apt-get install -y nginx)  # openmusic cluster's proxy (tests/test_cluster.py)
 
 demo: setup            ## local reference PDS + PLC, seeded catalog, AppView on http://127.0.0.1:8080
 	$(BIN)/openmusic demo
