@@ -164,7 +164,7 @@ def link(tx: sqlite3.Connection, title_norm: str, isrc: str | None, artists: lis
             "ORDER BY t.sort_at, t.uri", (TRACK, isrc)).fetchall()
     candidates += [c for c in tx.execute(
         "SELECT t.uri, t.did, t.title, t.origin, r.json FROM track t LEFT JOIN record r ON r.uri = t.uri "
-        "WHERE t.title = ? COLLATE NOCASE ORDER BY t.sort_at, t.uri", (title_norm,)).fetchall()
+        "WHERE lower(t.title) = lower(?) ORDER BY t.sort_at, t.uri", (title_norm,)).fetchall()
         if normalize(c[2]) == title_norm]
     for uri, did, _title, origin, raw in candidates:
         if wanted & _track_artist_names(tx, did, json.loads(raw).get("artist") if origin and raw else None):

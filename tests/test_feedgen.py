@@ -46,6 +46,7 @@ from firehose.repo import Snapshot
 from indexer import share
 from indexer.core import wanted
 from payments.auth import ServiceAuth
+from tests import dbq
 from tests.records import DID, LISTENER, commit_frame, track
 from tests.test_auth_units import CALLER, DID_KEY, jwt
 from tests.test_indexer_units import commit, create, env, rkey  # noqa: F401  (env: a fixture)
@@ -356,11 +357,7 @@ async def test_shared_track_is_served_and_ordinary_posts_are_not_stored(net, mak
     await eventually(fresh_posts, timeout=30, until=lambda got: shared in got)
 
     def rows(sql: str, *args) -> list:
-        c = sqlite3.connect(appview.settings.db_path)
-        try:
-            return c.execute(sql, args).fetchall()
-        finally:
-            c.close()
+        return dbq.rows(appview.settings, sql, *args)
     assert rows("SELECT subject FROM share WHERE did = ?", fan.did) == [(ref.uri,)]
     assert rows("SELECT uri FROM record WHERE did = ? AND collection = ?", fan.did, POST) == [(shared,)]
     assert rows("SELECT count(*) FROM rejected_record WHERE uri = ?", ordinary) == [(0,)]

@@ -15,7 +15,6 @@ loads its teal plays and shares with it, while a repo holding only teal plays is
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from firehose.repo import load_snapshot
 from indexer import share
 from indexer.backfill import BACKFILL_COLLECTIONS
 from openmusic.runtime import Runtime
+from tests import dbq
 from tests.conftest import devnet_settings, eventually, free_port
 from tests.records_interop import PLYR, TEAL, TEAL_ALPHA
 from tests.test_backfill import count
@@ -86,15 +86,11 @@ def sharing_post(page: str) -> dict:
 
 
 def rows(db: str, dids: list[str]) -> dict[str, list[tuple]]:
-    """``TABLES``' rows of ``dids``, sorted, from the database at ``db``."""
-    conn = sqlite3.connect(db)
-    try:
-        marks = ",".join("?" * len(dids))
-        return {table: sorted(conn.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE did IN ({marks})",
-                                           dids).fetchall())
-                for table, cols in TABLES.items()}
-    finally:
-        conn.close()
+    """``TABLES``' rows of ``dids``, sorted, from the database ``db`` (``Settings.database``: a
+    SQLite file or a PostgreSQL URL)."""
+    marks = ",".join("?" * len(dids))
+    return {table: sorted(dbq.rows(db, f"SELECT {', '.join(cols)} FROM {table} WHERE did IN ({marks})", *dids))
+            for table, cols in TABLES.items()}
 
 
 async def synchronized(rt: Runtime, net, dids: list[str]) -> bool:
@@ -140,7 +136,7 @@ async def test_resync_loads_every_collection_as_the_live_stream_does(net, make_c
     write(listener, POST, {"text": f"our site is {appview.settings.base_url}/about", "createdAt": "2026-11-02T12:00:00Z"})
     dids = [artist.did, listener.did]
 
-    live_db = appview.settings.db_path
+    live_db = appview.settings.database
     await eventually(lambda: synchronized(appview, net, dids), timeout=60)
     live = rows(live_db, dids)
     assert [r[0] for r in live["teal_play"]] == sorted([teal["uri"], alpha["uri"]])
@@ -151,7 +147,7 @@ async def test_resync_loads_every_collection_as_the_live_stream_does(net, make_c
     await rt.start(firehose=False)
     try:
         await resync(rt, net, dids)
-        got = rows(rt.settings.db_path, dids)
+        got = rows(rt.settings.database, dids)
         assert got == live
         # linked as live: the teal play to the plyr track (same title, the record's artist name)
         assert [r[13] for r in got["teal_play"] if r[0] == teal["uri"]] == [plyr["uri"]]
@@ -169,7 +165,7 @@ async def test_resync_loads_every_collection_as_the_live_stream_does(net, make_c
                                params={"repo": artist.did, "collection": PLYR, "rkey": rkey_of(plyr["uri"])})["value"]
         artist.put_record(PLYR, rkey_of(plyr["uri"]), {**current, "title": f"{title} (edit)"})
         await resync(rt, net, dids)
-        got = rows(rt.settings.db_path, dids)
+        got = rows(rt.settings.database, dids)
         assert [r[0] for r in got["teal_play"]] == [alpha["uri"]] and got["share"] == []
         assert [r[2] for r in got["track"] if r[0] == plyr["uri"]] == [f"{title} (edit)"]
         assert not any(r[2] == POST for r in got["record"])

@@ -18,7 +18,6 @@ tmp dir."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,6 +29,7 @@ from mutagen.wave import WAVE
 from core.lexicons import ALBUM, TRACK
 from core.publish import publish_profile
 from devkit.media import cover_png, tune_wav
+from tests import dbq
 from tests.conftest import eventually
 from tests.test_web_oauth_browser import browser  # noqa: F401  (a fixture)
 from tests.test_web_profile import indexed, no_sideways_scroll, pds_record, sign_in
@@ -286,9 +286,8 @@ async def test_studio_upload_edit_album_delete_in_chromium(net, make_client, app
     # The purchase link: a click on our page counts once per clicker and day, then the store (in a
     # new tab). A bare request (no Sec-Fetch-Site: same-origin, as a script or curl sends) counts nothing.
     def clicks() -> tuple | None:
-        with sqlite3.connect(appview.settings.db_path) as conn:
-            return conn.execute("SELECT clicks FROM purchase_click WHERE track_uri = ?",
-                                (f"at://{artist.did}/{TRACK}/{rkey}",)).fetchone()
+        return dbq.one(appview.settings, "SELECT clicks FROM purchase_click WHERE track_uri = ?",
+                       f"at://{artist.did}/{TRACK}/{rkey}")
     href = await page.get_attribute("#buy", "href")
     assert await page.get_attribute("#buy", "target") == "_blank"
     buy = await appview.http_client.get(href)
