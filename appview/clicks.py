@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 import aiosqlite
 
+from core.db import write_transaction
+
 
 async def count_purchase_click(conn: aiosqlite.Connection, track_uri: str, did: str, who: str,
                                when: datetime | None = None) -> bool:
@@ -16,8 +18,7 @@ async def count_purchase_click(conn: aiosqlite.Connection, track_uri: str, did: 
     clicker ``who`` (an opaque key: the caller hashes it) already clicked it that day. Returns whether
     it counted. Rows of earlier days in ``purchase_click_seen`` are deleted. ``conn`` autocommits."""
     day = (when or datetime.now(UTC)).astimezone(UTC).date().isoformat()
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
+    async with write_transaction(conn):
         await conn.execute("DELETE FROM purchase_click_seen WHERE day < ?", (day,))
         cur = await conn.execute("INSERT OR IGNORE INTO purchase_click_seen (day, track_uri, who) VALUES (?, ?, ?)",
                                  (day, track_uri, who))
@@ -26,8 +27,4 @@ async def count_purchase_click(conn: aiosqlite.Connection, track_uri: str, did: 
             await conn.execute(
                 "INSERT INTO purchase_click (track_uri, did, day, clicks) VALUES (?, ?, ?, 1) "
                 "ON CONFLICT (track_uri, day) DO UPDATE SET clicks = purchase_click.clicks + 1", (track_uri, did, day))
-        await conn.execute("COMMIT")
-    except BaseException:
-        await conn.execute("ROLLBACK")
-        raise
     return counted

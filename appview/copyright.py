@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from appview.moderation import record_action
-from core.db import now_iso
+from core.db import now_iso, write_transaction
 from firehose.labels import LabelError
 from indexer.audio_takedown import AUDIO_DOWN_SQL, AUDIO_TAKEDOWN
 from indexer.labeler_issue import LabelIssuer
@@ -164,8 +164,7 @@ async def open_case(issuer: LabelIssuer, operator: str, track: str, note: str | 
         at = now_iso()
         ids = [r[0] for r in reports]
         note = (note or "").strip()[:MAX_STATEMENT_CHARS] or None
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with write_transaction(conn):
             cur = await conn.execute(
                 "INSERT INTO copyright_case (track, artist, claimant, claim, reports, opened_at, opened_by, status) "
                 "VALUES (?,?,?,?,?,?,?, 'down') RETURNING id", (track, artist, reports[0][1], reports[0][2],
@@ -175,10 +174,6 @@ async def open_case(issuer: LabelIssuer, operator: str, track: str, note: str | 
             marks = ",".join("?" * len(ids))
             await conn.execute(f"UPDATE report SET status = 'actioned', action_id = ? WHERE id IN ({marks})",
                                (action, *ids))
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
     case = await get_case(conn, case_id)
     assert case is not None
     return case
@@ -209,15 +204,10 @@ async def counter_notice(issuer: LabelIssuer, artist: str, case_id: int, stateme
             seq, _label = await issuer.issue_locked(case["track"], AUDIO_TAKEDOWN, exp=restore_at)
         except LabelError as exc:
             raise CopyrightError(str(exc)) from exc
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with write_transaction(conn):
             await conn.execute("UPDATE copyright_case SET status = 'countered', counter_notice = ?, countered_at = ?, "
                                "restore_at = ? WHERE id = ?", (statement, at, restore_at, case_id))
             await record_action(conn, artist, case["track"], "counter-notice", AUDIO_TAKEDOWN, None, [], seq, at)
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
     case = await get_case(conn, case_id)
     assert case is not None
     return case
@@ -248,16 +238,11 @@ async def close_case(issuer: LabelIssuer, operator: str, case_id: int, outcome: 
             raise CopyrightError(str(exc)) from exc
         at = now_iso()
         note = (note or "").strip()[:MAX_STATEMENT_CHARS] or None
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with write_transaction(conn):
             await conn.execute("UPDATE copyright_case SET status = ?, closed_at = ? WHERE id = ?",
                                (outcome, at, case_id))
             await record_action(conn, operator, case["track"], "restore-audio" if outcome == "restored" else "uphold",
                                 AUDIO_TAKEDOWN, note, [], seq, at)
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
     case = await get_case(conn, case_id)
     assert case is not None
     return case

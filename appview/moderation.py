@@ -37,7 +37,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from appview.xrpc import XrpcError, decode_cursor, encode_cursor, invalid
-from core.db import now_iso
+from core.db import now_iso, write_transaction
 from core.identity import valid_did
 from core.lexicons import ALBUM, PLAYLIST, PLYR_TRACK, TRACK
 from firehose.labels import LabelError
@@ -265,17 +265,12 @@ async def moderate(issuer: LabelIssuer, operator: str, subject: str, action: str
                 raise ModerationError(str(exc)) from exc
         at = now_iso()
         note = (note or "").strip()[:MAX_REASON_CHARS] or None
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with write_transaction(conn):
             action_id = await record_action(conn, operator, subject, action, val, note, open_ids, seq, at)
             if open_ids:
                 marks = ",".join("?" * len(open_ids))
                 await conn.execute(f"UPDATE report SET status = ?, action_id = ? WHERE id IN ({marks})",
                                    ("dismissed" if action == "dismiss" else "actioned", action_id, *open_ids))
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
     return {"id": action_id, "operator": operator, "at": at, "subject": subject, "action": action, "val": val,
             "note": note, "reports": open_ids, "labelSeq": seq}
 

@@ -61,7 +61,6 @@ outweigh 30 established listeners: a year of waiting and 500 domains)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -74,6 +73,7 @@ import aiosqlite
 
 from appview.views import ACTIVE, ViewContext, artist_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
+from core.db import write_transaction
 from core.lexicons import TRACK, is_track_uri
 from indexer.standing import IN_STANDING
 
@@ -364,20 +364,14 @@ async def refresh(conn: aiosqlite.Connection, now: datetime | None = None) -> di
     stamp = _iso(now)
     rows = [(did, 1 if did in farms else 0, farms.get(did), *judged.get(did, (0, 0)), history.get(did, 0), stamp)
             for did in farms.keys() | judged.keys() | history.keys()]
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
+    # a failed ROLLBACK never replaces the error (least of all a cancellation, which
+    # run_periodically would then log and sleep through): write_transaction sees to it
+    async with write_transaction(conn):
         await conn.execute("DELETE FROM reputation")
         await conn.executemany("INSERT INTO reputation (did, farm, farm_reason, judged, agreed, history_days, "
                                "computed_at) VALUES (?,?,?,?,?,?,?)", rows)
         await conn.execute("DELETE FROM reputation_host")
         await conn.executemany("INSERT INTO reputation_host (domain, established) VALUES (?, ?)", hosts.items())
-        await conn.execute("COMMIT")
-    except BaseException:
-        # a failed ROLLBACK (no transaction: BEGIN itself failed) must not replace the error, least
-        # of all a cancellation, which run_periodically would then log and sleep through
-        with contextlib.suppress(Exception):
-            await conn.execute("ROLLBACK")
-        raise
     return {"accounts": len(rows), "farms": len(farms), "judged": len(judged), "listeners": len(history),
             "hosts": len(hosts)}
 

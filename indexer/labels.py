@@ -31,7 +31,7 @@ from collections import Counter
 
 import aiosqlite
 
-from core.db import now_iso
+from core.db import now_iso, write_transaction
 from firehose.labels import Label, LabelerInfo
 from indexer import stats
 
@@ -66,18 +66,13 @@ class LabelStore:
         its labels kept), bring every ``hidden`` flag in step, and load the counters."""
         now = now_iso()
         async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            async with write_transaction(self.conn):
                 await self.conn.execute("UPDATE labeler SET configured = 0")
                 for did in self.configured:
                     await self.conn.execute(
                         "INSERT INTO labeler (did, configured, updated_at) VALUES (?, 1, ?) "
                         "ON CONFLICT (did) DO UPDATE SET configured = 1", (did, now))
                 await self._refresh(None)
-                await self.conn.execute("COMMIT")
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
             await stats.catch_up_async(self.conn)
         cur = await self.conn.execute("SELECT name, n FROM label_stat")
         self.counters.update({name: n for name, n in await cur.fetchall()})
@@ -115,8 +110,7 @@ class LabelStore:
         counts: Counter[str] = Counter()
         now = now_iso()
         async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            async with write_transaction(self.conn):
                 touched: set[str] = set()
                 for label in labels:
                     reason = await self._store(src, label, now)
@@ -130,10 +124,6 @@ class LabelStore:
                 for name, n in counts.items():
                     await self.conn.execute("INSERT INTO label_stat (name, n) VALUES (?, ?) "
                                             "ON CONFLICT (name) DO UPDATE SET n = label_stat.n + excluded.n", (name, n))
-                await self.conn.execute("COMMIT")
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
             await stats.catch_up_async(self.conn)
         self.counters.update(counts)
 
@@ -183,13 +173,8 @@ class LabelStore:
         """Bring every ``hidden`` flag in step with the labels in force now (labels expire with time).
         Returns the rows changed."""
         async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            async with write_transaction(self.conn):
                 changed = await self._refresh(None)
-                await self.conn.execute("COMMIT")
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
             await stats.catch_up_async(self.conn)
         if changed:
             self.counters["expiry_changes"] += changed
