@@ -235,22 +235,32 @@ class SyncCursor:
         self._cur.executemany(to_pg(sql), [_params(p) for p in seq])
         return self
 
+    def _arrived(self) -> psycopg.Cursor:
+        """The psycopg cursor, with its result received: in pipeline mode (``SyncConnection.pipeline``)
+        a statement's result (rows, ``rowcount``, ``description``) arrives only when asked for."""
+        if self._cur.connection._pipeline is not None:
+            self._cur._fetch_pipeline()  # psycopg 3's own step before a fetch (flush, wait for this result)
+        return self._cur
+
     def fetchone(self) -> Any:
-        return self._cur.fetchone() if self._cur.description is not None else None
+        cur = self._arrived()
+        return cur.fetchone() if cur.description is not None else None
 
     def fetchall(self) -> list[Any]:
-        return self._cur.fetchall() if self._cur.description is not None else []
+        cur = self._arrived()
+        return cur.fetchall() if cur.description is not None else []
 
     def fetchmany(self, size: int = 1) -> list[Any]:
-        return self._cur.fetchmany(size) if self._cur.description is not None else []
+        cur = self._arrived()
+        return cur.fetchmany(size) if cur.description is not None else []
 
     @property
     def rowcount(self) -> int:
-        return self._cur.rowcount
+        return self._arrived().rowcount
 
     @property
     def description(self) -> Any:
-        return self._cur.description
+        return self._arrived().description
 
     @property
     def row_factory(self) -> Any:
@@ -296,6 +306,14 @@ class SyncConnection:
 
     def executemany(self, sql: str, seq: Iterable[Any]) -> SyncCursor:
         return self.cursor().executemany(sql, seq)
+
+    def pipeline(self) -> psycopg.Pipeline:
+        """psycopg's pipeline mode, as a context manager: statements are sent without waiting for
+        their results, which arrive when the code reads them (``fetchone``, ``rowcount``: one round
+        trip for everything sent before); leaving it waits for all. An error makes every later
+        statement of the pipeline fail (``psycopg.errors.PipelineAborted``) and is raised when a
+        result is read or on leaving; inside a transaction, roll it back after leaving."""
+        return self.raw.pipeline()
 
     @property
     def in_transaction(self) -> bool:

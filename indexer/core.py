@@ -93,12 +93,26 @@ def database_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is a failure of the database itself (retry the batch) rather than of the data."""
     if isinstance(exc, MemoryError):
         return True
+    if type(exc).__module__.startswith("psycopg"):
+        from core import pg
+        return pg.is_infrastructure_error(exc)
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         if code is None:  # raised by the sqlite3 module itself (binding a bad type: the data's fault)
             return isinstance(exc, sqlite3.OperationalError)
         return (code & 0xFF) in SQLITE_INFRA_CODES
     return False
+
+
+class _Careful(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised inside an optimistic batch (``Indexer._apply_batch``) by what a SAVEPOINT would have
+    rolled back: the batch is applied again, each event and record in its own savepoint."""
+
+
+def _pipeline_aborted(exc: BaseException) -> bool:
+    """Whether ``exc`` is psycopg's ``PipelineAborted``: an earlier statement of the pipeline failed
+    (an ``OperationalError`` by class, but the data's doing, not the database's)."""
+    return type(exc).__name__ == "PipelineAborted"
 
 
 def describe(exc: BaseException) -> str:
@@ -182,6 +196,11 @@ class Indexer:
         #: transaction (rolled back). The runtime sets it on PostgreSQL so that a leader which lost its
         #: lock (``core.leader``) cannot commit a batch after a standby took over.
         self.fence: Callable[[Any], None] | None = None
+        #: while a batch is applied optimistically (``_apply_batch``): no SAVEPOINT per event and per
+        #: record, and on PostgreSQL pipeline mode; anything but a rejection raises ``_Careful``
+        self._optimistic = False
+        #: (cursor of the ``actor`` insert, DID) of the optimistic batch, read at its end (``touched``)
+        self._new_actors: list[tuple[Any, str]] = []
 
     async def open(self) -> None:
         """Open the writer connection (in the worker thread)."""
@@ -243,8 +262,54 @@ class Indexer:
         touched: set[str] = set()
         desynced: set[str] = set()
         async with self.lock:
-            await self.run(self._transaction, self._apply_events, events, cursor, touched, desynced)
+            await self.run(self._apply_batch, events, cursor, touched, desynced)
         self._after(touched, desynced)
+
+    def _apply_batch(self, events: list[Event], cursor: int | None, touched: set[str], desynced: set[str]) -> None:
+        """Apply a batch in one transaction, optimistically first: without the SAVEPOINT per event
+        and per record (on PostgreSQL, in pipeline mode: statements whose result nobody reads do not
+        wait for it). Rejections (``RecordInvalid``) keep what they kept with savepoints (the removal
+        of the old version), so they need none. If anything else raises (what a savepoint would roll
+        back: an indexing error, an event error), the transaction is rolled back, the in-memory state
+        restored, and the batch applied again the careful way, each event and record in its own
+        SAVEPOINT (``_guarded``, ``apply_op``): the same result as applying it that way at once.
+        Database failures propagate (the batch is retried from the cursor)."""
+        saved = (self.counters.copy(), self.rejections.copy(), {d: list(v) for d, v in self.resyncing.items()},
+                 set(self.share_filter.authors))
+        try:
+            self._transaction(self._apply_optimistic, events, cursor, touched, desynced)
+            return
+        except _Careful as exc:
+            log.info("batch ending at seq %s applied again record by record: %s", cursor, describe(exc.__cause__ or exc))
+        self.counters, self.rejections = saved[0], saved[1]
+        self.resyncing = saved[2]
+        self.share_filter.authors.clear()
+        self.share_filter.authors.update(saved[3])
+        touched.clear()
+        desynced.clear()
+        self._transaction(self._apply_events, events, cursor, touched, desynced)
+        self.counters["careful_batches"] += 1
+
+    def _apply_optimistic(self, events: list[Event], cursor: int | None, touched: set[str],
+                          desynced: set[str]) -> None:
+        pipeline = getattr(self.conn, "pipeline", None)  # core.pg.SyncConnection: PostgreSQL
+        self._optimistic, self._new_actors = True, []
+        try:
+            if pipeline is None:
+                self._apply_events(events, cursor, touched, desynced)
+            else:
+                with pipeline():
+                    self._apply_events(events, cursor, touched, desynced)
+                    self._read_new_actors(touched)
+            self._read_new_actors(touched)
+        finally:
+            self._optimistic, self._new_actors = False, []
+
+    def _read_new_actors(self, touched: set[str]) -> None:
+        for cur, did in self._new_actors:
+            if cur.rowcount:
+                touched.add(did)
+        self._new_actors = []
 
     def _apply_events(self, events: list[Event], cursor: int | None, touched: set[str],
                       desynced: set[str]) -> None:
@@ -278,6 +343,14 @@ class Indexer:
         writes are rolled back, it is counted in ``event_errors`` and logged, and its repo (if we
         follow it or the event holds our records) is marked desynchronized so that a resync repairs
         what the event would have done."""
+        if self._optimistic:
+            try:
+                handle(evt, now, touched, desynced)
+            except Exception as exc:
+                if database_failure(exc) and not _pipeline_aborted(exc):
+                    raise
+                raise _Careful("event error") from exc
+            return
         self.conn.execute("SAVEPOINT evt")
         try:
             handle(evt, now, touched, desynced)
@@ -366,7 +439,9 @@ class Indexer:
                 self._mark_desynchronized(evt.did, desynced)
                 return
         cur = self.conn.execute("INSERT OR IGNORE INTO actor (did) VALUES (?)", (evt.did,))
-        if cur.rowcount:
+        if self._optimistic:
+            self._new_actors.append((cur, evt.did))  # read at the end of the batch: no wait here
+        elif cur.rowcount:
             touched.add(evt.did)
         for op in evt.ops:
             if evt.blocks_error:
@@ -432,30 +507,19 @@ class Indexer:
         check foresaw), after its writes are rolled back; only database failures propagate."""
         module = MODULES[op.collection]
         ctx = WriteContext(self.conn, did, op.collection, op.rkey, op.cid, rev, now)
+        if self._optimistic:
+            try:
+                self._write_op(ctx, module, did, op, rev, now)
+            except RecordInvalid as exc:
+                self._reject(did, op, exc.reason, str(exc), now)  # what is written stays, as after RELEASE
+            except Exception as exc:
+                if database_failure(exc) and not _pipeline_aborted(exc):
+                    raise
+                raise _Careful("record error") from exc
+            return
         self.conn.execute("SAVEPOINT op")
         try:
-            existed = self._remove(ctx, module)
-            if op.action == "delete":
-                if existed:
-                    self.counters["records_deleted"] += 1
-            else:
-                if op.error:
-                    raise RecordInvalid(*op.error)
-                if op.record is None:
-                    raise RecordInvalid("missing_block", f"record block {op.cid} is not in the commit")
-                if getattr(module, "LEXICON", True):
-                    check_rkey(op.collection, op.rkey)
-                    validate_record(op.collection, op.record)
-                else:
-                    check_foreign(op.collection, op.rkey, op.record)
-                module.check(op.record)
-                module.insert(ctx, op.record)
-                self.conn.execute(
-                    "INSERT INTO record (uri, did, collection, rkey, cid, rev, json, indexed_at) "
-                    "VALUES (?,?,?,?,?,?,?,?)",
-                    (ctx.uri, did, op.collection, op.rkey, op.cid, rev,
-                     json.dumps(to_json(op.record), separators=(",", ":")), now))
-                self.counters["records_indexed"] += 1
+            self._write_op(ctx, module, did, op, rev, now)
             self.conn.execute("RELEASE op")
         except RecordInvalid as exc:
             self.conn.execute("RELEASE op")  # keep the removal of the old version: it is no longer valid
@@ -467,6 +531,30 @@ class Indexer:
             self.conn.execute("RELEASE op")
             known = isinstance(exc, KeyError | TypeError | ValueError | sqlite3.IntegrityError)
             self._reject(did, op, "index_error" if known else "internal_error", describe(exc), now)
+
+    def _write_op(self, ctx: WriteContext, module: Any, did: str, op: RecordOp, rev: str | None, now: str) -> None:
+        """The writes of one record op (``apply_op`` wraps them). Raises ``RecordInvalid``."""
+        existed = self._remove(ctx, module)
+        if op.action == "delete":
+            if existed:
+                self.counters["records_deleted"] += 1
+            return
+        if op.error:
+            raise RecordInvalid(*op.error)
+        if op.record is None:
+            raise RecordInvalid("missing_block", f"record block {op.cid} is not in the commit")
+        if getattr(module, "LEXICON", True):
+            check_rkey(op.collection, op.rkey)
+            validate_record(op.collection, op.record)
+        else:
+            check_foreign(op.collection, op.rkey, op.record)
+        module.check(op.record)
+        module.insert(ctx, op.record)
+        self.conn.execute(
+            "INSERT INTO record (uri, did, collection, rkey, cid, rev, json, indexed_at) VALUES (?,?,?,?,?,?,?,?)",
+            (ctx.uri, did, op.collection, op.rkey, op.cid, rev, json.dumps(to_json(op.record), separators=(",", ":")),
+             now))
+        self.counters["records_indexed"] += 1
 
     def _remove(self, ctx: WriteContext, module: Any) -> bool:
         """Delete the indexed version of ``ctx.uri`` (updates are delete-then-insert). True if one existed."""

@@ -33,7 +33,7 @@ def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     created = normalize_datetime(record["createdAt"])
     at = sort_at(record["createdAt"], ctx.now)
     segments = streams.merge_segments(record.get("segments"))
-    s = streams.classify(ctx.tx, ctx.did, track_uri, created, at, ctx.now, listened, segments)
+    s, counted = streams.classify_new(ctx.tx, ctx.did, track_uri, created, at, ctx.now, listened, segments)
     heard = s.heard if s.heard is not None or created else 0  # an unreadable date never earns: decided now
     replayed = rollups.replayed_ms(record.get("segments"))
     country = (record.get("country") or "").upper() or None
@@ -47,8 +47,9 @@ def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
          json.dumps(replayed, separators=(",", ":")) if replayed else None))
     if s.stream:
         streams.book(ctx.tx, ctx.did, at, s.ms)
-    stats.add_play(ctx.tx, track_uri, ctx.did, heard or 0, completed, stream=s.stream, paid=s.paid)
-    rollups.add_play(ctx.tx, ctx.did, track_uri, at, country, heard, s.stream, s.paid, segments, replayed)
+    stats.add_play(ctx.tx, track_uri, ctx.did, heard or 0, completed, stream=s.stream, paid=s.paid, counted=counted)
+    rollups.add_play(ctx.tx, ctx.did, track_uri, at, country, heard, s.stream, s.paid, segments, replayed,
+                     counted=counted)
 
 
 def delete(ctx: WriteContext) -> None:

@@ -142,14 +142,22 @@ def listener_id(tx: sqlite3.Connection, did: str) -> int:
 
 def add_play(tx: sqlite3.Connection, did: str, track_uri: str, sort_at: str, country: str | None,
              heard_ms: int | None, stream: bool, paid: bool, segments: str | list | None,
-             replayed: str | list | None, sign: int = 1) -> None:
+             replayed: str | list | None, sign: int = 1, counted: bool | None = None) -> None:
     """Count (``sign=1``) or uncount (``sign=-1``) one play of ``track_uri`` by ``did``: its day
     (``sort_at[:10]``), ``country`` (None: none given), ``heard_ms`` (ms; None while the track is
     unknown), its decision, and its merged ``segments`` and ``replayed`` parts ([[start, end]] ms,
     as lists or as the JSON ``play`` stores). Nothing while ``did`` is not counted
-    (``standing.is_counted``)."""
-    if standing.is_counted(tx, did):
+    (``standing.is_counted``; ``counted`` when the caller read it already)."""
+    if standing.is_counted(tx, did) if counted is None else counted:
         _add_play(tx, did, track_uri, sort_at, country, heard_ms, stream, paid, segments, replayed, sign)
+
+
+#: ``listener_id`` without reading its answer: the DID is numbered when it has no number yet (no
+#: identity value is drawn when it has one, as ``INSERT .. ON CONFLICT`` would on PostgreSQL).
+_NUMBER_LISTENER = ("INSERT INTO analytics_listener (did) SELECT ? WHERE NOT EXISTS "
+                    "(SELECT 1 FROM analytics_listener WHERE did = ?)")
+_LISTENER_DAY = _sql("track_day_listener")[0].replace(
+    "VALUES (?, ?, ?,", "VALUES (?, ?, (SELECT id FROM analytics_listener WHERE did = ?),", 1)
 
 
 def _add_play(tx: sqlite3.Connection, did: str, track_uri: str, sort_at: str, country: str | None,
@@ -161,8 +169,12 @@ def _add_play(tx: sqlite3.Connection, did: str, track_uri: str, sort_at: str, co
     # a day's rows count plays: they fall to 0 only when a play is taken away
     _upsert(tx, "track_day", (track_uri, day), (sign, sign * int(stream and paid), sign * int(stream and not paid),
                                                sign * heard, sign * int(segs is not None)), may_vanish=sign < 0)
-    _upsert(tx, "track_day_listener", (track_uri, day, listener_id(tx, did), country or ""),
-            (sign, sign * int(stream), sign * heard), may_vanish=sign < 0)
+    if sign > 0:  # written without waiting for the listener's number (pipeline mode on PostgreSQL)
+        tx.execute(_NUMBER_LISTENER, (did, did))
+        tx.execute(_LISTENER_DAY, (track_uri, day, did, country or "", 1, int(stream), heard))
+    else:
+        _upsert(tx, "track_day_listener", (track_uri, day, listener_id(tx, did), country or ""),
+                (sign, sign * int(stream), sign * heard), may_vanish=True)
     # a difference array: rows that fall back to 0 stay (they read as no row, and a track has at most
     # MAX_SECOND of them); deleting them would cost as much again on every play
     tx.executemany(_SQL["track_second"][0], [(track_uri, sec, sign * h, sign * r, sign * st)
@@ -195,8 +207,10 @@ def count_account(tx: sqlite3.Connection, did: str, sign: int) -> None:
     pass over the account's plays: one write per (track, day), (track, day, country) and second
     touched, however many plays the account made."""
     by_day = tx.execute(
-        "SELECT track_uri, substr(sort_at, 1, 10), COUNT(*), SUM(stream AND paid), SUM(stream AND NOT paid), "
-        "SUM(COALESCE(heard_ms, 0)), SUM(segments IS NOT NULL) FROM play WHERE did = ? GROUP BY 1, 2", (did,)).fetchall()
+        "SELECT track_uri, substr(sort_at, 1, 10), COUNT(*), SUM(CASE WHEN stream = 1 AND paid = 1 THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN stream = 1 AND paid = 0 THEN 1 ELSE 0 END), SUM(COALESCE(heard_ms, 0)), "
+        "SUM(CASE WHEN segments IS NOT NULL THEN 1 ELSE 0 END) FROM play WHERE did = ? GROUP BY 1, 2",
+        (did,)).fetchall()
     for track_uri, day, *counts in by_day:
         _upsert(tx, "track_day", (track_uri, day), tuple(sign * n for n in counts), may_vanish=sign < 0)
     by_country = tx.execute(
@@ -220,8 +234,10 @@ def count_account(tx: sqlite3.Connection, did: str, sign: int) -> None:
 
 # -- recount, check, rebuild ---------------------------------------------------------------------
 
-_DAY_SQL = (f"SELECT p.track_uri, substr(p.sort_at, 1, 10), COUNT(*), SUM(p.stream AND p.paid), "
-            f"SUM(p.stream AND NOT p.paid), SUM(COALESCE(p.heard_ms, 0)), SUM(p.segments IS NOT NULL) "
+_DAY_SQL = (f"SELECT p.track_uri, substr(p.sort_at, 1, 10), COUNT(*), "
+            f"SUM(CASE WHEN p.stream = 1 AND p.paid = 1 THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN p.stream = 1 AND p.paid = 0 THEN 1 ELSE 0 END), SUM(COALESCE(p.heard_ms, 0)), "
+            f"SUM(CASE WHEN p.segments IS NOT NULL THEN 1 ELSE 0 END) "
             f"FROM play p LEFT JOIN actor a ON a.did = p.did WHERE {_COUNTED} GROUP BY 1, 2")
 _LISTENER_SQL = (f"SELECT p.track_uri AS track_uri, substr(p.sort_at, 1, 10) AS day, p.did AS did, "
                  f"COALESCE(p.country, '') AS country, COUNT(*) AS plays, SUM(p.stream) AS streams, "

@@ -40,34 +40,46 @@ _ACTIVE = "(a.active IS NULL OR a.active = 1)"
 
 
 def add_play(tx: sqlite3.Connection, track_uri: str, listener: str, heard_ms: int,
-             completed: bool, sign: int = 1, stream: bool = False, paid: bool = False) -> None:
+             completed: bool, sign: int = 1, stream: bool = False, paid: bool = False,
+             counted: bool | None = None) -> None:
     """Count (``sign=1``) or uncount (``sign=-1``) one play of ``track_uri`` by ``listener``;
     ``heard_ms`` (ms, capped by the track's duration; 0 while the track is unknown) and
     ``stream``/``paid`` as decided by ``indexer.streams``. Nothing while ``listener`` is not
-    counted (``standing.is_counted``): its plays are not in the stats."""
-    if standing.is_counted(tx, listener):
+    counted (``standing.is_counted``; ``counted`` when the caller read it already): its plays are
+    not in the stats."""
+    if standing.is_counted(tx, listener) if counted is None else counted:
         _add_play(tx, track_uri, listener, heard_ms, completed, sign, stream, paid)
+
+
+#: A play counted in ``track_stats`` in one statement, after its ``track_listener`` row was bumped:
+#: the listener is new when that row now holds 1 play. The row is created when missing (with 0 in
+#: the other counters, their defaults); the conflict path is an UPDATE of ``plays`` (the
+#: ``track_rank_plays`` trigger follows it, as it followed the UPDATE this replaces).
+_COUNT_PLAY = (
+    "INSERT INTO track_stats (track_uri, plays, listeners, listened_ms, completions, paid_streams, free_streams) "
+    "VALUES (?, 1, (SELECT CASE WHEN plays = 1 THEN 1 ELSE 0 END FROM track_listener WHERE track_uri = ? AND did = ?), "
+    "?, ?, ?, ?) ON CONFLICT (track_uri) DO UPDATE SET plays = track_stats.plays + excluded.plays, "
+    "listeners = track_stats.listeners + excluded.listeners, listened_ms = track_stats.listened_ms + excluded.listened_ms, "
+    "completions = track_stats.completions + excluded.completions, "
+    "paid_streams = track_stats.paid_streams + excluded.paid_streams, "
+    "free_streams = track_stats.free_streams + excluded.free_streams")
 
 
 def _add_play(tx: sqlite3.Connection, track_uri: str, listener: str, heard_ms: int, completed: bool, sign: int,
               stream: bool, paid: bool) -> None:
+    if sign > 0:  # two writes whose results nobody waits for (pipeline mode on PostgreSQL)
+        tx.execute("INSERT INTO track_listener (track_uri, did, plays) VALUES (?, ?, 1) "
+                   "ON CONFLICT (track_uri, did) DO UPDATE SET plays = track_listener.plays + 1", (track_uri, listener))
+        tx.execute(_COUNT_PLAY, (track_uri, track_uri, listener, heard_ms, 1 if completed else 0,
+                                 int(stream and paid), int(stream and not paid)))
+        return
     tx.execute("INSERT OR IGNORE INTO track_stats (track_uri) VALUES (?)", (track_uri,))
     listener_delta = 0
-    if sign > 0:
-        cur = tx.execute(
-            "INSERT INTO track_listener (track_uri, did, plays) VALUES (?, ?, 1) "
-            "ON CONFLICT (track_uri, did) DO UPDATE SET plays = track_listener.plays + 1 RETURNING plays",
-            (track_uri, listener))
-        row = cur.fetchone()
-        listener_delta = 1 if row and row[0] == 1 else 0
-    else:
-        cur = tx.execute(
-            "UPDATE track_listener SET plays = plays - 1 WHERE track_uri = ? AND did = ? RETURNING plays",
-            (track_uri, listener))
-        row = cur.fetchone()
-        if row and row[0] <= 0:
-            tx.execute("DELETE FROM track_listener WHERE track_uri = ? AND did = ?", (track_uri, listener))
-            listener_delta = -1
+    row = tx.execute("UPDATE track_listener SET plays = plays - 1 WHERE track_uri = ? AND did = ? RETURNING plays",
+                     (track_uri, listener)).fetchone()
+    if row and row[0] <= 0:
+        tx.execute("DELETE FROM track_listener WHERE track_uri = ? AND did = ?", (track_uri, listener))
+        listener_delta = -1
     tx.execute(
         "UPDATE track_stats SET plays = plays + ?, listeners = listeners + ?, listened_ms = listened_ms + ?, "
         "completions = completions + ?, paid_streams = paid_streams + ?, free_streams = free_streams + ? "
@@ -107,8 +119,10 @@ def refresh_account(tx: sqlite3.Connection, did: str) -> int:
     tx.execute("UPDATE actor SET counted = ? WHERE did = ?", (int(sign > 0), did))
     # what add_play does play by play, summed per track: the account's track_listener row (all its
     # plays of the track) comes or goes whole, and with it one listener
-    cur = tx.execute("SELECT track_uri, COUNT(*), SUM(COALESCE(heard_ms, 0)), SUM(completed), SUM(stream AND paid), "
-                     "SUM(stream AND NOT paid) FROM play WHERE did = ? GROUP BY track_uri", (did,))
+    cur = tx.execute("SELECT track_uri, COUNT(*), SUM(COALESCE(heard_ms, 0)), SUM(completed), "
+                     "SUM(CASE WHEN stream = 1 AND paid = 1 THEN 1 ELSE 0 END), "
+                     "SUM(CASE WHEN stream = 1 AND paid = 0 THEN 1 ELSE 0 END) FROM play WHERE did = ? "
+                     "GROUP BY track_uri", (did,))
     for track_uri, plays, heard, completed, paid, free in cur.fetchall():
         tx.execute("INSERT OR IGNORE INTO track_stats (track_uri) VALUES (?)", (track_uri,))
         if sign > 0:
@@ -218,8 +232,10 @@ def recount_all(tx: sqlite3.Connection) -> None:
     tx.execute("UPDATE track_stats SET listened_ms = 0, paid_streams = 0, free_streams = 0, likes = 0")
     tx.execute(
         f"UPDATE track_stats SET listened_ms = agg.heard, paid_streams = agg.paid, free_streams = agg.free FROM "
-        f"(SELECT p.track_uri AS uri, SUM(COALESCE(p.heard_ms, 0)) AS heard, SUM(p.stream AND p.paid) AS paid, "
-        f"SUM(p.stream AND NOT p.paid) AS free FROM play p LEFT JOIN actor a ON a.did = p.did WHERE {_ACTIVE} "
+        f"(SELECT p.track_uri AS uri, SUM(COALESCE(p.heard_ms, 0)) AS heard, "
+        f"SUM(CASE WHEN p.stream = 1 AND p.paid = 1 THEN 1 ELSE 0 END) AS paid, "
+        f"SUM(CASE WHEN p.stream = 1 AND p.paid = 0 THEN 1 ELSE 0 END) AS free "
+        f"FROM play p LEFT JOIN actor a ON a.did = p.did WHERE {_ACTIVE} "
         f"GROUP BY p.track_uri) AS agg WHERE track_stats.track_uri = agg.uri")
     tx.execute(
         f"UPDATE track_stats SET likes = agg.n FROM (SELECT l.subject_uri AS uri, count(DISTINCT l.did) AS n "
