@@ -86,6 +86,8 @@ T = TypeVar("T")
 #: SQLite primary result codes that mean the database, not the data, failed: the batch is rolled
 #: back and retried (BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR, CORRUPT, FULL, CANTOPEN,
 #: PROTOCOL, NOTADB). Any other SQLite error raised by one record rejects that record.
+#: DIDs per statement when a batch reads its repos' ``repo_state`` (``Indexer._load_states``)
+STATE_CHUNK = 500
 SQLITE_INFRA_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
 
 
@@ -201,6 +203,9 @@ class Indexer:
         self._optimistic = False
         #: (cursor of the ``actor`` insert, DID) of the optimistic batch, read at its end (``touched``)
         self._new_actors: list[tuple[Any, str]] = []
+        #: the ``repo_state`` of the optimistic batch's repos, read in one statement at its start and
+        #: kept up to date by its writes (``_state``); None outside one (read from the database)
+        self._states: dict[str, tuple[str, str | None, str] | None] | None = None
 
     async def open(self) -> None:
         """Open the writer connection (in the worker thread)."""
@@ -294,6 +299,7 @@ class Indexer:
                           desynced: set[str]) -> None:
         pipeline = getattr(self.conn, "pipeline", None)  # core.pg.SyncConnection: PostgreSQL
         self._optimistic, self._new_actors = True, []
+        self._states = self._load_states(events)
         try:
             if pipeline is None:
                 self._apply_events(events, cursor, touched, desynced)
@@ -303,7 +309,21 @@ class Indexer:
                     self._read_new_actors(touched)
             self._read_new_actors(touched)
         finally:
-            self._optimistic, self._new_actors = False, []
+            self._optimistic, self._new_actors, self._states = False, [], None
+
+    def _load_states(self, events: list[Event]) -> dict[str, tuple[str, str | None, str] | None]:
+        """``repo_state`` (rev, data CID, status) of the repos of ``events``' commits that may touch
+        the database, None for those without one: a few statements per batch instead of one per
+        commit (each of which would wait for the server on PostgreSQL)."""
+        dids = sorted({e.did for e in events if isinstance(e, CommitEvent) and (e.ops or e.did in self.tracked)})
+        states: dict[str, tuple[str, str | None, str] | None] = dict.fromkeys(dids)
+        for i in range(0, len(dids), STATE_CHUNK):
+            chunk = dids[i:i + STATE_CHUNK]
+            rows = self.conn.execute("SELECT did, rev, data_cid, status FROM repo_state WHERE did IN "
+                                     f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            for did, rev, data, status in rows:
+                states[did] = (rev, data, status)
+        return states
 
     def _read_new_actors(self, touched: set[str]) -> None:
         for cur, did in self._new_actors:
@@ -402,6 +422,9 @@ class Indexer:
                 self.on_desync(did)
 
     def _state(self, did: str) -> tuple[str, str | None, str] | None:
+        """(rev, data CID, status) of ``did``'s ``repo_state``, or None when we keep none."""
+        if self._states is not None and did in self._states:
+            return self._states[did]
         cur = self.conn.execute("SELECT rev, data_cid, status FROM repo_state WHERE did = ?", (did,))
         row = cur.fetchone()
         return (row[0], row[1], row[2]) if row else None
@@ -457,6 +480,8 @@ class Indexer:
             "data_cid = excluded.data_cid, status = excluded.status, resync_attempts = 0, next_attempt = NULL, "
             "last_error = NULL, updated_at = excluded.updated_at", (did, rev, commit, data, SYNCHRONIZED, now))
         self.tracked.add(did)
+        if self._states is not None:
+            self._states[did] = (rev, data, SYNCHRONIZED)
 
     def _mark_desynchronized(self, did: str, desynced: set[str]) -> None:
         self.conn.execute(
@@ -464,12 +489,16 @@ class Indexer:
             "ON CONFLICT (did) DO UPDATE SET status = excluded.status, next_attempt = NULL",
             (did, DESYNCHRONIZED, now_iso()))
         self.tracked.add(did)
+        if self._states is not None:
+            self._states.pop(did, None)  # read again from the database if asked
         self.counters["desynchronized"] += 1
         desynced.add(did)
 
     def _mark_all_desynchronized(self, desynced: set[str], why: str) -> None:
         log.warning("%s: every followed repo (%d) will be resynced", why, len(self.tracked))
         self.conn.execute("UPDATE repo_state SET status = ?, next_attempt = NULL", (DESYNCHRONIZED,))
+        if self._states is not None:
+            self._states.clear()  # read again from the database if asked
         self.counters["desynchronized"] += len(self.tracked)
         desynced.update(self.tracked)
 
@@ -533,23 +562,40 @@ class Indexer:
             self._reject(did, op, "index_error" if known else "internal_error", describe(exc), now)
 
     def _write_op(self, ctx: WriteContext, module: Any, did: str, op: RecordOp, rev: str | None, now: str) -> None:
-        """The writes of one record op (``apply_op`` wraps them). Raises ``RecordInvalid``."""
-        existed = self._remove(ctx, module)
+        """The writes of one record op (``apply_op`` wraps them). Raises ``RecordInvalid``.
+
+        In an optimistic batch a ``create`` skips the removal of an old version (one statement that
+        waits for its answer, and the module's own): the ``record`` row's primary key makes a create
+        of a record we hold fail, and the batch is then applied again the careful way. Its rejection
+        removes the old version first, as the careful way does; a rejection from the module's
+        ``insert``, which may have written, sends the batch the careful way too."""
+        fast = self._optimistic and op.action == "create"
+        existed = False if fast else self._remove(ctx, module)
         if op.action == "delete":
             if existed:
                 self.counters["records_deleted"] += 1
             return
-        if op.error:
-            raise RecordInvalid(*op.error)
-        if op.record is None:
-            raise RecordInvalid("missing_block", f"record block {op.cid} is not in the commit")
-        if getattr(module, "LEXICON", True):
-            check_rkey(op.collection, op.rkey)
-            validate_record(op.collection, op.record)
-        else:
-            check_foreign(op.collection, op.rkey, op.record)
-        module.check(op.record)
-        module.insert(ctx, op.record)
+        try:
+            if op.error:
+                raise RecordInvalid(*op.error)
+            if op.record is None:
+                raise RecordInvalid("missing_block", f"record block {op.cid} is not in the commit")
+            if getattr(module, "LEXICON", True):
+                check_rkey(op.collection, op.rkey)
+                validate_record(op.collection, op.record)
+            else:
+                check_foreign(op.collection, op.rkey, op.record)
+            module.check(op.record)
+        except RecordInvalid:
+            if fast:
+                self._remove(ctx, module)  # as the careful way: the old version is no longer valid
+            raise
+        try:
+            module.insert(ctx, op.record)
+        except RecordInvalid as exc:
+            if fast:
+                raise _Careful("rejected while inserting") from exc
+            raise
         self.conn.execute(
             "INSERT INTO record (uri, did, collection, rkey, cid, rev, json, indexed_at) VALUES (?,?,?,?,?,?,?,?)",
             (ctx.uri, did, op.collection, op.rkey, op.cid, rev, json.dumps(to_json(op.record), separators=(",", ":")),
@@ -623,6 +669,8 @@ class Indexer:
                 self._remove(WriteContext(self.conn, did, collection, rkey, None, None, now), module)
         self.conn.execute("DELETE FROM repo_state WHERE did = ?", (did,))
         self.tracked.discard(did)
+        if self._states is not None:
+            self._states.pop(did, None)
         self.counters["records_purged"] += len(rows)
         return len(rows)
 

@@ -6,9 +6,11 @@ gives, also when a record fails mid-way and the batch is applied again; and the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bench.generator import Spec, Workload, ingest
 from core import db
+from firehose.events import CommitEvent, RecordOp
 from indexer import play as play_module
 from indexer import rollups
 from indexer.core import Indexer
@@ -103,3 +105,49 @@ async def test_rollups_recount_equal_after_generated_ingest(tmp_path):
     finally:
         conn.close()
     assert differing == {"track_day": 0, "track_day_listener": 0, "track_second": 0}, lines
+
+
+async def _replay_creates(path: str, careful: bool, monkeypatch) -> dict[str, Any]:
+    """Ingest a small workload, then one batch of hostile commits: a ``create`` of a play we already
+    hold (other listenedMs) and an invalid ``create`` over another held play. Returns the counters."""
+    from bench.generator import tid
+    w = Workload(Spec(tracks=20, plays=120, seed=5))
+    events = list(w.events())
+    await ingest(path, w, batch=50)
+    plays = [e for e in events if e.ops[0].collection.endswith(".play")]
+    again, bad = plays[3], next(e for e in plays if e.did != plays[3].did)
+    ix = Indexer(path, "bench")
+    await ix.open()
+    if careful:
+        monkeypatch.setattr(Indexer, "_apply_batch", lambda self, *a: self._transaction(self._apply_events, *a))
+    try:
+        await ix.load_state()
+        hostile = []
+        for n, (e, record) in enumerate([(again, {**again.ops[0].record, "listenedMs": 1234}),
+                                         (bad, {**bad.ops[0].record, "listenedMs": "loud"})]):
+            rev = tid(w.revs[e.did] + 1)
+            op = RecordOp("create", e.ops[0].collection, e.ops[0].rkey, f"bafyreihostile{n}", record)
+            hostile.append(CommitEvent(seq=10_000 + n, did=e.did, rev=rev, since=tid(w.revs[e.did]),
+                                       commit=f"bafyreicommit{n}", time="", ops=[op]))
+        await ix.apply(hostile, 10_001, prepared=True)
+        return {"careful_batches": ix.counters["careful_batches"], "play": (again.ops[0].rkey, bad.ops[0].rkey)}
+    finally:
+        await ix.close()
+
+
+async def test_a_create_of_a_held_record_is_applied_as_the_careful_path_applies_it(tmp_path, monkeypatch):
+    """An optimistic create skips removing an old version: a create of a record we hold must then
+    fall back to the careful path (the record's primary key fails), and an invalid one must still
+    remove the old version. Both end as the careful path ends."""
+    fast, slow = target(tmp_path, "fast"), target(tmp_path, "slow")
+    got = await _replay_creates(fast, False, monkeypatch)
+    assert got["careful_batches"] == 1
+    await _replay_creates(slow, True, monkeypatch)
+    a, b = dump(fast), dump(slow)
+    for table in TABLES:
+        assert a[table] == b[table], table
+    again, bad = got["play"]
+    plays = {r[0].rsplit("/", 1)[-1]: r for r in a["play"]}
+    assert plays[again][2] == 1234  # the new version replaced the old one
+    assert bad not in plays  # the invalid create removed the old version
+    assert any(r[0].endswith(bad) for r in a["rejected_record"])
