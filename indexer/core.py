@@ -304,9 +304,16 @@ class Indexer:
             if pipeline is None:
                 self._apply_events(events, cursor, touched, desynced)
             else:
-                with pipeline():
-                    self._apply_events(events, cursor, touched, desynced)
-                    self._read_new_actors(touched)
+                try:
+                    with pipeline():
+                        self._apply_events(events, cursor, touched, desynced)
+                        self._read_new_actors(touched)
+                except _Careful:
+                    raise
+                except Exception as exc:  # a statement nobody waited for failed: it surfaces at the sync
+                    if database_failure(exc) and not _pipeline_aborted(exc):
+                        raise
+                    raise _Careful("a statement of the batch failed") from exc
             self._read_new_actors(touched)
         finally:
             self._optimistic, self._new_actors, self._states = False, [], None
