@@ -12,6 +12,7 @@
   openmusic analytics          check the analytics rollups against a recount of the plays, or rebuild them
   openmusic verify-settlement  check a settlement record from the network alone (PDSes, DID documents)
   openmusic migrate            apply database migrations
+  openmusic db partitions      PostgreSQL: list play's monthly partitions, create months ahead, ANALYZE
   openmusic devnet             install or start the local reference PDS + PLC
 
 Each flag that names a setting also reads OPENMUSIC_<NAME> from the environment (flags win).
@@ -503,6 +504,44 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     print(f"applied {_plural(migrate(settings.database), 'migration')} to {shown_target(settings.database)}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """openmusic db partitions [--through YYYY-MM] [--since YYYY-MM] [--analyze]: on PostgreSQL,
+    create the monthly partitions of ``play`` through a month (default: ``AHEAD_MONTHS`` after this
+    one), moving rows out of ``play_default`` (``indexer.partitions``), optionally ``ANALYZE play``,
+    then list the months. Exit 2 on SQLite (which has no partitions)."""
+    from core.db import connect_sync, is_postgres, migrate, shown_target
+    from indexer import partitions
+
+    settings = _settings(args)
+    target = settings.database
+    if not is_postgres(target):
+        print("error: play is partitioned on PostgreSQL only (set OPENMUSIC_DATABASE_URL)", file=sys.stderr)
+        return 2
+    _logging(settings.log_level)
+    migrate(target)
+    through = args.through or partitions.add_months(partitions.current_month(), partitions.AHEAD_MONTHS)
+    conn = connect_sync(target)
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # the write lock: the indexer's batches wait for it
+        try:
+            created = partitions.ensure_months(conn, through, since=args.since)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        months = partitions.months(conn)
+        default_rows = conn.execute(f"SELECT count(*) FROM {partitions.DEFAULT_PARTITION}").fetchone()[0]
+    finally:
+        conn.close()
+    if args.analyze:
+        partitions.analyze(target)
+    print(f"{shown_target(target)}: created {', '.join(created) or 'no partition'}; play has "
+          f"{_plural(len(months), 'month')} ({months[0] if months else '-'} .. {months[-1] if months else '-'}) "
+          f"and {_plural(default_rows, 'row')} in {partitions.DEFAULT_PARTITION}"
+          f"{'; analyzed' if args.analyze else ''}")
     return 0
 
 
@@ -1014,6 +1053,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Apply pending migrations to the database (creating it if missing).")
     _add_settings_flags(p, ("db_path",))
     p.set_defaults(func=cmd_migrate)
+    p = sub.add_parser("db", help="database upkeep (PostgreSQL: play's monthly partitions)",
+                       description="Upkeep of a PostgreSQL database: the monthly partitions of play.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("partitions", help="create play's months through a month, then list them",
+                           description="Create the monthly partitions of play from --since (default: the "
+                                       "oldest partition) through --through (default: 3 months ahead), moving "
+                                       "their rows out of play_default, then list them. The running indexer "
+                                       "does this daily; this is for catching up or going further.")
+    a.add_argument("--through", metavar="YYYY-MM", help="the last month to create (default: 3 months ahead)")
+    a.add_argument("--since", metavar="YYYY-MM", help="the first month to create (default: the oldest partition)")
+    a.add_argument("--analyze", action="store_true", help="then ANALYZE play (the parent's statistics)")
+    _add_settings_flags(a, ("db_path", "log_level"))
+    a.set_defaults(func=cmd_db)
     p = sub.add_parser("publish", help="publish audio from your own PDS",
                        description="Upload audio (and artwork) as blobs to your own PDS and write "
                        "fm.openmusic.catalog.track records (and an album, and your profile). Prints the "

@@ -55,6 +55,7 @@ from core.publish import PdsClient
 from firehose.consumer import FirehoseConsumer
 from firehose.labels import LabelConsumer
 from firehose.verify import Verifier
+from indexer import partitions
 from indexer import settlement as settlement_indexer
 from indexer import share as share_indexer
 from indexer.core import Indexer
@@ -216,6 +217,8 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.resyncer.run(), name="resync"))
         # the reputation signals that need history (farms, consensus, listening days): every 10 minutes
         self._tasks.append(asyncio.create_task(reputation.run_periodically(await self._connect()), name="reputation"))
+        # PostgreSQL: the months of play partitions ahead, and ANALYZE play, now and daily (SQLite: nothing)
+        self._tasks.append(asyncio.create_task(partitions.run_periodically(indexer), name="partitions"))
         await self.identity.refresh_stale()
         await self._start_labels()
         if firehose:
