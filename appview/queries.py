@@ -180,14 +180,16 @@ async def get_album(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
 
 
 async def get_profile(ctx: ViewContext, p: dict[str, Any]) -> dict[str, Any]:
-    """fm.openmusic.actor.getProfile: profile fields plus counts. ``playsReceivedCount``: the plays of
-    every track URI in the account's repo by listeners in standing (``indexer.standing``), from
-    ``track_stats`` (which counts no one else)."""
+    """fm.openmusic.actor.getProfile: profile fields plus counts. ``playsCount`` and ``likesCount``:
+    the play and like records the account holds (``actor_count``, kept by the indexer).
+    ``playsReceivedCount``: the plays of every track URI in the account's repo by listeners in
+    standing (``indexer.standing``), from ``track_stats`` (which counts no one else)."""
     did = await resolve_actor(ctx, p["actor"])
     base = (await artist_views(ctx, [did]))[did]
     cur = await ctx.db.execute(
         "SELECT (SELECT COUNT(*) FROM track WHERE did = :d), (SELECT COUNT(*) FROM album WHERE did = :d), "
-        "(SELECT COUNT(*) FROM play WHERE did = :d), (SELECT COUNT(*) FROM like_record WHERE did = :d), "
+        "(SELECT COALESCE(MAX(plays), 0) FROM actor_count WHERE did = :d), "
+        "(SELECT COALESCE(MAX(likes), 0) FROM actor_count WHERE did = :d), "
         "(SELECT COALESCE(SUM(plays), 0) FROM track_stats WHERE track_uri >= :lo AND track_uri < :hi)",
         {"d": did, "lo": f"at://{did}/", "hi": f"at://{did}0"})  # '0' follows '/'
     tracks, albums, plays, likes, received = await cur.fetchone()

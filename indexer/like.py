@@ -28,6 +28,7 @@ def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
         (ctx.uri, ctx.did, ctx.rkey, ctx.cid, subject["uri"], subject["cid"],
          normalize_datetime(record["createdAt"]) or ctx.now, ctx.now))
     stats.like_changed(ctx.tx, ctx.did, subject["uri"], 1)
+    stats.count_actor(ctx.tx, ctx.did, likes=1)
 
 
 def delete(ctx: WriteContext) -> None:
@@ -36,3 +37,4 @@ def delete(ctx: WriteContext) -> None:
     row = cur.fetchone()
     if row:
         stats.like_changed(ctx.tx, ctx.did, row[0], -1)
+        stats.count_actor(ctx.tx, ctx.did, likes=-1)

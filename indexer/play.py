@@ -50,6 +50,7 @@ def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     stats.add_play(ctx.tx, track_uri, ctx.did, heard or 0, completed, stream=s.stream, paid=s.paid, counted=counted)
     rollups.add_play(ctx.tx, ctx.did, track_uri, at, country, heard, s.stream, s.paid, segments, replayed,
                      counted=counted)
+    stats.count_actor(ctx.tx, ctx.did, plays=1)
 
 
 def delete(ctx: WriteContext) -> None:
@@ -65,3 +66,4 @@ def delete(ctx: WriteContext) -> None:
                        paid=bool(paid))
         rollups.add_play(ctx.tx, ctx.did, track_uri, at, country, heard, bool(stream), bool(paid), segments, replayed,
                          sign=-1)
+        stats.count_actor(ctx.tx, ctx.did, plays=-1)

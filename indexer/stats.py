@@ -198,6 +198,14 @@ async def catch_up_async(conn: aiosqlite.Connection) -> dict[str, int]:
     return moved
 
 
+def count_actor(tx: sqlite3.Connection, did: str, plays: int = 0, likes: int = 0) -> None:
+    """Add ``plays`` and ``likes`` (each +1, -1 or 0) to the records ``did`` holds (``actor_count``,
+    migration 0034: getProfile's ``playsCount`` and ``likesCount``)."""
+    tx.execute("INSERT INTO actor_count (did, plays, likes) VALUES (?,?,?) ON CONFLICT (did) DO UPDATE SET "
+               "plays = actor_count.plays + excluded.plays, likes = actor_count.likes + excluded.likes",
+               (did, plays, likes))
+
+
 def like_changed(tx: sqlite3.Connection, did: str, subject_uri: str, sign: int) -> None:
     """After one like record of ``subject_uri`` by ``did`` was inserted (``sign=1``) or deleted
     (``sign=-1``): count the account's like when it is its first, uncount it when it was its last,

@@ -66,6 +66,8 @@ async def test_publish_index_edit_delete(appview, make_client, tmp_path):
     assert plays["plays"][0]["track"]["uri"] == t1.uri
     profile = await ok(appview, "fm.openmusic.actor.getProfile", actor=artist.did)
     assert (profile["tracksCount"], profile["albumsCount"], profile["playsReceivedCount"]) == (2, 1, 2)
+    mine = await ok(appview, "fm.openmusic.actor.getProfile", actor=listener.did)
+    assert (mine["playsCount"], mine["likesCount"]) == (2, 1)  # counted as indexed (actor_count)
 
     # an edit shows the edit
     rkey = t1.uri.rsplit("/", 1)[1]

@@ -36,6 +36,7 @@ TABLES = {
     "tip": "uri, subject, amount",
     "rejected_record": "uri, reason",
     "repo_state": "did, rev, status",
+    "actor_count": "did, plays, likes",
 }
 
 
@@ -105,6 +106,16 @@ async def test_rollups_recount_equal_after_generated_ingest(tmp_path):
     finally:
         conn.close()
     assert differing == {"track_day": 0, "track_day_listener": 0, "track_second": 0}, lines
+    conn = db.connect_sync(path)
+    try:  # the per-account counters (migration 0034) equal a count of the rows
+        kept = conn.execute("SELECT did, plays, likes FROM actor_count WHERE plays > 0 OR likes > 0 "
+                            "ORDER BY did").fetchall()
+        counted = conn.execute(
+            "SELECT did, SUM(p), SUM(l) FROM (SELECT did, 1 AS p, 0 AS l FROM play UNION ALL "
+            "SELECT did, 0, 1 FROM like_record) AS x GROUP BY did ORDER BY did").fetchall()
+    finally:
+        conn.close()
+    assert kept and [tuple(r) for r in kept] == [tuple(r) for r in counted]
 
 
 async def _replay_creates(path: str, careful: bool, monkeypatch) -> dict[str, Any]:
