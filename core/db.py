@@ -47,6 +47,8 @@ def migrate(target: str) -> int:
     broken migration."""
     if not is_postgres(target):
         Path(target).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        check_postgres(target)
     backend = get_backend(_yoyo_url(target))
     migrations = read_migrations(str(MIGRATIONS_DIR))
     if not is_postgres(target):  # a PostgreSQL lock's holder may be on another machine: never broken here
@@ -62,6 +64,39 @@ def migrate(target: str) -> int:
             backend.apply_migrations(pending)
             log.info("applied %d migration(s) to %s", len(pending), shown_target(target))
     return len(pending)
+
+
+#: The oldest PostgreSQL server we run on (``server_version_num``): 13, the oldest the project
+#: supports (tests and CI run Debian 12's 15).
+PG_MIN_VERSION = 130000
+
+
+class UnsuitableDatabase(RuntimeError):
+    """The PostgreSQL server or database cannot hold our index (the message says why and what to do)."""
+
+
+def check_postgres(url: str) -> None:
+    """Refuse a PostgreSQL server older than ``PG_MIN_VERSION`` or a database whose collation does
+    not compare bytewise: text ordering (keyset cursors ``(sort_at, uri) < (?, ?)``, ISO dates kept
+    as text) must be SQLite's. Raises ``UnsuitableDatabase``; driver errors when it cannot connect."""
+    from core import pg
+    conn = pg.SyncConnection.open(url)
+    try:
+        version = int(conn.execute("SHOW server_version_num").fetchone()[0])
+        name, collate = conn.execute("SELECT datname, datcollate FROM pg_database "
+                                     "WHERE datname = current_database()").fetchone()
+        # by behaviour, not by name: an ICU default collation keeps datcollate 'C' (PostgreSQL 15+)
+        bytewise = conn.execute("SELECT 'Z' < 'a' AND 'a' > 'B' AND 'e' < 'é'").fetchone()[0]
+    finally:
+        conn.close()
+    if version < PG_MIN_VERSION:
+        raise UnsuitableDatabase(f"PostgreSQL {version // 10000} is too old: Open Music needs "
+                                 f"{PG_MIN_VERSION // 10000} or later")
+    if not bytewise:
+        raise UnsuitableDatabase(
+            f"database {name!r} has a default collation ({collate!r}) that does not order text bytewise: create "
+            f"it with the C collation (createdb -l C -T template0 {name}, or CREATE DATABASE {name} "
+            "LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0)")
 
 
 def shown_target(target: str) -> str:

@@ -591,6 +591,7 @@ def test_compose_cluster_profile():
     data = [v for v in pg["volumes"] if v.endswith(":/var/lib/postgresql/data")]
     assert data and data[0].split(":")[0] in declared, "PostgreSQL's data must be in a named volume"
     pg_env = pg["environment"]
+    assert "--locale=C" in pg_env["POSTGRES_INITDB_ARGS"].split(), "text must order bytewise (core.db.check_postgres)"
     assert pg["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
     check = pg["healthcheck"]["test"]
     assert check[check.index("-U") + 1] == pg_env["POSTGRES_USER"] and check[check.index("-d") + 1] == pg_env["POSTGRES_DB"]

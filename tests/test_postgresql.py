@@ -127,6 +127,20 @@ async def test_migrations_on_postgresql(cluster):
         await conn.close()
 
 
+def test_a_database_that_does_not_order_text_bytewise_is_refused(cluster):
+    """Keyset cursors and ISO dates kept as text need SQLite's bytewise order: a database whose
+    default collation is ICU's en-US is refused before any migration, saying how to create one."""
+    import psycopg
+    with psycopg.connect(cluster, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE icu_en LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C' TEMPLATE template0")
+    url = pgserver.with_database(cluster, "icu_en")
+    with pytest.raises(db.UnsuitableDatabase, match="createdb -l C -T template0 icu_en"):
+        db.migrate(url)
+    with psycopg.connect(url) as conn:  # nothing was created
+        assert conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+                            ).fetchone()[0] == 0
+
+
 async def test_the_same_answers_on_both_engines(cluster, tmp_path):
     on_sqlite = await answers(str(tmp_path / "t.sqlite"))
     on_postgres = await answers(pgserver.create_database(cluster, "answers"))
