@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 from core.lexicons import RecordInvalid
 from firehose.car import cid_str
@@ -24,6 +25,8 @@ class WriteContext:
     cid: str | None
     rev: str | None
     now: str
+    #: what the batch read ahead for its new plays (``streams.BatchFacts``), or None
+    facts: Any = None
 
     @property
     def uri(self) -> str:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from core.db import connect_sync, now_iso
+from core.db import connect_sync, now_iso, sort_at
 from core.lexicons import RecordInvalid, check_data_model, to_json, validate_record, validator
 from firehose.car import cid_str
 from firehose.events import (
@@ -63,6 +63,7 @@ from indexer import (
     settlement,
     share,
     stats,
+    streams,
     teal_alpha_play,
     teal_play,
     tip,
@@ -206,6 +207,9 @@ class Indexer:
         #: the ``repo_state`` of the optimistic batch's repos, read in one statement at its start and
         #: kept up to date by its writes (``_state``); None outside one (read from the database)
         self._states: dict[str, tuple[str, str | None, str] | None] | None = None
+        #: what the optimistic batch's new plays need for their stream decisions, read at its start
+        #: (``streams.BatchFacts``); dropped at its first op or event that may change those facts
+        self._facts: streams.BatchFacts | None = None
 
     async def open(self) -> None:
         """Open the writer connection (in the worker thread)."""
@@ -299,14 +303,16 @@ class Indexer:
                           desynced: set[str]) -> None:
         pipeline = getattr(self.conn, "pipeline", None)  # core.pg.SyncConnection: PostgreSQL
         self._optimistic, self._new_actors = True, []
-        self._states = self._load_states(events)
+        now = now_iso()
         try:
             if pipeline is None:
-                self._apply_events(events, cursor, touched, desynced)
+                self._states, self._facts = self._load_states(events), self._load_facts(events, now)
+                self._apply_events(events, cursor, touched, desynced, now)
             else:
                 try:
                     with pipeline():
-                        self._apply_events(events, cursor, touched, desynced)
+                        self._states, self._facts = self._load_states(events), self._load_facts(events, now)
+                        self._apply_events(events, cursor, touched, desynced, now)
                         self._read_new_actors(touched)
                 except _Careful:
                     raise
@@ -316,7 +322,22 @@ class Indexer:
                     raise _Careful("a statement of the batch failed") from exc
             self._read_new_actors(touched)
         finally:
-            self._optimistic, self._new_actors, self._states = False, [], None
+            self._optimistic, self._new_actors, self._states, self._facts = False, [], None, None
+
+    def _load_facts(self, events: list[Event], now: str) -> streams.BatchFacts | None:
+        """``streams.BatchFacts`` for the new plays among ``events`` (None when there are none)."""
+        keys = []
+        for evt in events:
+            if not isinstance(evt, CommitEvent):
+                continue
+            for op in evt.ops:
+                if op.collection == play.COLLECTION and op.action == "create" and isinstance(op.record, dict):
+                    try:
+                        keys.append((evt.did, op.record["track"]["uri"], sort_at(op.record["createdAt"], now)[:10]))
+                    except (KeyError, TypeError, ValueError, AttributeError):
+                        continue  # an invalid play: rejected when its turn comes
+        keys = [k for k in keys if isinstance(k[1], str)]
+        return streams.BatchFacts(self.conn, keys) if keys else None
 
     def _load_states(self, events: list[Event]) -> dict[str, tuple[str, str | None, str] | None]:
         """``repo_state`` (rev, data CID, status) of the repos of ``events``' commits that may touch
@@ -339,8 +360,8 @@ class Indexer:
         self._new_actors = []
 
     def _apply_events(self, events: list[Event], cursor: int | None, touched: set[str],
-                      desynced: set[str]) -> None:
-        now = now_iso()
+                      desynced: set[str], now: str | None = None) -> None:
+        now = now or now_iso()
         for evt in events:
             if not (isinstance(evt, CommitEvent) and not evt.ops and evt.did not in self.tracked):
                 self._guarded(self._event, evt, now, touched, desynced)  # (most of the network: nothing to do)
@@ -352,6 +373,8 @@ class Indexer:
                 (self.source, cursor, now))
 
     def _event(self, evt: Event, now: str, touched: set[str], desynced: set[str]) -> None:
+        if not isinstance(evt, CommitEvent):
+            self._facts = None  # the batch's read-ahead stream facts may no longer hold
         if isinstance(evt, CommitEvent):
             self._commit(evt, now, touched, desynced)
         elif isinstance(evt, AccountEvent):
@@ -542,7 +565,9 @@ class Indexer:
         makes anything on its way raise (reason ``index_error``, or ``internal_error`` for what no
         check foresaw), after its writes are rolled back; only database failures propagate."""
         module = MODULES[op.collection]
-        ctx = WriteContext(self.conn, did, op.collection, op.rkey, op.cid, rev, now)
+        if self._facts is not None and not ((module is play and op.action == "create") or module in (like, follow)):
+            self._facts = None  # this op may change what the batch's new plays were decided on
+        ctx = WriteContext(self.conn, did, op.collection, op.rkey, op.cid, rev, now, self._facts)
         if self._optimistic:
             try:
                 self._write_op(ctx, module, did, op, rev, now)

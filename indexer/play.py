@@ -33,7 +33,8 @@ def insert(ctx: WriteContext, record: dict[str, Any]) -> None:
     created = normalize_datetime(record["createdAt"])
     at = sort_at(record["createdAt"], ctx.now)
     segments = streams.merge_segments(record.get("segments"))
-    s, counted = streams.classify_new(ctx.tx, ctx.did, track_uri, created, at, ctx.now, listened, segments)
+    s, counted = streams.classify_new(ctx.tx, ctx.did, track_uri, created, at, ctx.now, listened, segments,
+                                      ctx.facts)
     heard = s.heard if s.heard is not None or created else 0  # an unreadable date never earns: decided now
     replayed = rollups.replayed_ms(record.get("segments"))
     country = (record.get("country") or "").upper() or None

@@ -180,14 +180,87 @@ _FACTS_SQL = (
     "FROM (SELECT 1 AS one) AS one LEFT JOIN track t ON t.uri = ?")
 
 
+#: What ``BatchFacts`` reads per (listener, track, day): ``_FACTS_SQL`` without the invoice.
+_KEY_FACTS_SQL = (
+    "SELECT t.duration_ms, t.sort_at, "
+    f"CASE WHEN t.uri IS NOT NULL AND {audio_takedown.AUDIO_DOWN_SQL.format(alias='t')} THEN 1 ELSE 0 END, "
+    f"({_TODAY_SQL}), "
+    "(SELECT stream_ms FROM listener_day WHERE did = ? AND day = ?), "
+    "(SELECT counted FROM actor WHERE did = ?) "
+    "FROM (SELECT 1 AS one) AS one LEFT JOIN track t ON t.uri = ?")
+
+
+class BatchFacts:
+    """What ``classify_new`` reads, for the new plays of one batch of the indexer, read before the
+    batch is applied and kept up to date while its plays are decided: on PostgreSQL a new play then
+    needs no statement that waits for the server (the indexer runs its batches in pipeline mode).
+
+    ``keys``: (listener DID, track AT-URI, UTC day ``YYYY-MM-DD``) of the batch's new plays. The
+    statements are all sent before any answer is read (one round trip). The facts hold only while
+    nothing else writes what they mirror: tracks, labels, the listeners' standing, other plays'
+    decisions, invoices. The indexer drops its ``BatchFacts`` at the first op or event of its
+    batch that is not a new play, a like or a follow (``indexer.core``). Decisions are those of
+    ``classify`` (``tests/test_indexer_batch.py`` compares them)."""
+
+    def __init__(self, tx: sqlite3.Connection, keys: Iterable[tuple[str, str, str]]) -> None:
+        keys = sorted(set(keys))
+        dids = sorted({k[0] for k in keys})
+        key_cursors = [(k, tx.execute(_KEY_FACTS_SQL, (k[0], k[1], k[2], k[2] + "T99", k[0], k[2], k[0], k[1])))
+                       for k in keys]
+        invoice_cursors = [(did, tx.execute("SELECT period_start, period_end FROM subscription_invoice "
+                                            "WHERE did = ? AND status = 'paid'", (did,))) for did in dids]
+        #: track URI -> (duration ms, track sort_at, audio taken down) or None: not indexed
+        self.tracks: dict[str, tuple[int, str, bool] | None] = {}
+        #: (listener, track, day) -> streams of that track that listener has that day
+        self.today: dict[tuple[str, str, str], int] = {}
+        #: (listener, day) -> stream weight booked that day (``listener_day``), ms
+        self.used: dict[tuple[str, str], int] = {}
+        #: listener -> ``actor.counted`` (None: no actor row yet)
+        self.counted: dict[str, int | None] = {}
+        #: listener -> the service periods (start, end) of their paid invoices
+        self.paid: dict[str, list[tuple[str, str]]] = {}
+        for (did, track_uri, day), cur in key_cursors:
+            duration, since, taken, today, used, counted = cur.fetchone()
+            self.tracks[track_uri] = None if duration is None else (duration, since, bool(taken))
+            self.today[(did, track_uri, day)] = today
+            self.used[(did, day)] = used or 0
+            self.counted[did] = counted
+        for did, cur in invoice_cursors:
+            self.paid[did] = [(start, end) for start, end in cur.fetchall()]
+
+    def facts(self, did: str, track_uri: str, sort_at: str) -> tuple | None:
+        """The row ``_FACTS_SQL`` would give for this play, or None when it is not covered."""
+        day = sort_at[:10]
+        key = (did, track_uri, day)
+        if key not in self.today or did not in self.paid or self.counted[did] is None:
+            return None  # not read; or a listener new to us, whose actor row (and standing) the batch makes
+        track = self.tracks[track_uri]
+        duration, since, taken = track if track is not None else (None, None, False)
+        paid = any(start <= sort_at < end for start, end in self.paid[did])
+        return duration, since, int(taken), self.today[key], self.used[(did, day)], int(paid), self.counted[did]
+
+    def streamed(self, did: str, track_uri: str, sort_at: str, ms: int) -> None:
+        """A new play of ``track_uri`` by ``did`` was decided a stream of weight ``ms``."""
+        day = sort_at[:10]
+        if (did, track_uri, day) in self.today:
+            self.today[(did, track_uri, day)] += 1
+        if (did, day) in self.used:
+            self.used[(did, day)] += ms
+
+
 def classify_new(tx: sqlite3.Connection, did: str, track_uri: str, created_at: str | None, sort_at: str,
-                 indexed_at: str, listened_ms: int, segments: list[list[int]] | None) -> tuple[Stream, bool]:
+                 indexed_at: str, listened_ms: int, segments: list[list[int]] | None,
+                 facts: BatchFacts | None = None) -> tuple[Stream, bool]:
     """``classify`` (same arguments, same decision) for a play being inserted, reading what it needs
-    in one statement, plus whether ``did`` is counted (``standing.is_counted``): (decision, counted).
-    On the current schema only (``classify`` also runs on old ones, in migrations)."""
+    in one statement (or from ``facts``, the batch's), plus whether ``did`` is counted
+    (``standing.is_counted``): (decision, counted). On the current schema only (``classify`` also
+    runs on old ones, in migrations)."""
     day = sort_at[:10]
-    duration, since, taken, today, used, paid, counted = tx.execute(
-        _FACTS_SQL, (did, track_uri, day, day + "T99", did, day, did, sort_at, sort_at, did, track_uri)).fetchone()
+    row = facts.facts(did, track_uri, sort_at) if facts is not None else None
+    if row is None:
+        row = tx.execute(_FACTS_SQL, (did, track_uri, day, day + "T99", did, day, did, sort_at, sort_at, did,
+                                      track_uri)).fetchone()
+    duration, since, taken, today, used, paid, counted = row
     counted = counted is None or bool(counted)
     if duration is None:
         return NOT_YET, counted
@@ -200,6 +273,8 @@ def classify_new(tx: sqlite3.Connection, did: str, track_uri: str, created_at: s
     ms = min(heard, day_budget_ms(day, indexed_at) - (used or 0))
     if ms < need:
         return Stream(False, False, 0, heard), counted
+    if facts is not None:
+        facts.streamed(did, track_uri, sort_at, ms)
     return Stream(True, bool(paid), ms, heard), counted
 
 

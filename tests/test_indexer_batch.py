@@ -162,3 +162,75 @@ async def test_a_create_of_a_held_record_is_applied_as_the_careful_path_applies_
     assert plays[again][2] == 1234  # the new version replaced the old one
     assert bad not in plays  # the invalid create removed the old version
     assert any(r[0].endswith(bad) for r in a["rejected_record"])
+
+
+async def _caps_batch(path: str, careful: bool, monkeypatch) -> None:
+    """Ingest a small workload, then one batch of plays by two known listeners that runs into the
+    daily caps (read ahead by ``streams.BatchFacts`` in the optimistic path): 15 plays of one track
+    by one listener on one day (at most ``DAILY_CAP`` streams), and more than 24 h of plays by a
+    paid listener on one day (at most ``DAILY_MS_CAP`` of stream weight)."""
+    from datetime import timedelta
+
+    from bench.generator import _track_seq, cid_for, iso, listener_did, tid
+    from core.lexicons import PLAY
+    w = Workload(Spec(tracks=120, plays=200, seed=7))
+    await ingest(path, w, batch=100)
+    one, paid = listener_did(0), listener_did(w.paid[0])
+    conn = db.connect_sync(path)
+    try:
+        revs = dict(conn.execute("SELECT did, rev FROM repo_state WHERE did IN (?, ?)", (one, paid)).fetchall())
+    finally:
+        conn.close()
+    day = w.spec.base - timedelta(days=2)
+    plays = [(one, 0, day + timedelta(minutes=10 * k)) for k in range(15)]
+    plays += [(paid, 1 + k % 110, day + timedelta(minutes=4 * k)) for k in range(330)]
+    events, n = [], 0
+    for did, i, at in plays:
+        n += 1
+        rev = tid(10**6 + n)
+        record = {"$type": PLAY, "track": {"uri": w.track_uri(i), "cid": cid_for(b"track", _track_seq(w, i))},
+                  "createdAt": iso(at), "listenedMs": w.durations[i], "completed": True}
+        events.append(CommitEvent(seq=50_000 + n, did=did, rev=rev, since=revs[did], commit=f"bafyreicap{n}",
+                                  time="", ops=[RecordOp("create", PLAY, tid(10**6 + n), f"bafyreiplay{n}", record)]))
+        revs[did] = rev
+    ix = Indexer(path, "bench")
+    await ix.open()
+    if careful:
+        monkeypatch.setattr(Indexer, "_apply_batch", lambda self, *a: self._transaction(self._apply_events, *a))
+    try:
+        await ix.load_state()
+        await ix.apply(events, events[-1].seq, prepared=True)
+        assert ix.counters["careful_batches"] == 0
+    finally:
+        await ix.close()
+
+
+async def test_stream_caps_read_ahead_decide_as_the_careful_path(tmp_path, monkeypatch):
+    from indexer import streams
+    fast, slow = target(tmp_path, "fast"), target(tmp_path, "slow")
+    made: list[int] = []
+    real = streams.BatchFacts.__init__
+
+    def spy(self, tx, keys):
+        real(self, tx, keys)
+        made.append(len(self.today))
+    monkeypatch.setattr(streams.BatchFacts, "__init__", spy)
+    await _caps_batch(fast, False, monkeypatch)
+    assert made and made[-1] > 100  # the caps batch was read ahead
+    await _caps_batch(slow, True, monkeypatch)
+    a, b = dump(fast), dump(slow)
+    for table in TABLES:
+        assert a[table] == b[table], table
+    from bench.generator import listener_did, tid
+    conn = db.connect_sync(fast)
+    try:
+        capped = conn.execute("SELECT count(*), sum(stream) FROM play WHERE did = ? AND rkey >= ?",
+                              (listener_did(0), tid(10**6))).fetchone()
+        days = conn.execute("SELECT max(stream_ms) FROM listener_day").fetchone()[0]
+        paid = conn.execute("SELECT sum(paid) FROM play WHERE paid = 1").fetchone()[0]
+    finally:
+        conn.close()
+    assert capped[1] <= streams.DAILY_CAP < capped[0]  # some plays of the 15 were over the cap
+    # the paid listener's day is full: what is left is less than a stream
+    assert streams.DAILY_MS_CAP - streams.STREAM_MIN_MS < days <= streams.DAILY_MS_CAP
+    assert paid and paid > 0
