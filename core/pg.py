@@ -433,9 +433,11 @@ class AsyncConnection:
 
 
 def is_infrastructure_error(exc: BaseException) -> bool:
-    """Whether ``exc`` says PostgreSQL itself failed (``INFRASTRUCTURE_CLASSES``, or the connection
-    is gone), not the data: then the work must stop and resume, never skip the record."""
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return True
-    state = getattr(exc, "sqlstate", None) or ""
-    return state[:2] in INFRASTRUCTURE_CLASSES
+    """Whether ``exc`` says PostgreSQL itself failed (its SQLSTATE class is one of
+    ``INFRASTRUCTURE_CLASSES``, or it has none and the connection is gone), not the data: then the
+    work must stop and resume, never skip the record. By SQLSTATE, not by Python class: psycopg
+    raises ``OperationalError`` for some errors of the data too (54000, an index row too large)."""
+    state = getattr(exc, "sqlstate", None)
+    if state:
+        return state[:2] in INFRASTRUCTURE_CLASSES
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)

@@ -283,17 +283,17 @@ class Indexer:
         restored, and the batch applied again the careful way, each event and record in its own
         SAVEPOINT (``_guarded``, ``apply_op``): the same result as applying it that way at once.
         Database failures propagate (the batch is retried from the cursor)."""
-        saved = (self.counters.copy(), self.rejections.copy(), {d: list(v) for d, v in self.resyncing.items()},
-                 set(self.share_filter.authors))
+        # the decoder (on the event loop) may begin resyncs and add share authors meanwhile: the
+        # buffers are cut back to their length, never replaced, and the authors (which only grow) kept
+        saved = (self.counters.copy(), self.rejections.copy(), {d: len(v) for d, v in self.resyncing.items()})
         try:
             self._transaction(self._apply_optimistic, events, cursor, touched, desynced)
             return
         except _Careful as exc:
             log.info("batch ending at seq %s applied again record by record: %s", cursor, describe(exc.__cause__ or exc))
-        self.counters, self.rejections = saved[0], saved[1]
-        self.resyncing = saved[2]
-        self.share_filter.authors.clear()
-        self.share_filter.authors.update(saved[3])
+        self.counters, self.rejections = saved[0], saved[1]  # (metrics: an increment on the loop meanwhile is lost)
+        for did, buffered in list(self.resyncing.items()):  # the batch's commits out of the buffers again
+            del buffered[saved[2].get(did, 0):]
         touched.clear()
         desynced.clear()
         self._transaction(self._apply_events, events, cursor, touched, desynced)

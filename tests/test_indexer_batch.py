@@ -234,3 +234,42 @@ async def test_stream_caps_read_ahead_decide_as_the_careful_path(tmp_path, monke
     # the paid listener's day is full: what is left is less than a stream
     assert streams.DAILY_MS_CAP - streams.STREAM_MIN_MS < days <= streams.DAILY_MS_CAP
     assert paid and paid > 0
+
+
+async def test_a_play_too_large_for_an_index_is_rejected_not_retried_forever(tmp_path):
+    """A play whose track URI is 7 KB passes the lexicon, but PostgreSQL cannot index it (an index
+    row is at most ~2.7 KB: 54000, raised as an OperationalError): it is the record's fault, so it is
+    rejected and the batch goes on; on SQLite it is indexed. Either way the batch commits."""
+    from bench.generator import cid_for, iso, listener_did, tid
+    from core.lexicons import PLAY
+    path = target(tmp_path, "huge")
+    w = Workload(Spec(tracks=10, plays=20, seed=9))
+    await ingest(path, w, batch=50)
+    did = listener_did(0)
+    conn = db.connect_sync(path)
+    try:
+        rev = conn.execute("SELECT rev FROM repo_state WHERE did = ?", (did,)).fetchone()[0]
+    finally:
+        conn.close()
+    huge = "at://did:plc:" + "a" * 24 + "/fm.openmusic.catalog.track/" + "".join(
+        format(i * 2654435761 % 2**32, "08x") for i in range(900))
+    events = []
+    for n, uri in enumerate((huge, w.track_uri(1)), start=1):
+        record = {"$type": PLAY, "track": {"uri": uri, "cid": cid_for(b"track", 1)},
+                  "createdAt": iso(w.spec.base), "listenedMs": 40_000}
+        new_rev = tid(10**7 + n)
+        events.append(CommitEvent(seq=90_000 + n, did=did, rev=new_rev, since=rev, commit=f"bafyreihuge{n}", time="",
+                                  ops=[RecordOp("create", PLAY, new_rev, f"bafyreihugeplay{n}", record)]))
+        rev = new_rev
+    ix = Indexer(path, "bench")
+    await ix.open()
+    try:
+        await ix.load_state()
+        await ix.apply(events, events[-1].seq, prepared=True)
+        assert await ix.load_cursor() == events[-1].seq
+        indexed = {r[0] for r in await ix.sql("SELECT track_uri FROM play WHERE did = ?", (did,))}
+        assert w.track_uri(1) in indexed
+        if db.is_postgres(path):
+            assert huge not in indexed and ix.rejections["internal_error"] == 1
+    finally:
+        await ix.close()

@@ -63,3 +63,17 @@ def test_engine_by_target():
     assert not is_postgres("data/openmusic.sqlite") and not is_postgres("/tmp/postgresql.sqlite")
     assert shown_target("postgresql://u:secret@127.0.0.1:5432/om") == "postgresql://u@127.0.0.1:5432/om"
     assert "secret" not in shown_target("postgresql://u:secret@h/db") and shown_target("x.sqlite") == "x.sqlite"
+
+
+def test_errors_of_the_data_are_not_failures_of_the_database():
+    """By SQLSTATE: an index row too large (54000) is an OperationalError in psycopg but the data's
+    fault (the record is rejected); a lost connection or a deadlock is the database's (retry)."""
+    from psycopg import OperationalError, errors
+
+    from core.pg import is_infrastructure_error
+    assert issubclass(errors.ProgramLimitExceeded, OperationalError)
+    assert not is_infrastructure_error(errors.ProgramLimitExceeded("index row size exceeds btree maximum"))
+    assert not is_infrastructure_error(errors.UniqueViolation("duplicate key"))
+    assert is_infrastructure_error(errors.AdminShutdown("terminating connection"))
+    assert is_infrastructure_error(errors.DeadlockDetected("deadlock detected"))
+    assert is_infrastructure_error(OperationalError("the connection is lost"))  # no SQLSTATE
