@@ -66,9 +66,10 @@ def migrate(target: str) -> int:
     return len(pending)
 
 
-#: The oldest PostgreSQL server we run on (``server_version_num``): 13, the oldest the project
-#: supports (tests and CI run Debian 12's 15).
-PG_MIN_VERSION = 130000
+#: The oldest PostgreSQL server we run on (``server_version_num``): 14, for ``idle_session_timeout``,
+#: which ends a frozen leader's session so that a standby takes over (``core.leader``); tests and CI
+#: run Debian 12's 15.
+PG_MIN_VERSION = 140000
 
 
 class UnsuitableDatabase(RuntimeError):
@@ -248,11 +249,11 @@ async def write_transaction(conn: Any) -> AsyncIterator[Any]:
     await conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        await conn.execute("COMMIT")  # a COMMIT that fails (busy, cancelled) is rolled back too
     except BaseException:
         with contextlib.suppress(Exception):
             await conn.execute("ROLLBACK")
         raise
-    await conn.execute("COMMIT")
 
 
 def connect_sync(db_path: str) -> sqlite3.Connection:

@@ -299,6 +299,9 @@ class PgLeadership(Leadership):
                 self._failing = True
             await self._drop()
             return False
+        except BaseException:  # cancelled mid-way: the lock may be ours, and must not outlive us
+            await asyncio.shield(self._drop())
+            raise
 
     async def _find_holder(self) -> dict[str, Any] | None:
         """The session holding the lock, from ``pg_locks`` and ``pg_stat_activity``."""
