@@ -53,6 +53,10 @@ NGINX_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
 UPSTREAM = "openmusic_api"
 #: Seconds before a child that exited on its own is started again.
 RESTART_DELAY_S = 1.0
+#: A child that keeps dying waits twice as long each time, up to this (s); one that ran for
+#: ``STABLE_S`` before it died starts again after ``RESTART_DELAY_S``.
+RESTART_MAX_DELAY_S = 30.0
+STABLE_S = 60.0
 #: Seconds a child has to stop after SIGTERM before it gets SIGKILL.
 STOP_TIMEOUT_S = 40.0
 #: Seconds each start-up step may take (migrations, a process answering ``/health``).
@@ -172,6 +176,9 @@ class Child:
     role: str = ""
     proc: subprocess.Popen | None = None
     restarts: int = 0
+    #: ``time.monotonic()`` at the last start; deaths in a row without a stable run
+    started_at: float = 0.0
+    failures: int = 0
     _log_file: IO[bytes] | None = None
 
     def start(self) -> None:
@@ -181,6 +188,14 @@ class Child:
         self.proc = subprocess.Popen(self.cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=self._log_file,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      preexec_fn=_die_with_parent)
+        self.started_at = time.monotonic()
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to the child's process group (its session: the child and what it started,
+        such as the commit verifiers' worker processes)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
 
     @property
     def pid(self) -> int | None:
@@ -222,9 +237,16 @@ def stop_children(children: list[Child], timeout_s: float = STOP_TIMEOUT_S) -> N
         try:
             c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            c.proc.kill()
+            c.signal_group(signal.SIGKILL)
             c.proc.wait(timeout=10)
+        c.signal_group(signal.SIGKILL)  # what it started and left behind (its session)
         c.close()
+
+
+def restart_delay(failures: int) -> float:
+    """Seconds before a child that died is started again, after ``failures`` deaths in a row without
+    a stable run: ``RESTART_DELAY_S``, doubling with each, at most ``RESTART_MAX_DELAY_S``."""
+    return min(RESTART_MAX_DELAY_S, RESTART_DELAY_S * 2 ** max(0, failures - 1))
 
 
 class Cluster:
@@ -437,9 +459,12 @@ class Cluster:
                 if c.running():
                     continue
                 if c.name not in died:
-                    died[c.name] = time.monotonic()
-                    self.out(f"{c.name} (pid {c.pid}) exited with {c.proc.returncode}; starting it again")
-                elif time.monotonic() - died[c.name] >= RESTART_DELAY_S:
+                    now = time.monotonic()
+                    c.failures = 0 if now - c.started_at >= STABLE_S else c.failures + 1
+                    died[c.name] = now
+                    self.out(f"{c.name} (pid {c.pid}) exited with {c.proc.returncode}; starting it again in "
+                             f"{restart_delay(c.failures):.0f} s")
+                elif time.monotonic() - died[c.name] >= restart_delay(c.failures):
                     del died[c.name]
                     c.restarts += 1
                     c.start()

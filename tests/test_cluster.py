@@ -410,3 +410,10 @@ def test_render_nginx_keeps_the_compose_file_but_ports_and_paths():
     with pytest.raises(ValueError):
         render_nginx(text.replace("upstream openmusic_api", "upstream other"), ["a:1"], "1", "/t")
 
+
+
+def test_a_child_that_keeps_dying_waits_longer_each_time():
+    from openmusic.cluster import RESTART_DELAY_S, RESTART_MAX_DELAY_S, restart_delay
+    delays = [restart_delay(n) for n in range(1, 10)]
+    assert delays[0] == RESTART_DELAY_S and delays == sorted(delays)
+    assert delays[1] == 2 * RESTART_DELAY_S and delays[-1] == RESTART_MAX_DELAY_S
