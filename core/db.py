@@ -18,11 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import psycopg
 from yoyo import get_backend, read_migrations
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 log = logging.getLogger("core.db")
 
+
+#: Errors after which the work stops and resumes from the durable cursor (the firehose consumer
+#: reconnects): SQLite's "database is locked" and the like, PostgreSQL's lost connections (a
+#: restart, a failover; ``core.pg`` opens the connection again before the next transaction).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError, psycopg.OperationalError)
 
 #: The first migration written for PostgreSQL: it creates the whole schema there, and the ones
 #: before it (SQLite's history) are marked applied without running.

@@ -29,6 +29,7 @@ with ``isolation_level=None`` on SQLite.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
@@ -65,6 +66,44 @@ _OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
 _RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
 _BEGIN_IMMEDIATE = re.compile(r"^\s*BEGIN\s+(IMMEDIATE|EXCLUSIVE)\s*;?\s*$", re.IGNORECASE)
 _PRAGMA = re.compile(r"^\s*PRAGMA\b", re.IGNORECASE)
+_OPENS = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION)\b", re.IGNORECASE)
+_ENDS = re.compile(r"^\s*(COMMIT|END|ROLLBACK)\s*(TRANSACTION|WORK)?\s*;?\s*$", re.IGNORECASE)
+
+
+class _Session:
+    """Whether our code has a transaction open on a connection (by the statements it ran), so that a
+    connection the server dropped (a restart, a failover, an idle timeout) is opened again before
+    the next statement outside a transaction, and never inside one: a statement after a lost
+    ``BEGIN`` must fail, not run on its own in autocommit. Inside one, ``ROLLBACK`` ends it quietly
+    and ``COMMIT`` raises (the transaction is gone)."""
+
+    def __init__(self) -> None:
+        self.open_tx = False
+
+    def before(self, sql: str, lost: bool) -> str:
+        """What to do before ``sql`` on a connection that is ``lost`` or not: ``run`` it,
+        ``reconnect`` first, ``skip`` it (a ROLLBACK of a lost transaction) or ``fail`` (a COMMIT of
+        one). Updates the transaction flag."""
+        ends = bool(_ENDS.match(sql))
+        if lost and self.open_tx:
+            if ends:
+                self.open_tx = False
+                return "fail" if sql.strip().upper().startswith(("COMMIT", "END")) else "skip"
+            return "run"  # psycopg raises: the connection is closed
+        action = "reconnect" if lost else "run"
+        if _OPENS.match(sql):
+            self.open_tx = True
+        elif ends:
+            self.open_tx = False
+        return action
+
+
+def _lost(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
+    return conn.closed or conn.broken
+
+
+class ConnectionLost(psycopg.OperationalError):
+    """A COMMIT on a connection the server dropped inside the transaction: nothing was committed."""
 
 
 def _segments(sql: str) -> Iterator[tuple[bool, str]]:
@@ -281,21 +320,38 @@ class SyncConnection:
     """A psycopg connection answering like a ``sqlite3`` connection opened with
     ``isolation_level=None`` (module docstring). Use ``SyncConnection.open(url)``."""
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(self, conn: psycopg.Connection, url: str = "") -> None:
         self.raw = conn
+        self.url = url
+        self._session = _Session()
+
+    @staticmethod
+    def _connect(url: str) -> psycopg.Connection:
+        conn = psycopg.connect(url, autocommit=True)
+        configure(conn)
+        return conn
 
     @classmethod
     def open(cls, url: str) -> SyncConnection:
         """Connect to ``url`` (``postgresql://...``) in autocommit mode. Raises ``psycopg.OperationalError``."""
-        conn = psycopg.connect(url, autocommit=True)
-        configure(conn)
-        return cls(conn)
+        return cls(cls._connect(url), url)
 
     def cursor(self) -> SyncCursor:
         return SyncCursor(self.raw.cursor())
 
     def execute(self, sql: str, params: Any = None) -> SyncCursor | _EmptyCursor:
-        """One statement: ``BEGIN IMMEDIATE`` takes the write lock, ``PRAGMA`` does nothing."""
+        """One statement: ``BEGIN IMMEDIATE`` takes the write lock, ``PRAGMA`` does nothing. A
+        connection the server dropped is opened again before a statement outside a transaction
+        (``_Session``); raises psycopg errors (``ConnectionLost`` for a COMMIT of a lost transaction)."""
+        action = self._session.before(sql, _lost(self.raw))
+        if action == "skip":
+            return _EmptyCursor()
+        if action == "fail":
+            raise ConnectionLost("the connection to PostgreSQL was lost inside the transaction: nothing committed")
+        if action == "reconnect" and self.url:
+            with contextlib.suppress(Exception):
+                self.raw.close()
+            self.raw = self._connect(self.url)
         if _BEGIN_IMMEDIATE.match(sql):
             self.raw.execute("BEGIN")
             self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
@@ -305,6 +361,8 @@ class SyncConnection:
         return self.cursor().execute(sql, params)
 
     def executemany(self, sql: str, seq: Iterable[Any]) -> SyncCursor:
+        if self._session.before(sql, _lost(self.raw)) == "reconnect" and self.url:
+            self.raw = self._connect(self.url)
         return self.cursor().executemany(sql, seq)
 
     def pipeline(self) -> psycopg.Pipeline:
@@ -379,23 +437,40 @@ class AsyncConnection:
     ``isolation_level=None``. Use ``await AsyncConnection.open(url)``. Statements on one
     connection run one at a time (psycopg serializes them)."""
 
-    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection, url: str = "", readonly: bool = False) -> None:
         self.raw = conn
+        self.url = url
+        self.readonly = readonly
+        self._session = _Session()
         self.row_factory: Any = None  # set by code written for aiosqlite; rows answer by name anyway
+
+    @staticmethod
+    async def _connect(url: str, readonly: bool) -> psycopg.AsyncConnection:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        configure(conn)
+        if readonly:
+            await conn.execute("SET default_transaction_read_only = on")
+        return conn
 
     @classmethod
     async def open(cls, url: str, readonly: bool = False) -> AsyncConnection:
         """Connect to ``url`` in autocommit mode (``readonly``: every transaction read-only). Raises
         ``psycopg.OperationalError``."""
-        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-        configure(conn)
-        if readonly:
-            await conn.execute("SET default_transaction_read_only = on")
-        return cls(conn)
+        return cls(await cls._connect(url, readonly), url, readonly)
 
     async def execute(self, sql: str, params: Any = None) -> AsyncCursor:
-        """One statement: ``BEGIN IMMEDIATE`` takes the write lock, ``PRAGMA`` does nothing. Raises
-        psycopg errors."""
+        """One statement: ``BEGIN IMMEDIATE`` takes the write lock, ``PRAGMA`` does nothing. A
+        connection the server dropped is opened again before a statement outside a transaction
+        (``_Session``). Raises psycopg errors (``ConnectionLost`` for a COMMIT of a lost transaction)."""
+        action = self._session.before(sql, _lost(self.raw))
+        if action == "skip":
+            return AsyncCursor(None)
+        if action == "fail":
+            raise ConnectionLost("the connection to PostgreSQL was lost inside the transaction: nothing committed")
+        if action == "reconnect" and self.url:
+            with contextlib.suppress(Exception):
+                await self.raw.close()
+            self.raw = await self._connect(self.url, self.readonly)
         if _BEGIN_IMMEDIATE.match(sql):
             await self.raw.execute("BEGIN")
             await self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
@@ -412,6 +487,8 @@ class AsyncConnection:
         return await cur.fetchall()
 
     async def executemany(self, sql: str, seq: Iterable[Any]) -> AsyncCursor:
+        if self._session.before(sql, _lost(self.raw)) == "reconnect" and self.url:
+            self.raw = await self._connect(self.url, self.readonly)
         cur = self.raw.cursor()
         await cur.executemany(to_pg(sql), [_params(p) for p in seq])
         return AsyncCursor(cur)

@@ -23,7 +23,6 @@ import collections
 import contextlib
 import logging
 import random
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from typing import Protocol
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from core.db import parse_datetime
+from core.db import TRANSIENT_ERRORS, parse_datetime
 from core.errors import RetryLater  # noqa: F401 (re-exported: sinks raise firehose.consumer.RetryLater)
 from firehose.events import ErrorFrame, Event, FrameError, InfoEvent, decode_frame
 
@@ -189,15 +188,15 @@ class FirehoseConsumer:
         self._stop.set()
 
     async def run(self) -> None:
-        """Consume until ``stop()``. Reconnects forever on network errors and transient SQLite errors
-        (resuming from the durable cursor); other errors propagate."""
+        """Consume until ``stop()``. Reconnects forever on network errors and transient database
+        errors (``core.db.TRANSIENT_ERRORS``: resuming from the durable cursor); other errors propagate."""
         backoff = Backoff(self.max_backoff_s)
         while not self._stop.is_set():
             started = time.monotonic()
             try:
                 await self._session()
             except (TimeoutError, OSError, ConnectionClosed, InvalidHandshake, InvalidURI,
-                    sqlite3.OperationalError, RetryLater) as exc:  # e.g. "database is locked": resume from the cursor
+                    *TRANSIENT_ERRORS, RetryLater) as exc:  # e.g. "database is locked": resume from the cursor
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("firehose connection lost: %s", self.status.last_error)
             finally:

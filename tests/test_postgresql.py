@@ -193,3 +193,53 @@ def test_the_ledger_on_postgresql(cluster):
         assert ledger.balance(tx, "cash", "USD") == 500 and isinstance(ledger.balance(tx, "cash", "USD"), int)
     finally:
         tx.close()
+
+
+def _terminate(cluster_db: str, backend_pid: int) -> None:
+    import psycopg
+    with psycopg.connect(cluster_db, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+        deadline = time.monotonic() + 5
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend_pid,)).fetchone():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+async def test_a_connection_the_server_dropped_is_opened_again_outside_a_transaction(cluster):
+    """A restart or failover ends our sessions: the statement that meets the dead connection fails
+    (a transient error: the consumer resumes from its cursor), the next one runs on a new
+    connection; but a transaction that lost its connection never goes on in autocommit: its
+    statements fail, its COMMIT raises ConnectionLost, and nothing of it is kept."""
+    import psycopg
+
+    from core import pg
+    url = pgserver.create_database(cluster, "dropped")
+    db.migrate(url)
+    sync = pg.SyncConnection.open(url)
+    reader = await pg.AsyncConnection.open(url, readonly=True)
+    try:
+        _terminate(url, sync.raw.info.backend_pid)
+        with pytest.raises(psycopg.OperationalError) as lost:
+            sync.execute("SELECT 1").fetchone()
+        assert isinstance(lost.value, db.TRANSIENT_ERRORS)
+        assert sync.execute("SELECT 1").fetchone()[0] == 1  # a new connection
+
+        sync.execute("BEGIN IMMEDIATE")
+        sync.execute("INSERT INTO cursor (source, seq, updated_at) VALUES ('lost', 1, 'x')")
+        _terminate(url, sync.raw.info.backend_pid)
+        with pytest.raises(psycopg.OperationalError):
+            sync.execute("INSERT INTO cursor (source, seq, updated_at) VALUES ('lost2', 2, 'x')")
+        with pytest.raises(psycopg.OperationalError):  # still inside the lost transaction: no autocommit
+            sync.execute("INSERT INTO cursor (source, seq, updated_at) VALUES ('lost3', 3, 'x')")
+        with pytest.raises(pg.ConnectionLost):
+            sync.execute("COMMIT")
+        assert sync.execute("SELECT count(*) FROM cursor WHERE source LIKE 'lost%'").fetchone()[0] == 0
+
+        _terminate(url, reader.raw.info.backend_pid)
+        with pytest.raises(psycopg.OperationalError):
+            await (await reader.execute("SELECT 1")).fetchone()
+        assert (await (await reader.execute("SELECT 1")).fetchone())[0] == 1
+        assert (await (await reader.execute("SHOW default_transaction_read_only")).fetchone())[0] == "on"
+    finally:
+        sync.close()
+        await reader.close()
