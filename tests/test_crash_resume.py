@@ -132,7 +132,8 @@ async def test_killed_consumer_ends_with_the_same_database(net, make_client, tmp
     crashed = tmp_path / "crashed" / "openmusic.sqlite"
     crashed.parent.mkdir()
     rng = random.Random(os.environ.get("OPENMUSIC_TEST_SEED", "7"))
-    kill_points = sorted(rng.sample(range(1, head), 6))
+    # not in the last events: killed there, the consumer may reach the head before the signal lands
+    kill_points = sorted(rng.sample(range(1, head - 50), 6))
     reached = []
     for point in kill_points:
         if point <= cursor_of(crashed):

@@ -291,6 +291,13 @@ def test_standby_takes_over_a_killed_leader_and_the_api_answers_throughout(engin
         _failover(net, make_client, tmp_path, url)
 
 
+def named_leader(proc) -> dict | None:
+    """``proc``'s /health body once it names a leader (a standby learns who leads at its first try
+    for the lock, which may come after its HTTP server answers), else None."""
+    body = proc.health()
+    return body if body and body.get("leader") else None
+
+
 def _failover(net, make_client, tmp_path: Path, url: str) -> None:
     """The failover test on the SQLite file in ``tmp_path``, or on the PostgreSQL database ``url``."""
     db = tmp_path / "openmusic.sqlite"
@@ -320,7 +327,7 @@ def _failover(net, make_client, tmp_path: Path, url: str) -> None:
         until(lambda: leads(leader), 60, procs, "the first indexer leads")
         standby = Process(net, db, "indexer", "standby", url)
         procs.append(standby)
-        body = until(standby.health, 60, procs, "the standby answers /health")
+        body = until(lambda: named_leader(standby), 60, procs, "the standby answers /health, naming the leader")
         assert body["status"] == "standby" and body["leader"]["pid"] == leader.pid, body
         api = Process(net, db, "api", "api", url)
         procs.append(api)
@@ -383,7 +390,8 @@ def _failover(net, make_client, tmp_path: Path, url: str) -> None:
         # the killed leader comes back: it stands by
         again = Process(net, db, "indexer", "restarted", url)
         procs.append(again)
-        body = until(again.health, 60, [*survivors, again], "the restarted indexer answers /health")
+        body = until(lambda: named_leader(again), 60, [*survivors, again],
+                     "the restarted indexer answers /health, naming the leader")
         assert body["status"] == "standby" and body["leader"]["pid"] == standby.pid, body
 
         at_takeover = indexed_plays()
