@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup chromium redis demo test lint run bench clean i18n
+.PHONY: setup chromium redis demo test test-sqlite test-postgresql lint run bench clean i18n
 
 setup: $(VENV)/.installed devnet/node_modules/.openmusic-installed web/node_modules/.openmusic-installed chromium redis
 
@@ -31,12 +31,17 @@ redis:                 ## Debian's Redis, PostgreSQL server and nginx: Bluesky's
 demo: setup            ## local reference PDS + PLC, seeded catalog, AppView on http://127.0.0.1:8080
 	$(BIN)/openmusic demo
 
-test: setup            ## lint, then every test (units and end to end on the reference PDS)
+test: setup            ## lint, then every test (units and end to end on the reference PDS) on SQLite, then on PostgreSQL
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+	OPENMUSIC_TEST_ENGINE=postgresql $(BIN)/pytest -q
+
+test-sqlite: setup     ## lint, then every test on SQLite only
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-test-postgresql: setup ## every test with the runtimes' index on a throwaway PostgreSQL (less tests/pg_pending.txt)
-	OPENMUSIC_TEST_ENGINE=postgresql $(BIN)/pytest -q $$(grep -v '^#' tests/pg_pending.txt | sed 's/^/--deselect /')
+test-postgresql: setup ## every test with the runtimes' index on a throwaway PostgreSQL only
+	OPENMUSIC_TEST_ENGINE=postgresql $(BIN)/pytest -q
 
 bench: setup           ## record a real stream once, replay it, and measure query latency (in-process and over HTTP)
 	test -f bench/data/stream.bin || $(BIN)/python -m bench.record
