@@ -46,6 +46,7 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from core.db import parse_datetime
 from indexer import audio_takedown, rollups, standing, stats
@@ -205,10 +206,21 @@ class BatchFacts:
     def __init__(self, tx: sqlite3.Connection, keys: Iterable[tuple[str, str, str]]) -> None:
         keys = sorted(set(keys))
         dids = sorted({k[0] for k in keys})
-        key_cursors = [(k, tx.execute(_KEY_FACTS_SQL, (k[0], k[1], k[2], k[2] + "T99", k[0], k[2], k[0], k[1])))
+        # PostgreSQL (pipeline mode): send every statement, then read the answers (one round trip).
+        # SQLite: read each answer at once, so the prepared statement is reused, not prepared anew
+        read_later = not isinstance(tx, sqlite3.Connection)
+
+        def run(sql: str, args: tuple, fetch: str) -> Any:
+            cur = tx.execute(sql, args)
+            return cur if read_later else getattr(cur, fetch)()
+
+        def answer(pending: Any, fetch: str) -> Any:
+            return getattr(pending, fetch)() if read_later else pending
+
+        key_cursors = [(k, run(_KEY_FACTS_SQL, (k[0], k[1], k[2], k[2] + "T99", k[0], k[2], k[0], k[1]), "fetchone"))
                        for k in keys]
-        invoice_cursors = [(did, tx.execute("SELECT period_start, period_end FROM subscription_invoice "
-                                            "WHERE did = ? AND status = 'paid'", (did,))) for did in dids]
+        invoice_cursors = [(did, run("SELECT period_start, period_end FROM subscription_invoice "
+                                     "WHERE did = ? AND status = 'paid'", (did,), "fetchall")) for did in dids]
         #: track URI -> (duration ms, track sort_at, audio taken down) or None: not indexed
         self.tracks: dict[str, tuple[int, str, bool] | None] = {}
         #: (listener, track, day) -> streams of that track that listener has that day
@@ -219,14 +231,14 @@ class BatchFacts:
         self.counted: dict[str, int | None] = {}
         #: listener -> the service periods (start, end) of their paid invoices
         self.paid: dict[str, list[tuple[str, str]]] = {}
-        for (did, track_uri, day), cur in key_cursors:
-            duration, since, taken, today, used, counted = cur.fetchone()
+        for (did, track_uri, day), pending in key_cursors:
+            duration, since, taken, today, used, counted = answer(pending, "fetchone")
             self.tracks[track_uri] = None if duration is None else (duration, since, bool(taken))
             self.today[(did, track_uri, day)] = today
             self.used[(did, day)] = used or 0
             self.counted[did] = counted
-        for did, cur in invoice_cursors:
-            self.paid[did] = [(start, end) for start, end in cur.fetchall()]
+        for did, pending in invoice_cursors:
+            self.paid[did] = [(start, end) for start, end in answer(pending, "fetchall")]
 
     def facts(self, did: str, track_uri: str, sort_at: str) -> tuple | None:
         """The row ``_FACTS_SQL`` would give for this play, or None when it is not covered."""
