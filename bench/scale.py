@@ -21,7 +21,6 @@ import asyncio
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import httpx
 from bench.firehose import cpu_model
 from bench.generator import GENRES, WORDS, Spec, Workload, ingest
 from bench.http import RawClient, free_port, wait_ready
+from bench.http import stop_server as stop_api
 
 NS = "fm.openmusic."
 
@@ -75,17 +75,6 @@ def start_api(target: str, port: int, workdir: Path, readers: int = 4) -> subpro
     else:
         env["OPENMUSIC_DB_PATH"] = target
     return subprocess.Popen([sys.executable, "-m", "bench.http", "--serve"], env=env)
-
-
-def stop_api(proc: subprocess.Popen) -> None:
-    """SIGINT, then SIGKILL after 15 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def queries(keys: dict[str, list[str]]) -> dict[str, object]:

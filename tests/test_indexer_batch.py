@@ -14,6 +14,7 @@ from firehose.events import CommitEvent, RecordOp
 from indexer import play as play_module
 from indexer import rollups
 from indexer.core import Indexer
+from tests import dbq
 from tests.conftest import runtime_database
 
 #: Tables and columns compared (no indexing times: two runs index at different moments).
@@ -118,6 +119,26 @@ async def test_rollups_recount_equal_after_generated_ingest(tmp_path):
     assert kept and [tuple(r) for r in kept] == [tuple(r) for r in counted]
 
 
+async def _apply(path: str, events: list, careful: bool = False, monkeypatch=None) -> Indexer:
+    """Apply ``events`` as one batch on a fresh ``Indexer`` of ``path`` (the careful path with
+    ``careful``: a SAVEPOINT per event and record). Returns the closed indexer (its counters)."""
+    ix = Indexer(path, "bench")
+    await ix.open()
+    if careful:
+        monkeypatch.setattr(Indexer, "_apply_batch", lambda self, *a: self._transaction(self._apply_events, *a))
+    try:
+        await ix.load_state()
+        await ix.apply(events, events[-1].seq, prepared=True)
+    finally:
+        await ix.close()
+    return ix
+
+
+def _revs(path: str, *dids: str) -> dict[str, str]:
+    """The ``repo_state`` rev of each of ``dids``."""
+    return dict(dbq.rows(path, f"SELECT did, rev FROM repo_state WHERE did IN ({','.join('?' * len(dids))})", *dids))
+
+
 async def _replay_creates(path: str, careful: bool, monkeypatch) -> dict[str, Any]:
     """Ingest a small workload, then one batch of hostile commits: a ``create`` of a play we already
     hold (other listenedMs) and an invalid ``create`` over another held play. Returns the counters."""
@@ -127,23 +148,15 @@ async def _replay_creates(path: str, careful: bool, monkeypatch) -> dict[str, An
     await ingest(path, w, batch=50)
     plays = [e for e in events if e.ops[0].collection.endswith(".play")]
     again, bad = plays[3], next(e for e in plays if e.did != plays[3].did)
-    ix = Indexer(path, "bench")
-    await ix.open()
-    if careful:
-        monkeypatch.setattr(Indexer, "_apply_batch", lambda self, *a: self._transaction(self._apply_events, *a))
-    try:
-        await ix.load_state()
-        hostile = []
-        for n, (e, record) in enumerate([(again, {**again.ops[0].record, "listenedMs": 1234}),
-                                         (bad, {**bad.ops[0].record, "listenedMs": "loud"})]):
-            rev = tid(w.revs[e.did] + 1)
-            op = RecordOp("create", e.ops[0].collection, e.ops[0].rkey, f"bafyreihostile{n}", record)
-            hostile.append(CommitEvent(seq=10_000 + n, did=e.did, rev=rev, since=tid(w.revs[e.did]),
-                                       commit=f"bafyreicommit{n}", time="", ops=[op]))
-        await ix.apply(hostile, 10_001, prepared=True)
-        return {"careful_batches": ix.counters["careful_batches"], "play": (again.ops[0].rkey, bad.ops[0].rkey)}
-    finally:
-        await ix.close()
+    hostile = []
+    for n, (e, record) in enumerate([(again, {**again.ops[0].record, "listenedMs": 1234}),
+                                     (bad, {**bad.ops[0].record, "listenedMs": "loud"})]):
+        rev = tid(w.revs[e.did] + 1)
+        op = RecordOp("create", e.ops[0].collection, e.ops[0].rkey, f"bafyreihostile{n}", record)
+        hostile.append(CommitEvent(seq=10_000 + n, did=e.did, rev=rev, since=tid(w.revs[e.did]),
+                                   commit=f"bafyreicommit{n}", time="", ops=[op]))
+    ix = await _apply(path, hostile, careful, monkeypatch)
+    return {"careful_batches": ix.counters["careful_batches"], "play": (again.ops[0].rkey, bad.ops[0].rkey)}
 
 
 async def test_a_create_of_a_held_record_is_applied_as_the_careful_path_applies_it(tmp_path, monkeypatch):
@@ -176,11 +189,7 @@ async def _caps_batch(path: str, careful: bool, monkeypatch) -> None:
     w = Workload(Spec(tracks=120, plays=200, seed=7))
     await ingest(path, w, batch=100)
     one, paid = listener_did(0), listener_did(w.paid[0])
-    conn = db.connect_sync(path)
-    try:
-        revs = dict(conn.execute("SELECT did, rev FROM repo_state WHERE did IN (?, ?)", (one, paid)).fetchall())
-    finally:
-        conn.close()
+    revs = _revs(path, one, paid)
     day = w.spec.base - timedelta(days=2)
     plays = [(one, 0, day + timedelta(minutes=10 * k)) for k in range(15)]
     plays += [(paid, 1 + k % 110, day + timedelta(minutes=4 * k)) for k in range(330)]
@@ -193,16 +202,8 @@ async def _caps_batch(path: str, careful: bool, monkeypatch) -> None:
         events.append(CommitEvent(seq=50_000 + n, did=did, rev=rev, since=revs[did], commit=f"bafyreicap{n}",
                                   time="", ops=[RecordOp("create", PLAY, tid(10**6 + n), f"bafyreiplay{n}", record)]))
         revs[did] = rev
-    ix = Indexer(path, "bench")
-    await ix.open()
-    if careful:
-        monkeypatch.setattr(Indexer, "_apply_batch", lambda self, *a: self._transaction(self._apply_events, *a))
-    try:
-        await ix.load_state()
-        await ix.apply(events, events[-1].seq, prepared=True)
-        assert ix.counters["careful_batches"] == 0
-    finally:
-        await ix.close()
+    ix = await _apply(path, events, careful, monkeypatch)
+    assert ix.counters["careful_batches"] == 0
 
 
 async def test_stream_caps_read_ahead_decide_as_the_careful_path(tmp_path, monkeypatch):
@@ -246,11 +247,7 @@ async def test_a_play_too_large_for_an_index_is_rejected_not_retried_forever(tmp
     w = Workload(Spec(tracks=10, plays=20, seed=9))
     await ingest(path, w, batch=50)
     did = listener_did(0)
-    conn = db.connect_sync(path)
-    try:
-        rev = conn.execute("SELECT rev FROM repo_state WHERE did = ?", (did,)).fetchone()[0]
-    finally:
-        conn.close()
+    rev = _revs(path, did)[did]
     huge = "at://did:plc:" + "a" * 24 + "/fm.openmusic.catalog.track/" + "".join(
         format(i * 2654435761 % 2**32, "08x") for i in range(900))
     events = []
@@ -261,15 +258,9 @@ async def test_a_play_too_large_for_an_index_is_rejected_not_retried_forever(tmp
         events.append(CommitEvent(seq=90_000 + n, did=did, rev=new_rev, since=rev, commit=f"bafyreihuge{n}", time="",
                                   ops=[RecordOp("create", PLAY, new_rev, f"bafyreihugeplay{n}", record)]))
         rev = new_rev
-    ix = Indexer(path, "bench")
-    await ix.open()
-    try:
-        await ix.load_state()
-        await ix.apply(events, events[-1].seq, prepared=True)
-        assert await ix.load_cursor() == events[-1].seq
-        indexed = {r[0] for r in await ix.sql("SELECT track_uri FROM play WHERE did = ?", (did,))}
-        assert w.track_uri(1) in indexed
-        if db.is_postgres(path):
-            assert huge not in indexed and ix.rejections["internal_error"] == 1
-    finally:
-        await ix.close()
+    ix = await _apply(path, events)
+    assert dbq.one(path, "SELECT seq FROM cursor WHERE source = 'bench'")[0] == events[-1].seq
+    indexed = {r[0] for r in dbq.rows(path, "SELECT track_uri FROM play WHERE did = ?", did)}
+    assert w.track_uri(1) in indexed
+    if db.is_postgres(path):
+        assert huge not in indexed and ix.rejections["internal_error"] == 1
