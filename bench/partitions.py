@@ -47,6 +47,7 @@ from collections.abc import Iterator
 import psycopg
 
 from bench.firehose import cpu_model
+from bench.generator import tid
 from core import db
 from devkit import pgserver
 from indexer import partitions
@@ -72,15 +73,6 @@ QUERIES = {
 #: Statements rolled back after each run.
 WRITES = ("delete", "insert")
 
-
-def tid(n: int) -> str:
-    """A record key (TID-shaped) for play number ``n``."""
-    alphabet = "234567abcdefghijklmnopqrstuvwxyz"
-    s = ""
-    for _ in range(11):
-        s = alphabet[n % 32] + s
-        n //= 32
-    return "3k" + s
 
 
 def rows(n_plays: int, first: str, n_months: int, seed: int = 15) -> Iterator[tuple]:

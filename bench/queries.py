@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from bench.firehose import cpu_model
+from bench.generator import tid
 from bench.record import DATA
 from core import db
 from core.config import Settings
@@ -31,14 +32,6 @@ GENRES = ["Jazz", "Rock", "Ambient", "Synthwave", "Chiptune", "Folk", "Techno", 
 CID = "bafkreid4uzrxkeq3edn3dop55vtrzmrwp2cgc7hgav36bgrapeqblcvpha"
 REC_CID = "bafyreib2okcprhcpr2odq2acxrtvdvym57eldhqtuv6ynhih2aezrcveqa"
 
-
-def tid(n: int) -> str:
-    alphabet = "234567abcdefghijklmnopqrstuvwxyz"
-    s = ""
-    for _ in range(11):
-        s = alphabet[n % 32] + s
-        n //= 32
-    return "3k" + s
 
 
 def build(path: str, n_tracks: int, n_plays: int, seed: int = 1) -> dict[str, list[str]]:

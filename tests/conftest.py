@@ -10,7 +10,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -55,6 +55,17 @@ TEST_ENGINE = os.environ.get("OPENMUSIC_TEST_ENGINE", "sqlite")
 _pg_cluster: contextlib.ExitStack | None = None
 _pg_url: str | None = None
 _pg_names = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A throwaway PostgreSQL server (``devkit.pgserver``) for one test module: its URL. Skipped
+    when the machine has no PostgreSQL server binaries."""
+    from devkit import pgserver
+    if pgserver.bin_dir() is None:
+        pytest.skip("no PostgreSQL server binaries")
+    with pgserver.throwaway_cluster() as url:
+        yield url
 
 
 def runtime_database(tmp: Path) -> str:

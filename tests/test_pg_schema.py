@@ -69,14 +69,6 @@ class Both:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    if pgserver.bin_dir() is None:
-        pytest.skip("no PostgreSQL server binaries")
-    with pgserver.throwaway_cluster() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def both(cluster, tmp_path_factory) -> Iterator[Both]:
     import psycopg
 

@@ -63,14 +63,6 @@ def history() -> list:
     ]
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    if pgserver.bin_dir() is None:
-        pytest.skip("no PostgreSQL server binaries")
-    with pgserver.throwaway_cluster() as url:
-        yield url
-
-
 @contextlib.contextmanager
 def writer(url: str) -> Iterator:
     """A sync connection (``core.db.connect_sync``), in one write transaction committed at the end."""
