@@ -287,7 +287,7 @@ class Workload:
         covering every play."""
         s = self.spec
         start, end = iso(s.base - timedelta(days=20)), iso(s.base + timedelta(days=10))
-        return [(f"in_bench{i}", f"sub_bench{i}", listener_did(i), "plus", "paid", start, end, 999, 100, "USD",
+        return [(f"in_bench_{listener_did(i)}", f"sub_bench_{listener_did(i)}", listener_did(i), "plus", "paid", start, end, 999, 100, "USD",
                  start, start) for i in self.paid]
 
 

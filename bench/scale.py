@@ -8,7 +8,11 @@ common word and with two words, getArtistTracks, getTrackStats, getChart trendin
 requests/s of the mix on 1 and on 2 API replicas (separate processes) against the same database.
 
     python -m bench.scale --engine postgresql|sqlite [--tracks 10000 --plays 100000] [--clients 16]
-                          [--seconds 10] [--batch 500] [--db URL-or-PATH] [--keep]
+                          [--seconds 10] [--batch 500] [--copies K] [--db URL-or-PATH]
+
+``--copies K`` grows the listening log K times after the ingest (``bench.copies``: copy 0's
+listeners copied under new DIDs by SQL; ``tests/test_bench_copies.py`` checks the result equals
+indexing the copies), for sizes the indexer cannot write in a session on this machine.
 
 PostgreSQL: a throwaway cluster (``devkit.pgserver``; fsync off, as in the tests) unless ``--db``
 gives a URL. SQLite: a file under a temporary folder unless ``--db`` gives one.
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.copies import multiply
 from bench.firehose import cpu_model
 from bench.generator import GENRES, WORDS, Spec, Workload, ingest
 from bench.http import RawClient, free_port, wait_ready
@@ -143,8 +148,15 @@ def measure(target: str, keys: dict[str, list[str]], clients: int, seconds: floa
             asyncio.run(wait_ready(f"http://127.0.0.1:{port}", proc))
             # the recommendation model is built in the background at start (Python work that would
             # slow whatever is measured meanwhile): "More like this" answers once it is built
+            started = time.perf_counter()
             httpx.get(f"http://127.0.0.1:{port}/xrpc/{NS}feed.getSimilarTracks", params={"uri": keys["tracks"][0]},
-                      timeout=600)
+                      timeout=3600)
+            built = time.perf_counter() - started
+            # trending's totals are computed at the first ask, then served while the next is computed
+            started = time.perf_counter()
+            httpx.get(f"http://127.0.0.1:{port}/xrpc/{NS}feed.getChart", params={"chart": "trending"}, timeout=3600)
+            print(f"replica on :{port}: recommendation model built in {built:.0f}s, trending totals in "
+                  f"{time.perf_counter() - started:.0f}s (both before anything is measured)", flush=True)
         print(f"\n{'query (1 replica)':24} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>8} {'errors':>6}"
               f"   ({clients} clients)", flush=True)
         for name, make in cases.items():
@@ -172,8 +184,13 @@ def run(target: str, args: argparse.Namespace, workdir: Path) -> None:
           f"{result.apply_s:.0f}s = {result.rate:,.0f} records/s through Indexer.apply "
           f"(generation {result.generate_s:.0f}s not counted); retried batches: "
           f"{result.counters.get('careful_batches', 0)}", flush=True)
+    if args.copies > 1:
+        took = multiply(target, spec, args.copies, progress=True)
+        print(f"copies: the listeners x{args.copies} (bench.copies, SQL, not indexing) in {took:.0f}s: "
+              f"{spec.plays * args.copies:,} plays by {spec.listeners * args.copies:,} listeners", flush=True)
     keys, size = prepare(target)
-    print(f"database size: {size / 1e6:,.0f} MB", flush=True)
+    plays = spec.plays * max(1, args.copies)
+    print(f"database size: {size / 1e6:,.0f} MB ({size / plays:,.0f} bytes a play, all tables counted)", flush=True)
     if args.seconds > 0:
         measure(target, keys, args.clients, args.seconds, workdir)
 
@@ -185,6 +202,8 @@ def main() -> None:
     ap.add_argument("--plays", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--copies", type=int, default=1,
+                    help="then copy the listeners this many times over (bench.copies: SQL, checked against the indexer)")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=10.0, help="per measured case; 0: ingest only")
     ap.add_argument("--db", help="a PostgreSQL URL (an empty database) or a SQLite path (default: throwaway)")
