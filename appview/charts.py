@@ -55,6 +55,13 @@ WEIGHTS = tuple(round(SCALE * 0.5 ** (age / HALF_LIFE_DAYS)) for age in range(WI
 #: Most tracks a chart ranks, and how long a computed skeleton is reused, s.
 CHART_SIZE = 1000
 CACHE_SECONDS = 60.0
+#: The leader stores the trending totals every ``TRENDING_EVERY`` s, or ``TRENDING_REST_FACTOR``
+#: times their computing time when longer (seconds of Python at a million plays). Replicas use them
+#: while younger than ``SHARED_MAX_AGE`` s, or ``SHARED_AGE_FACTOR`` times their computing time.
+TRENDING_EVERY = 60.0
+TRENDING_REST_FACTOR = 10.0
+SHARED_MAX_AGE = 600.0
+SHARED_AGE_FACTOR = 30.0
 #: Most names per list in getBrowse.
 BROWSE_SIZE = 50
 #: The currency the tipped chart ranks in when none is asked (the broker's default ``Settings.currency``).
@@ -182,16 +189,74 @@ async def _trending(ctx: ViewContext, day: date, where: list[str], args: list[An
     """Reputation-weighted listening and votes of the last ``WINDOW_DAYS`` days
     (``appview.reputation``), each weighted by its age in days: every listener counts once per track
     and day (``listener_days``), every vote by its weight (people's votes only; agents' are apart).
-    The totals are computed once for all filters (``_trending_totals``), then ranked per filter; an
-    old total is served while the next is computed (``_cached_stale``)."""
-    totals = await _cached_stale(ctx, ("trending-totals",), day, lambda: _trending_totals(ctx, day))
+    The totals are the leader's (``trending_total``, kept by ``keep_trending``) while they are of
+    today and fresh (``shared_trending_fresh``); otherwise (no leader runs, or it stalled) this process
+    computes them once for all filters, and an old total is served while the next is computed
+    (``_cached_stale``). Either way they are ranked per filter here."""
+    if await shared_trending_fresh(ctx, day):
+        return await _rank(ctx, "SELECT track_uri AS uri, score FROM trending_total", [], where, args)
+    totals = await _cached_stale(ctx, ("trending-totals",), day,
+                                 lambda: _trending_totals(ctx, day))
     return await _rank(ctx, "SELECT key AS uri, value AS score FROM json_each(?)", [totals], where, args)
 
 
+async def shared_trending_fresh(ctx: ViewContext, day: date) -> bool:
+    """Whether ``trending_total`` holds the leader's totals of ``day`` (UTC), stored less than
+    ``SHARED_MAX_AGE`` seconds ago, or ``SHARED_AGE_FACTOR`` times their computing time when that is
+    longer (``derived_state`` row ``trending``, migration 0036)."""
+    cur = await ctx.db.execute("SELECT day, computed_at, seconds FROM derived_state WHERE name = 'trending'")
+    row = await cur.fetchone()
+    if row is None or row[0] != day.isoformat():
+        return False
+    return time.time() - row[1] < max(SHARED_MAX_AGE, SHARED_AGE_FACTOR * row[2])
+
+
+async def store_trending(ctx: ViewContext) -> dict[str, float]:
+    """Compute today's trending totals on ``ctx.db`` (a writer connection) and store them for every
+    replica: ``trending_total`` replaced and ``derived_state`` ``trending`` stamped (day, epoch
+    seconds, computing seconds), in one write transaction. Returns ``{"tracks": n, "seconds": s}``
+    (``s`` the computing time, without the write). Raises the database's errors."""
+    day = today()
+    started = time.perf_counter()
+    scores = await _trending_scores(ctx, day)
+    seconds = time.perf_counter() - started
+    conn = ctx.db
+    async with db.write_transaction(conn):
+        await conn.execute("DELETE FROM trending_total")
+        await conn.executemany("INSERT INTO trending_total (track_uri, score) VALUES (?, ?)", list(scores.items()))
+        await conn.execute("INSERT INTO derived_state (name, day, computed_at, seconds) VALUES ('trending', ?, ?, ?) "
+                           "ON CONFLICT (name) DO UPDATE SET day = excluded.day, computed_at = excluded.computed_at, "
+                           "seconds = excluded.seconds", (day.isoformat(), time.time(), seconds))
+    return {"tracks": len(scores), "seconds": seconds}
+
+
+async def keep_trending(ctx: ViewContext, every: float = TRENDING_EVERY) -> None:
+    """``store_trending`` now, then again after ``every`` seconds or ``TRENDING_REST_FACTOR`` times
+    its last computing time, whichever is longer, until cancelled (the leader runs it: replicas then
+    rank the stored totals instead of each computing them). A failure is logged, not raised."""
+    while True:
+        rest = every
+        try:
+            done = await store_trending(ctx)
+            rest = max(every, TRENDING_REST_FACTOR * done["seconds"])
+            log.info("trending totals stored: %d tracks in %.1fs; next in %.0fs", done["tracks"], done["seconds"], rest)
+        except Exception:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # stopping: an error raised on the way out
+                raise asyncio.CancelledError from None
+            log.exception("storing the trending totals failed")
+        await asyncio.sleep(rest)
+
+
 async def _trending_totals(ctx: ViewContext, day: date) -> str:
-    """The trending score of every track with a positive one, as a JSON object {uri: score}. Its
-    seconds of SQL run on a read-only connection of their own (when the database is a file), so the
-    shared readers keep answering requests meanwhile."""
+    """``_trending_scores`` as a JSON object {uri: score}."""
+    return json.dumps(await _trending_scores(ctx, day))
+
+
+async def _trending_scores(ctx: ViewContext, day: date) -> dict[str, int]:
+    """The trending score of every track with a positive one: {uri: score}. Its seconds of SQL run
+    on a read-only connection of their own (when the database is a file), so the shared readers
+    keep answering requests (and the leader's writer its batches) meanwhile."""
     days = [(day - timedelta(days=age)).isoformat() for age in range(WINDOW_DAYS)]
     decay = dict(zip(days, WEIGHTS, strict=True))
     cur = await ctx.db.execute("PRAGMA database_list")
@@ -205,14 +270,14 @@ async def _trending_totals(ctx: ViewContext, day: date) -> str:
         if own is not None:
             await own.close()
 
-    def total() -> str:
+    def total() -> dict[str, int]:
         totals: dict[str, int] = {}
         for track, on, weight in listeners:
             totals[track] = totals.get(track, 0) + weight * decay.get(on, 0) // SCALE
         for f in votes:
             if f.weight and not f.bot:
                 totals[f.subject] = totals.get(f.subject, 0) + f.value * f.weight * decay.get(f.sort_at[:10], 0) // SCALE
-        return json.dumps({uri: score for uri, score in totals.items() if score > 0})
+        return {uri: score for uri, score in totals.items() if score > 0}
     return await asyncio.to_thread(total)
 
 

@@ -36,6 +36,8 @@ S2: F1 up @1 (+794), F5 up @1 (a split recipient: 0), F3 up @2 (F3 streamed S2 o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
@@ -43,6 +45,7 @@ import pytest
 
 from appview import charts, reputation
 from appview.charts import CHART_QUERIES
+from appview.views import ViewContext
 from appview.xrpc import XrpcError, validate_params
 from core import db
 from core.lexicons import LIKE, PLAY, TIP, TRACK, VOTE, validator
@@ -345,3 +348,69 @@ async def test_old_trending_totals_are_served_while_the_next_are_computed(exampl
         if key[1] == "chart":
             del charts._cache[key]
     assert ranked(await CHART_QUERIES[CHART](views, p))[2] == ("S4", 3, 1100)  # 100 (the vote) + 1000
+
+
+async def test_the_leaders_stored_totals_rank_as_a_replicas_own(example, monkeypatch):
+    """``store_trending`` (the leader) stores the totals; a replica then ranks them (every filter)
+    without computing, equal to its own; stale or of another day, it computes its own again."""
+    views, path = example
+    trending = validate_params(CHART, [("chart", "trending")])
+    calm = validate_params(CHART, [("chart", "trending"), ("mood", "Calm")])
+    own = [ranked(await CHART_QUERIES[CHART](views, p)) for p in (trending, calm)]
+    assert not await charts.shared_trending_fresh(views, TODAY)  # nothing stored yet
+    conn = await db.connect(path)
+    try:
+        done = await charts.store_trending(ViewContext(conn, views.identity, views.base_url))
+    finally:
+        await conn.close()
+    assert done["tracks"] == 5 and done["seconds"] >= 0  # S1-S4 and S5, whose artist is inactive: never ranked
+    assert await charts.shared_trending_fresh(views, TODAY)
+
+    computed = charts._trending_scores
+
+    async def refuse(*_a):
+        raise AssertionError("a replica computed trending totals the leader had stored")
+    monkeypatch.setattr(charts, "_trending_scores", refuse)
+    charts.clear_cache()
+    assert [ranked(await CHART_QUERIES[CHART](views, p)) for p in (trending, calm)] == own
+
+    monkeypatch.setattr(charts, "today", lambda: TODAY + timedelta(days=1))  # the totals are of yesterday
+    assert not await charts.shared_trending_fresh(views, TODAY + timedelta(days=1))
+    monkeypatch.setattr(charts, "today", lambda: TODAY)
+    await views.db.execute("UPDATE derived_state SET computed_at = computed_at - ? WHERE name = 'trending'",
+                           (charts.SHARED_MAX_AGE + 1,))
+    await views.db.commit()
+    assert not await charts.shared_trending_fresh(views, TODAY)  # the leader stalled: compute here
+    charts.clear_cache()
+    with pytest.raises(AssertionError, match="computed trending"):
+        await CHART_QUERIES[CHART](views, trending)
+    monkeypatch.setattr(charts, "_trending_scores", computed)
+    charts.clear_cache()
+    assert ranked(await CHART_QUERIES[CHART](views, trending)) == own[0]
+
+
+async def test_keep_trending_stores_again_and_survives_a_failure(example, monkeypatch):
+    views, path = example
+    conn = await db.connect(path)
+    calls = []
+    real = charts.store_trending
+
+    async def store(ctx):
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return await real(ctx)
+    monkeypatch.setattr(charts, "store_trending", store)
+    task = asyncio.create_task(charts.keep_trending(ViewContext(conn, views.identity, views.base_url), every=0.05))
+    try:
+        for _ in range(100):
+            if len(calls) >= 3:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await conn.close()
+    assert len(calls) >= 3  # the failure was logged, the loop went on
+    assert await charts.shared_trending_fresh(views, TODAY)
