@@ -129,12 +129,18 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 async def serve() -> None:
-    """Child process: the runtime from ``OPENMUSIC_*`` and its HTTP server, until interrupted."""
+    """Child process: the runtime from ``OPENMUSIC_*`` and its HTTP server, until interrupted. With
+    ``OPENMUSIC_ROLE=api`` only the request side (``Runtime.start_api``: an API replica, no periodic
+    work); otherwise everything but the firehose (one process owning its database)."""
     from core.config import Settings
     from openmusic.runtime import Runtime
 
-    rt = Runtime(Settings.from_env())
-    await rt.start(firehose=False)
+    settings = Settings.from_env()
+    rt = Runtime(settings)
+    if settings.role == "api":
+        await rt.start_api()
+    else:
+        await rt.start(firehose=False)
     try:
         await rt.serve()
     finally:

@@ -70,8 +70,9 @@ def prepare(target: str) -> tuple[dict[str, list[str]], int]:
 
 
 def start_api(target: str, port: int, workdir: Path, readers: int = 4) -> subprocess.Popen:
-    """One AppView process (``--role api``-like: no firehose) on ``port`` (``bench.http --serve``)."""
-    env = {**os.environ, "OPENMUSIC_DB_READERS": str(readers), "OPENMUSIC_PORT": str(port),
+    """One API replica (``OPENMUSIC_ROLE=api``: the request side only; the leader's periodic work,
+    the reputation refresh and the rest, is not running) on ``port`` (``bench.http --serve``)."""
+    env = {**os.environ, "OPENMUSIC_ROLE": "api", "OPENMUSIC_DB_READERS": str(readers), "OPENMUSIC_PORT": str(port),
            "OPENMUSIC_HOST": "127.0.0.1", "OPENMUSIC_VERIFY_COMMITS": "false", "OPENMUSIC_LOG_LEVEL": "WARNING",
            "OPENMUSIC_BLOB_CACHE_DIR": str(workdir / "blobs"), "OPENMUSIC_SESSION_KEY": "ab" * 32}
     if target.startswith("postgres"):
