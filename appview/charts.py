@@ -55,11 +55,11 @@ WEIGHTS = tuple(round(SCALE * 0.5 ** (age / HALF_LIFE_DAYS)) for age in range(WI
 #: Most tracks a chart ranks, and how long a computed skeleton is reused, s.
 CHART_SIZE = 1000
 CACHE_SECONDS = 60.0
-#: The leader stores the trending totals every ``TRENDING_EVERY`` s, or ``TRENDING_REST_FACTOR``
-#: times their computing time when longer (seconds of Python at a million plays). Replicas use them
-#: while younger than ``SHARED_MAX_AGE`` s, or ``SHARED_AGE_FACTOR`` times their computing time.
-TRENDING_EVERY = 60.0
-TRENDING_REST_FACTOR = 10.0
+#: The leader stores the chart totals every ``TOTALS_EVERY`` s, or ``TOTALS_REST_FACTOR`` times
+#: their computing time when longer (a minute of Python at 5M plays). Replicas use them while
+#: younger than ``SHARED_MAX_AGE`` s, or ``SHARED_AGE_FACTOR`` times their computing time.
+TOTALS_EVERY = 60.0
+TOTALS_REST_FACTOR = 10.0
 SHARED_MAX_AGE = 600.0
 SHARED_AGE_FACTOR = 30.0
 #: Most names per list in getBrowse.
@@ -174,10 +174,13 @@ async def _rank(ctx: ViewContext, scores_sql: str, scores_args: list[Any], where
 
 
 async def _top(ctx: ViewContext, day: date, period: str, where: list[str], args: list[Any]) -> list:
-    """Streams (paid + free) in the period: ``track_day`` summed, or ``track_stats`` for all time."""
+    """Streams (paid + free) in the period: ``track_day`` summed (by the leader, ``chart_total``,
+    while fresh), or ``track_stats`` for all time."""
     since = _since(period, day)
     if since is None:
         sql, sargs = "SELECT track_uri AS uri, paid_streams + free_streams AS score FROM track_stats", []
+    elif await shared_totals_fresh(ctx, day):  # the leader's sums (``store_chart_totals``)
+        sql, sargs = SHARED_SQL, [f"top:{period}"]
     else:
         sql = ("SELECT track_uri AS uri, SUM(paid_streams + free_streams) AS score FROM track_day "
                "WHERE day >= ? GROUP BY track_uri")
@@ -189,62 +192,78 @@ async def _trending(ctx: ViewContext, day: date, where: list[str], args: list[An
     """Reputation-weighted listening and votes of the last ``WINDOW_DAYS`` days
     (``appview.reputation``), each weighted by its age in days: every listener counts once per track
     and day (``listener_days``), every vote by its weight (people's votes only; agents' are apart).
-    The totals are the leader's (``trending_total``, kept by ``keep_trending``) while they are of
-    today and fresh (``shared_trending_fresh``); otherwise (no leader runs, or it stalled) this process
-    computes them once for all filters, and an old total is served while the next is computed
+    The totals are the leader's (``chart_total``, by ``keep_chart_totals``) while fresh
+    (``shared_totals_fresh``); otherwise (no leader runs, or it stalled) this process computes them
+    once for all filters, and an old total is served while the next is computed
     (``_cached_stale``). Either way they are ranked per filter here."""
-    if await shared_trending_fresh(ctx, day):
-        return await _rank(ctx, "SELECT track_uri AS uri, score FROM trending_total", [], where, args)
+    if await shared_totals_fresh(ctx, day):
+        return await _rank(ctx, SHARED_SQL, ["trending"], where, args)
     totals = await _cached_stale(ctx, ("trending-totals",), day,
                                  lambda: _trending_totals(ctx, day))
     return await _rank(ctx, "SELECT key AS uri, value AS score FROM json_each(?)", [totals], where, args)
 
 
-async def shared_trending_fresh(ctx: ViewContext, day: date) -> bool:
-    """Whether ``trending_total`` holds the leader's totals of ``day`` (UTC), stored less than
+#: The stored totals of one chart (``chart_total``), as ``_rank``'s ``(uri, score)`` subquery.
+SHARED_SQL = "SELECT track_uri AS uri, score FROM chart_total WHERE chart = ?"
+#: The periods whose top the leader stores (``all`` reads ``track_stats``, which is a counter already).
+SHARED_TOP_PERIODS = ("day", "week", "month")
+
+
+async def shared_totals_fresh(ctx: ViewContext, day: date) -> bool:
+    """Whether ``chart_total`` holds the leader's totals of ``day`` (UTC), stored less than
     ``SHARED_MAX_AGE`` seconds ago, or ``SHARED_AGE_FACTOR`` times their computing time when that is
-    longer (``derived_state`` row ``trending``, migration 0036)."""
-    cur = await ctx.db.execute("SELECT day, computed_at, seconds FROM derived_state WHERE name = 'trending'")
+    longer (``derived_state`` row ``charts``, migration 0036)."""
+    cur = await ctx.db.execute("SELECT day, computed_at, seconds FROM derived_state WHERE name = 'charts'")
     row = await cur.fetchone()
     if row is None or row[0] != day.isoformat():
         return False
     return time.time() - row[1] < max(SHARED_MAX_AGE, SHARED_AGE_FACTOR * row[2])
 
 
-async def store_trending(ctx: ViewContext) -> dict[str, float]:
-    """Compute today's trending totals on ``ctx.db`` (a writer connection) and store them for every
-    replica: ``trending_total`` replaced and ``derived_state`` ``trending`` stamped (day, epoch
-    seconds, computing seconds), in one write transaction. Returns ``{"tracks": n, "seconds": s}``
-    (``s`` the computing time, without the write). Raises the database's errors."""
+async def store_chart_totals(ctx: ViewContext) -> dict[str, float]:
+    """Compute today's chart totals on ``ctx.db`` (a writer connection) and store them for every
+    replica, in one write transaction: ``chart_total`` replaced (``trending``: ``_trending_scores``;
+    ``top:day|week|month``: streams in the period, from ``track_day``) and ``derived_state``
+    ``charts`` stamped (day, epoch seconds, computing seconds). Returns ``{"trending": n,
+    "top:week": n, ..., "seconds": s}`` (tracks with a positive score per chart; ``s`` the computing
+    time, without the write). Raises the database's errors."""
     day = today()
     started = time.perf_counter()
-    scores = await _trending_scores(ctx, day)
+    charts: dict[str, list[tuple[str, int]]] = {"trending": list((await _trending_scores(ctx, day)).items())}
+    for period in SHARED_TOP_PERIODS:
+        cur = await ctx.db.execute("SELECT track_uri, SUM(paid_streams + free_streams) FROM track_day WHERE day >= ? "
+                                   "GROUP BY track_uri HAVING SUM(paid_streams + free_streams) > 0",
+                                   (_since(period, day),))
+        charts[f"top:{period}"] = [(uri, int(score)) for uri, score in await cur.fetchall()]
     seconds = time.perf_counter() - started
     conn = ctx.db
     async with db.write_transaction(conn):
-        await conn.execute("DELETE FROM trending_total")
-        await conn.executemany("INSERT INTO trending_total (track_uri, score) VALUES (?, ?)", list(scores.items()))
-        await conn.execute("INSERT INTO derived_state (name, day, computed_at, seconds) VALUES ('trending', ?, ?, ?) "
+        await conn.execute("DELETE FROM chart_total")
+        for chart, rows in charts.items():
+            await conn.executemany("INSERT INTO chart_total (chart, track_uri, score) VALUES (?, ?, ?)",
+                                   [(chart, uri, score) for uri, score in rows])
+        await conn.execute("INSERT INTO derived_state (name, day, computed_at, seconds) VALUES ('charts', ?, ?, ?) "
                            "ON CONFLICT (name) DO UPDATE SET day = excluded.day, computed_at = excluded.computed_at, "
                            "seconds = excluded.seconds", (day.isoformat(), time.time(), seconds))
-    return {"tracks": len(scores), "seconds": seconds}
+    return {**{chart: len(rows) for chart, rows in charts.items()}, "seconds": seconds}
 
 
-async def keep_trending(ctx: ViewContext, every: float = TRENDING_EVERY) -> None:
-    """``store_trending`` now, then again after ``every`` seconds or ``TRENDING_REST_FACTOR`` times
+async def keep_chart_totals(ctx: ViewContext, every: float = TOTALS_EVERY) -> None:
+    """``store_chart_totals`` now, then again after ``every`` seconds or ``TOTALS_REST_FACTOR`` times
     its last computing time, whichever is longer, until cancelled (the leader runs it: replicas then
     rank the stored totals instead of each computing them). A failure is logged, not raised."""
     while True:
         rest = every
         try:
-            done = await store_trending(ctx)
-            rest = max(every, TRENDING_REST_FACTOR * done["seconds"])
-            log.info("trending totals stored: %d tracks in %.1fs; next in %.0fs", done["tracks"], done["seconds"], rest)
+            done = await store_chart_totals(ctx)
+            rest = max(every, TOTALS_REST_FACTOR * done["seconds"])
+            log.info("chart totals stored (%s) in %.1fs; next in %.0fs",
+                     ", ".join(f"{k} {v:.0f}" for k, v in done.items() if k != "seconds"), done["seconds"], rest)
         except Exception:
             task = asyncio.current_task()
             if task is not None and task.cancelling():  # stopping: an error raised on the way out
                 raise asyncio.CancelledError from None
-            log.exception("storing the trending totals failed")
+            log.exception("storing the chart totals failed")
         await asyncio.sleep(rest)
 
 

@@ -196,27 +196,27 @@ def run(target: str, args: argparse.Namespace, workdir: Path) -> None:
 
 
 def measure_only(target: str, args: argparse.Namespace, workdir: Path) -> None:
-    """``prepare``, the leader's trending totals (``appview.charts.store_trending``, as the leading
+    """``prepare``, the leader's chart totals (``appview.charts.store_chart_totals``, as the leading
     indexer stores them), then ``measure``."""
     keys, size = prepare(target)
     plays = Spec(tracks=args.tracks, plays=args.plays).plays * max(1, args.copies)
     print(f"database size: {size / 1e6:,.0f} MB ({size / plays:,.0f} bytes a play, all tables counted)", flush=True)
-    done = asyncio.run(store_trending(target))
-    print(f"trending totals stored by the leader's code: {done['tracks']:,.0f} tracks, computed in "
-          f"{done['seconds']:.1f}s", flush=True)
+    done = asyncio.run(store_chart_totals(target))
+    print(f"chart totals stored by the leader's code in {done.pop('seconds'):.1f}s: "
+          + ", ".join(f"{chart} {n:,.0f} tracks" for chart, n in done.items()), flush=True)
     if args.seconds > 0:
         measure(target, keys, args.clients, args.seconds, workdir)
 
 
-async def store_trending(target: str) -> dict[str, float]:
-    """What the leading indexer's ``keep_trending`` does once: trending's totals, stored for the replicas."""
+async def store_chart_totals(target: str) -> dict[str, float]:
+    """What the leading indexer's ``keep_chart_totals`` does once: the charts' totals, stored for the replicas."""
     from appview import charts
     from appview.views import ViewContext
     from core import db
 
     conn = await db.connect(target)
     try:
-        return await charts.store_trending(ViewContext(conn, None, ""))  # type: ignore[arg-type]
+        return await charts.store_chart_totals(ViewContext(conn, None, ""))  # type: ignore[arg-type]
     finally:
         await conn.close()
 

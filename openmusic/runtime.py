@@ -190,7 +190,7 @@ class Runtime:
         """The work that must happen once per database (call it only while leading, or owning the
         database): commit verification, the indexer's state and the resync of repos owed one, the
         payment broker and the settlement verifier, the identity refresher, the reputation refresh and
-        trending's totals (``appview.charts.keep_trending``),
+        the charts' totals (``appview.charts.keep_chart_totals``),
         the label store (sweeps, a stream per configured labeler), and with ``firehose`` the
         consumer, from the durable cursor. Raises on a bad database and ``ValueError`` (labeler key)."""
         s = self.settings
@@ -218,9 +218,9 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.resyncer.run(), name="resync"))
         # the reputation signals that need history (farms, consensus, listening days): every 10 minutes
         self._tasks.append(asyncio.create_task(reputation.run_periodically(await self._connect()), name="reputation"))
-        # trending's totals, for every replica (each would otherwise compute them): every minute or more
-        trending_ctx = ViewContext(await self._connect(), self.identity, s.base_url)
-        self._tasks.append(asyncio.create_task(charts.keep_trending(trending_ctx), name="trending"))
+        # the charts' totals (trending, top of a period), for every replica: every minute or more
+        totals_ctx = ViewContext(await self._connect(), self.identity, s.base_url)
+        self._tasks.append(asyncio.create_task(charts.keep_chart_totals(totals_ctx), name="chart-totals"))
         # PostgreSQL: the months of play partitions ahead, and ANALYZE play, now and daily (SQLite: nothing)
         self._tasks.append(asyncio.create_task(partitions.run_periodically(indexer), name="partitions"))
         await self.identity.refresh_stale()

@@ -351,20 +351,25 @@ async def test_old_trending_totals_are_served_while_the_next_are_computed(exampl
 
 
 async def test_the_leaders_stored_totals_rank_as_a_replicas_own(example, monkeypatch):
-    """``store_trending`` (the leader) stores the totals; a replica then ranks them (every filter)
-    without computing, equal to its own; stale or of another day, it computes its own again."""
+    """``store_chart_totals`` (the leader) stores trending's and each period's top totals; a replica
+    then ranks them (every filter) without computing, equal to its own; stale or of another day, it
+    computes its own again."""
     views, path = example
-    trending = validate_params(CHART, [("chart", "trending")])
-    calm = validate_params(CHART, [("chart", "trending"), ("mood", "Calm")])
-    own = [ranked(await CHART_QUERIES[CHART](views, p)) for p in (trending, calm)]
-    assert not await charts.shared_trending_fresh(views, TODAY)  # nothing stored yet
+    asked = [validate_params(CHART, list(q.items())) for q in (
+        {"chart": "trending"}, {"chart": "trending", "mood": "Calm"}, {"chart": "top", "period": "week"},
+        {"chart": "top", "period": "day"}, {"chart": "top", "period": "month", "genre": "jazz"})]
+    own = [ranked(await CHART_QUERIES[CHART](views, p)) for p in asked]
+    assert own[2] == [("S2", 1, 5), ("S1", 2, 5), ("S3", 3, 2)] and own[3] == [("S1", 1, 2)]
+    assert not await charts.shared_totals_fresh(views, TODAY)  # nothing stored yet
     conn = await db.connect(path)
     try:
-        done = await charts.store_trending(ViewContext(conn, views.identity, views.base_url))
+        done = await charts.store_chart_totals(ViewContext(conn, views.identity, views.base_url))
     finally:
         await conn.close()
-    assert done["tracks"] == 5 and done["seconds"] >= 0  # S1-S4 and S5, whose artist is inactive: never ranked
-    assert await charts.shared_trending_fresh(views, TODAY)
+    # S1-S4 and S5, whose artist is inactive: stored, never ranked
+    assert {k: v for k, v in done.items() if k != "seconds"} == {"trending": 5, "top:day": 2, "top:week": 4,
+                                                                "top:month": 4}
+    assert await charts.shared_totals_fresh(views, TODAY)
 
     computed = charts._trending_scores
 
@@ -372,36 +377,43 @@ async def test_the_leaders_stored_totals_rank_as_a_replicas_own(example, monkeyp
         raise AssertionError("a replica computed trending totals the leader had stored")
     monkeypatch.setattr(charts, "_trending_scores", refuse)
     charts.clear_cache()
-    assert [ranked(await CHART_QUERIES[CHART](views, p)) for p in (trending, calm)] == own
+    assert [ranked(await CHART_QUERIES[CHART](views, p)) for p in asked] == own
+    # the top is read from the stored sums too: change them and the chart follows
+    await views.db.execute("UPDATE chart_total SET score = score * 10 WHERE chart = 'top:week'")
+    await views.db.commit()
+    charts.clear_cache()
+    assert ranked(await CHART_QUERIES[CHART](views, asked[2])) == [("S2", 1, 50), ("S1", 2, 50), ("S3", 3, 20)]
 
     monkeypatch.setattr(charts, "today", lambda: TODAY + timedelta(days=1))  # the totals are of yesterday
-    assert not await charts.shared_trending_fresh(views, TODAY + timedelta(days=1))
+    assert not await charts.shared_totals_fresh(views, TODAY + timedelta(days=1))
     monkeypatch.setattr(charts, "today", lambda: TODAY)
-    await views.db.execute("UPDATE derived_state SET computed_at = computed_at - ? WHERE name = 'trending'",
+    await views.db.execute("UPDATE derived_state SET computed_at = computed_at - ? WHERE name = 'charts'",
                            (charts.SHARED_MAX_AGE + 1,))
     await views.db.commit()
-    assert not await charts.shared_trending_fresh(views, TODAY)  # the leader stalled: compute here
+    assert not await charts.shared_totals_fresh(views, TODAY)  # the leader stalled: compute here
     charts.clear_cache()
+    assert ranked(await CHART_QUERIES[CHART](views, asked[2])) == own[2]
     with pytest.raises(AssertionError, match="computed trending"):
-        await CHART_QUERIES[CHART](views, trending)
+        await CHART_QUERIES[CHART](views, asked[0])
     monkeypatch.setattr(charts, "_trending_scores", computed)
     charts.clear_cache()
-    assert ranked(await CHART_QUERIES[CHART](views, trending)) == own[0]
+    assert ranked(await CHART_QUERIES[CHART](views, asked[0])) == own[0]
 
 
-async def test_keep_trending_stores_again_and_survives_a_failure(example, monkeypatch):
+async def test_keep_chart_totals_stores_again_and_survives_a_failure(example, monkeypatch):
     views, path = example
     conn = await db.connect(path)
     calls = []
-    real = charts.store_trending
+    real = charts.store_chart_totals
 
     async def store(ctx):
         calls.append(len(calls))
         if len(calls) == 1:
             raise sqlite3.OperationalError("database is locked")
         return await real(ctx)
-    monkeypatch.setattr(charts, "store_trending", store)
-    task = asyncio.create_task(charts.keep_trending(ViewContext(conn, views.identity, views.base_url), every=0.05))
+    monkeypatch.setattr(charts, "store_chart_totals", store)
+    task = asyncio.create_task(charts.keep_chart_totals(ViewContext(conn, views.identity, views.base_url),
+                                                        every=0.05))
     try:
         for _ in range(100):
             if len(calls) >= 3:
@@ -413,4 +425,4 @@ async def test_keep_trending_stores_again_and_survives_a_failure(example, monkey
             await task
         await conn.close()
     assert len(calls) >= 3  # the failure was logged, the loop went on
-    assert await charts.shared_trending_fresh(views, TODAY)
+    assert await charts.shared_totals_fresh(views, TODAY)
