@@ -196,7 +196,7 @@ async def _trending(ctx: ViewContext, day: date, where: list[str], args: list[An
     (``shared_totals_fresh``); otherwise (no leader runs, or it stalled) this process computes them
     once for all filters, and an old total is served while the next is computed
     (``_cached_stale``). Either way they are ranked per filter here."""
-    if await shared_totals_fresh(ctx, day):
+    if await shared_totals_fresh(ctx, day, yesterday_too=True):
         return await _rank(ctx, SHARED_SQL, ["trending"], where, args)
     totals = await _cached_stale(ctx, ("trending-totals",), day,
                                  lambda: _trending_totals(ctx, day))
@@ -209,13 +209,15 @@ SHARED_SQL = "SELECT track_uri AS uri, score FROM chart_total WHERE chart = ?"
 SHARED_TOP_PERIODS = ("day", "week", "month")
 
 
-async def shared_totals_fresh(ctx: ViewContext, day: date) -> bool:
-    """Whether ``chart_total`` holds the leader's totals of ``day`` (UTC), stored less than
-    ``SHARED_MAX_AGE`` seconds ago, or ``SHARED_AGE_FACTOR`` times their computing time when that is
-    longer (``derived_state`` row ``charts``, migration 0036)."""
+async def shared_totals_fresh(ctx: ViewContext, day: date, yesterday_too: bool = False) -> bool:
+    """Whether ``chart_total`` holds the leader's totals of ``day`` (UTC; with ``yesterday_too`` of
+    the day before also: trending's totals shift by a day's decay, and computing them here takes a
+    minute at scale), computed less than ``SHARED_MAX_AGE`` seconds ago, or ``SHARED_AGE_FACTOR``
+    times their computing time when that is longer (``derived_state`` row ``charts``, migration 0036)."""
     cur = await ctx.db.execute("SELECT day, computed_at, seconds FROM derived_state WHERE name = 'charts'")
     row = await cur.fetchone()
-    if row is None or row[0] != day.isoformat():
+    days = {day.isoformat(), (day - timedelta(days=1)).isoformat()} if yesterday_too else {day.isoformat()}
+    if row is None or row[0] not in days:
         return False
     return time.time() - row[1] < max(SHARED_MAX_AGE, SHARED_AGE_FACTOR * row[2])
 
@@ -224,10 +226,12 @@ async def store_chart_totals(ctx: ViewContext) -> dict[str, float]:
     """Compute today's chart totals on ``ctx.db`` (a writer connection) and store them for every
     replica, in one write transaction: ``chart_total`` replaced (``trending``: ``_trending_scores``;
     ``top:day|week|month``: streams in the period, from ``track_day``) and ``derived_state``
-    ``charts`` stamped (day, epoch seconds, computing seconds). Returns ``{"trending": n,
-    "top:week": n, ..., "seconds": s}`` (tracks with a positive score per chart; ``s`` the computing
-    time, without the write). Raises the database's errors."""
+    ``charts`` stamped (day, epoch seconds when the computing began, computing seconds). Returns
+    ``{"trending": n, "top:week": n, ..., "seconds": s, "write_seconds": w}`` (tracks with a positive
+    score per chart; ``s`` the computing time, ``w`` the write transaction's). Raises the database's
+    errors."""
     day = today()
+    began = time.time()
     started = time.perf_counter()
     charts: dict[str, list[tuple[str, int]]] = {"trending": list((await _trending_scores(ctx, day)).items())}
     for period in SHARED_TOP_PERIODS:
@@ -237,34 +241,39 @@ async def store_chart_totals(ctx: ViewContext) -> dict[str, float]:
         charts[f"top:{period}"] = [(uri, int(score)) for uri, score in await cur.fetchall()]
     seconds = time.perf_counter() - started
     conn = ctx.db
-    async with db.write_transaction(conn):
+    async with db.write_transaction(conn):  # the indexer's batches wait meanwhile (w, logged)
         await conn.execute("DELETE FROM chart_total")
         for chart, rows in charts.items():
             await conn.executemany("INSERT INTO chart_total (chart, track_uri, score) VALUES (?, ?, ?)",
                                    [(chart, uri, score) for uri, score in rows])
         await conn.execute("INSERT INTO derived_state (name, day, computed_at, seconds) VALUES ('charts', ?, ?, ?) "
                            "ON CONFLICT (name) DO UPDATE SET day = excluded.day, computed_at = excluded.computed_at, "
-                           "seconds = excluded.seconds", (day.isoformat(), time.time(), seconds))
-    return {**{chart: len(rows) for chart, rows in charts.items()}, "seconds": seconds}
+                           "seconds = excluded.seconds", (day.isoformat(), began, seconds))
+    return {**{chart: len(rows) for chart, rows in charts.items()}, "seconds": seconds,
+            "write_seconds": time.perf_counter() - started - seconds}
 
 
 async def keep_chart_totals(ctx: ViewContext, every: float = TOTALS_EVERY) -> None:
     """``store_chart_totals`` now, then again after ``every`` seconds or ``TOTALS_REST_FACTOR`` times
-    its last computing time, whichever is longer, until cancelled (the leader runs it: replicas then
-    rank the stored totals instead of each computing them). A failure is logged, not raised."""
+    its last computing time, whichever is longer, and right after each UTC midnight, until cancelled
+    (the leader runs it: replicas then rank the stored totals instead of each computing them). A
+    failure is logged, not raised."""
     while True:
         rest = every
         try:
             done = await store_chart_totals(ctx)
             rest = max(every, TOTALS_REST_FACTOR * done["seconds"])
-            log.info("chart totals stored (%s) in %.1fs; next in %.0fs",
-                     ", ".join(f"{k} {v:.0f}" for k, v in done.items() if k != "seconds"), done["seconds"], rest)
+            log.info("chart totals stored (%s): computed in %.1fs, written in %.1fs; next in %.0fs",
+                     ", ".join(f"{k} {v:.0f}" for k, v in done.items() if "seconds" not in k), done["seconds"],
+                     done["write_seconds"], rest)
         except Exception:
             task = asyncio.current_task()
             if task is not None and task.cancelling():  # stopping: an error raised on the way out
                 raise asyncio.CancelledError from None
             log.exception("storing the chart totals failed")
-        await asyncio.sleep(rest)
+        now = datetime.now(UTC)
+        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+        await asyncio.sleep(min(rest, (midnight - now).total_seconds() + 1))
 
 
 async def _trending_totals(ctx: ViewContext, day: date) -> str:

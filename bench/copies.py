@@ -84,9 +84,11 @@ class Copies:
         self.workload, self.k = workload, k
 
     def events(self) -> Iterator[CommitEvent]:
+        """``copied_events(workload, k)``."""
         return copied_events(self.workload, self.k)
 
     def invoices(self) -> list[tuple]:
+        """``copied_invoices(workload, k)``."""
         return copied_invoices(self.workload, self.k)
 
 

@@ -346,8 +346,8 @@ async def measure(path: Path, requests: int, concurrent: int, only: list[str]) -
     charts.clear_cache()
     recommend.clear_models()
     rt = Runtime(Settings(db_path=str(path), blob_cache_dir=str(path.parent / "blobs"), log_level="WARNING"))
-    await rt.start(firehose=False)
-    await _reputation(path)  # after the start, as bench.charts does (the runtime refreshes it when it starts)
+    await rt.start_api()  # the request side only: no leader storing chart totals meanwhile
+    await _reputation(path)  # after the start, as bench.charts does
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     rows = []
     try:

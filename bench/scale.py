@@ -178,8 +178,10 @@ def measure(target: str, keys: dict[str, list[str]], clients: int, seconds: floa
 
 def run(target: str, args: argparse.Namespace, workdir: Path) -> None:
     spec = Spec(tracks=args.tracks, plays=args.plays, seed=args.seed)
-    print(f"workload: {spec.tracks:,} tracks by {spec.artists:,} artists, {spec.plays:,} plays by "
-          f"{spec.listeners:,} listeners, {spec.likes:,} likes, {spec.follows:,} follows, {spec.tips:,} tips", flush=True)
+    k = max(1, args.copies)
+    print(f"workload: {spec.tracks:,} tracks by {spec.artists:,} artists, {spec.plays * k:,} plays by "
+          f"{spec.listeners * k:,} listeners{f' ({k} copies of the first {spec.plays:,})' if k > 1 else ''}, "
+          f"{spec.likes:,} likes, {spec.follows:,} follows, {spec.tips:,} tips", flush=True)
     if args.reuse:
         measure_only(target, args, workdir)
         return
@@ -202,8 +204,9 @@ def measure_only(target: str, args: argparse.Namespace, workdir: Path) -> None:
     plays = Spec(tracks=args.tracks, plays=args.plays).plays * max(1, args.copies)
     print(f"database size: {size / 1e6:,.0f} MB ({size / plays:,.0f} bytes a play, all tables counted)", flush=True)
     done = asyncio.run(store_chart_totals(target))
-    print(f"chart totals stored by the leader's code in {done.pop('seconds'):.1f}s: "
-          + ", ".join(f"{chart} {n:,.0f} tracks" for chart, n in done.items()), flush=True)
+    print(f"chart totals stored by the leader's code: computed in {done.pop('seconds'):.1f}s, written in "
+          f"{done.pop('write_seconds'):.1f}s; " + ", ".join(f"{chart} {n:,.0f} tracks" for chart, n in done.items()),
+          flush=True)
     if args.seconds > 0:
         measure(target, keys, args.clients, args.seconds, workdir)
 
@@ -236,6 +239,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="per measured case; 0: ingest only")
     ap.add_argument("--db", help="a PostgreSQL URL (an empty database) or a SQLite path (default: throwaway)")
     args = ap.parse_args()
+    if args.reuse and not args.db:
+        ap.error("--reuse measures the database --db names")
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
           f"(shared: other jobs may run)", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="om-scale-"))

@@ -5,8 +5,8 @@ track (seconds on PostgreSQL at a million tracks). ``appview.charts.keep_chart_t
 ``chart_total`` (``chart``: ``trending``, ``top:day``, ``top:week``, ``top:month``; track URI ->
 score, an integer) and stamps its row in ``derived_state`` (what was computed, for which UTC day,
 when in epoch seconds, and how long it took); ``getChart`` ranks the stored totals while they are
-fresh, walking ``chart_total_rank`` from the highest score until a page is full. Runs on SQLite
-and PostgreSQL alike."""
+fresh, reading ``chart_total_rank`` from the highest score until the chart's 1,000 tracks that pass
+the filters are found. Runs on SQLite and PostgreSQL alike."""
 
 from yoyo import step
 
