@@ -109,7 +109,8 @@ def _shift(did: str, c: int, listeners: int) -> str:
     return listener_did(int(did.removeprefix("did:plc:listener")) + c * listeners)
 
 
-def _columns(conn, table: str, postgres: bool) -> list[str]:
+def columns(conn, table: str, postgres: bool) -> list[str]:
+    """The columns of ``table`` one can INSERT into (generated ones left out), in order."""
     if postgres:
         rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' "
                             "AND table_name = ? AND is_generated = 'NEVER' ORDER BY ordinal_position", (table,))
@@ -117,7 +118,8 @@ def _columns(conn, table: str, postgres: bool) -> list[str]:
     return [r[1] for r in conn.execute(f'PRAGMA table_xinfo("{table}")').fetchall() if r[6] == 0]
 
 
-def _tables_with_rows(conn, postgres: bool) -> list[str]:
+def tables_with_rows(conn, postgres: bool) -> list[str]:
+    """The tables (on PostgreSQL: not partitions, their parent stands for them) holding a row, sorted."""
     if postgres:
         names = [r[0] for r in conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -131,7 +133,7 @@ def _tables_with_rows(conn, postgres: bool) -> list[str]:
 def check_accounted(conn, postgres: bool) -> None:
     """Raise ``Unaccounted`` if a table with rows is in none of the lists above."""
     known = set(COPIED) | set(SUMMED) | set(NUMBERED) | UNTOUCHED
-    stray = [t for t in _tables_with_rows(conn, postgres)
+    stray = [t for t in tables_with_rows(conn, postgres)
              if t not in known and not t.startswith(UNTOUCHED_PREFIXES)]
     if stray:
         raise Unaccounted(f"tables with rows that bench.copies does not place: {', '.join(stray)}")
@@ -157,7 +159,7 @@ def multiply(target: str, spec: Spec, k: int, progress: bool = False) -> float:
                           for c in range(1, k) for i in range(spec.listeners)])
         conn.execute("CREATE INDEX copy_map_old ON copy_map(old)")
         for table, rewritten in COPIED.items():
-            cols = _columns(conn, table, postgres)
+            cols = columns(conn, table, postgres)
             picks = ", ".join(f"replace(t.{c}, m.old, m.new)" if c in rewritten else f"t.{c}" for c in cols)
             conn.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {picks} FROM {table} t "
                          f"JOIN copy_map m ON t.{rewritten[0]} = m.old")

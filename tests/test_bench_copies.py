@@ -30,14 +30,14 @@ def dump(where: str) -> dict[str, list[tuple]]:
     conn = db.connect_sync(where)
     try:
         out = {}
-        for table in copies._tables_with_rows(conn, postgres):
+        for table in copies.tables_with_rows(conn, postgres):
             if table == "cursor" or table.startswith(("_yoyo", "track_fts")):
                 continue
             if table == "track_day_listener":
                 sql = ("SELECT t.track_uri, t.day, a.did, t.country, t.plays, t.streams, t.listened_ms "
                        "FROM track_day_listener t JOIN analytics_listener a ON a.id = t.listener")
             else:
-                cols = [c for c in copies._columns(conn, table, postgres) if c not in CLOCK]
+                cols = [c for c in copies.columns(conn, table, postgres) if c not in CLOCK]
                 if table == "analytics_listener":
                     cols.remove("id")
                 sql = f"SELECT {', '.join(cols)} FROM {table}"
