@@ -24,6 +24,7 @@ last 7 days with today, ``month`` the last 30, ``all`` everything."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -222,9 +223,9 @@ async def shared_totals_fresh(ctx: ViewContext, day: date, yesterday_too: bool =
     return time.time() - row[1] < max(SHARED_MAX_AGE, SHARED_AGE_FACTOR * row[2])
 
 
-async def store_chart_totals(ctx: ViewContext) -> dict[str, float]:
-    """Compute today's chart totals on ``ctx.db`` (a writer connection) and store them for every
-    replica, in one write transaction: ``chart_total`` replaced (``trending``: ``_trending_scores``;
+async def store_chart_totals(ctx: ViewContext, database: str) -> dict[str, float]:
+    """Compute today's chart totals reading ``ctx.db`` and store them in ``database`` (a SQLite
+    path or PostgreSQL URL) for every replica, in one write transaction: ``chart_total`` replaced (``trending``: ``_trending_scores``;
     ``top:day|week|month``: streams in the period, from ``track_day``) and ``derived_state``
     ``charts`` stamped (day, epoch seconds when the computing began, computing seconds). Returns
     ``{"trending": n, "top:week": n, ..., "seconds": s, "write_seconds": w}`` (tracks with a positive
@@ -240,20 +241,36 @@ async def store_chart_totals(ctx: ViewContext) -> dict[str, float]:
                                    (_since(period, day),))
         charts[f"top:{period}"] = [(uri, int(score)) for uri, score in await cur.fetchall()]
     seconds = time.perf_counter() - started
-    conn = ctx.db
-    async with db.write_transaction(conn):  # the indexer's batches wait meanwhile (w, logged)
-        await conn.execute("DELETE FROM chart_total")
-        for chart, rows in charts.items():
-            await conn.executemany("INSERT INTO chart_total (chart, track_uri, score) VALUES (?, ?, ?)",
-                                   [(chart, uri, score) for uri, score in rows])
-        await conn.execute("INSERT INTO derived_state (name, day, computed_at, seconds) VALUES ('charts', ?, ?, ?) "
-                           "ON CONFLICT (name) DO UPDATE SET day = excluded.day, computed_at = excluded.computed_at, "
-                           "seconds = excluded.seconds", (day.isoformat(), began, seconds))
-    return {**{chart: len(rows) for chart, rows in charts.items()}, "seconds": seconds,
+    rows = [(chart, uri, score) for chart, scored in charts.items() for uri, score in scored]
+    await asyncio.to_thread(_write_totals, database, rows, (day.isoformat(), began, seconds))
+    return {**{chart: len(scored) for chart, scored in charts.items()}, "seconds": seconds,
             "write_seconds": time.perf_counter() - started - seconds}
 
 
-async def keep_chart_totals(ctx: ViewContext, every: float = TOTALS_EVERY) -> None:
+def _write_totals(database: str, rows: list[tuple[str, str, int]], stamp: tuple[str, float, float]) -> None:
+    """Replace ``chart_total`` with ``rows`` and stamp ``derived_state`` (``stamp``: day, computed
+    at, seconds), on a connection of its own in a worker thread: the write lock is held only while
+    the rows are written, never across the event loop's other work (the indexer's batches and the
+    requests' writes wait meanwhile; the time is logged)."""
+    conn = db.connect_sync(database)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM chart_total")
+            conn.executemany("INSERT INTO chart_total (chart, track_uri, score) VALUES (?, ?, ?)", rows)
+            conn.execute("INSERT INTO derived_state (name, day, computed_at, seconds) VALUES ('charts', ?, ?, ?) "
+                         "ON CONFLICT (name) DO UPDATE SET day = excluded.day, computed_at = excluded.computed_at, "
+                         "seconds = excluded.seconds", stamp)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+
+
+async def keep_chart_totals(ctx: ViewContext, database: str, every: float = TOTALS_EVERY) -> None:
     """``store_chart_totals`` now, then again after ``every`` seconds or ``TOTALS_REST_FACTOR`` times
     its last computing time, whichever is longer, and right after each UTC midnight, until cancelled
     (the leader runs it: replicas then rank the stored totals instead of each computing them). A
@@ -261,7 +278,7 @@ async def keep_chart_totals(ctx: ViewContext, every: float = TOTALS_EVERY) -> No
     while True:
         rest = every
         try:
-            done = await store_chart_totals(ctx)
+            done = await store_chart_totals(ctx, database)
             rest = max(every, TOTALS_REST_FACTOR * done["seconds"])
             log.info("chart totals stored (%s): computed in %.1fs, written in %.1fs; next in %.0fs",
                      ", ".join(f"{k} {v:.0f}" for k, v in done.items() if "seconds" not in k), done["seconds"],

@@ -219,7 +219,7 @@ async def store_chart_totals(target: str) -> dict[str, float]:
 
     conn = await db.connect(target)
     try:
-        return await charts.store_chart_totals(ViewContext(conn, None, ""))  # type: ignore[arg-type]
+        return await charts.store_chart_totals(ViewContext(conn, None, ""), target)  # type: ignore[arg-type]
     finally:
         await conn.close()
 

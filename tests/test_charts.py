@@ -364,7 +364,7 @@ async def test_the_leaders_stored_totals_rank_as_a_replicas_own(example, monkeyp
     assert not await charts.shared_totals_fresh(views, TODAY)  # nothing stored yet
     conn = await db.connect(path)
     try:
-        done = await charts.store_chart_totals(ViewContext(conn, views.identity, views.base_url))
+        done = await charts.store_chart_totals(ViewContext(conn, views.identity, views.base_url), path)
     finally:
         await conn.close()
     # S1-S4 and S5, whose artist is inactive: stored, never ranked
@@ -416,13 +416,13 @@ async def test_keep_chart_totals_stores_again_and_survives_a_failure(example, mo
     calls = []
     real = charts.store_chart_totals
 
-    async def store(ctx):
+    async def store(ctx, database):
         calls.append(len(calls))
         if len(calls) == 1:
             raise sqlite3.OperationalError("database is locked")
-        return await real(ctx)
+        return await real(ctx, database)
     monkeypatch.setattr(charts, "store_chart_totals", store)
-    task = asyncio.create_task(charts.keep_chart_totals(ViewContext(conn, views.identity, views.base_url),
+    task = asyncio.create_task(charts.keep_chart_totals(ViewContext(conn, views.identity, views.base_url), path,
                                                         every=0.05))
     try:
         await eventually(lambda: asyncio.sleep(0, len(calls)), until=lambda n: n >= 3)
