@@ -24,7 +24,6 @@ last 7 days with today, ``month`` the last 30, ``all`` everything."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -254,18 +253,12 @@ def _write_totals(database: str, rows: list[tuple[str, str, int]], stamp: tuple[
     requests' writes wait meanwhile; the time is logged)."""
     conn = db.connect_sync(database)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with db.sync_write_transaction(conn):
             conn.execute("DELETE FROM chart_total")
             conn.executemany("INSERT INTO chart_total (chart, track_uri, score) VALUES (?, ?, ?)", rows)
             conn.execute("INSERT INTO derived_state (name, day, computed_at, seconds) VALUES ('charts', ?, ?, ?) "
                          "ON CONFLICT (name) DO UPDATE SET day = excluded.day, computed_at = excluded.computed_at, "
                          "seconds = excluded.seconds", stamp)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
-            raise
     finally:
         conn.close()
 

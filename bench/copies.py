@@ -22,7 +22,6 @@ The ingest rate is measured on copy 0 only (through ``Indexer.apply``); the copi
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from collections.abc import Iterator
@@ -152,38 +151,33 @@ def multiply(target: str, spec: Spec, k: int, progress: bool = False) -> float:
     t0 = time.perf_counter()
     try:
         check_accounted(conn, postgres)
-        conn.execute("BEGIN")
-        conn.execute("CREATE TEMP TABLE copy_map (c INTEGER NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL)")
-        conn.executemany("INSERT INTO copy_map (c, old, new) VALUES (?,?,?)",
-                         [(c, listener_did(i), listener_did(i + c * spec.listeners))
-                          for c in range(1, k) for i in range(spec.listeners)])
-        conn.execute("CREATE INDEX copy_map_old ON copy_map(old)")
-        for table, rewritten in COPIED.items():
-            cols = columns(conn, table, postgres)
-            picks = ", ".join(f"replace(t.{c}, m.old, m.new)" if c in rewritten else f"t.{c}" for c in cols)
-            conn.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {picks} FROM {table} t "
-                         f"JOIN copy_map m ON t.{rewritten[0]} = m.old")
-            if progress:
-                print(f"  copied {table} ({time.perf_counter() - t0:.0f}s)", flush=True)
-        (top,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM analytics_listener").fetchone()
-        conn.execute("INSERT INTO track_day_listener (track_uri, day, listener, country, plays, streams, listened_ms) "
-                     "SELECT t.track_uri, t.day, t.listener + m.c * ?, t.country, t.plays, t.streams, t.listened_ms "
-                     "FROM track_day_listener t JOIN analytics_listener a ON a.id = t.listener "
-                     "JOIN copy_map m ON m.old = a.did", (top,))
-        conn.execute("INSERT INTO analytics_listener (id, did) SELECT a.id + m.c * ?, m.new "
-                     "FROM analytics_listener a JOIN copy_map m ON m.old = a.did", (top,))
-        if postgres:
-            conn.execute("SELECT setval(pg_get_serial_sequence('analytics_listener', 'id'), "
-                         "(SELECT MAX(id) FROM analytics_listener))")
-        for table, counts in SUMMED.items():
-            conn.execute(f"UPDATE {table} SET {', '.join(f'{c} = {c} * {int(k)}' for c in counts)}")
-        conn.execute("DROP TABLE copy_map")
-        conn.execute("COMMIT")
+        with db.sync_write_transaction(conn):
+            conn.execute("CREATE TEMP TABLE copy_map (c INTEGER NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL)")
+            conn.executemany("INSERT INTO copy_map (c, old, new) VALUES (?,?,?)",
+                             [(c, listener_did(i), listener_did(i + c * spec.listeners))
+                              for c in range(1, k) for i in range(spec.listeners)])
+            conn.execute("CREATE INDEX copy_map_old ON copy_map(old)")
+            for table, rewritten in COPIED.items():
+                cols = columns(conn, table, postgres)
+                picks = ", ".join(f"replace(t.{c}, m.old, m.new)" if c in rewritten else f"t.{c}" for c in cols)
+                conn.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {picks} FROM {table} t "
+                             f"JOIN copy_map m ON t.{rewritten[0]} = m.old")
+                if progress:
+                    print(f"  copied {table} ({time.perf_counter() - t0:.0f}s)", flush=True)
+            (top,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM analytics_listener").fetchone()
+            conn.execute("INSERT INTO track_day_listener (track_uri, day, listener, country, plays, streams, listened_ms) "
+                         "SELECT t.track_uri, t.day, t.listener + m.c * ?, t.country, t.plays, t.streams, t.listened_ms "
+                         "FROM track_day_listener t JOIN analytics_listener a ON a.id = t.listener "
+                         "JOIN copy_map m ON m.old = a.did", (top,))
+            conn.execute("INSERT INTO analytics_listener (id, did) SELECT a.id + m.c * ?, m.new "
+                         "FROM analytics_listener a JOIN copy_map m ON m.old = a.did", (top,))
+            if postgres:
+                conn.execute("SELECT setval(pg_get_serial_sequence('analytics_listener', 'id'), "
+                             "(SELECT MAX(id) FROM analytics_listener))")
+            for table, counts in SUMMED.items():
+                conn.execute(f"UPDATE {table} SET {', '.join(f'{c} = {c} * {int(k)}' for c in counts)}")
+            conn.execute("DROP TABLE copy_map")
         conn.execute("ANALYZE")
-    except BaseException:
-        with contextlib.suppress(Exception):
-            conn.execute("ROLLBACK")
-        raise
     finally:
         conn.close()
     return time.perf_counter() - t0

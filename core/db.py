@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -259,6 +259,22 @@ async def write_transaction(conn: Any) -> AsyncIterator[Any]:
     except BaseException:
         with contextlib.suppress(Exception):
             await conn.execute("ROLLBACK")
+        raise
+
+
+@contextlib.contextmanager
+def sync_write_transaction(conn: Any) -> Iterator[Any]:
+    """``with sync_write_transaction(conn): ...``: ``write_transaction`` for a ``connect_sync``
+    connection (in a worker thread): ``BEGIN IMMEDIATE`` (on PostgreSQL ``BEGIN`` + the write
+    advisory lock), ``COMMIT`` when the block ends, or ``ROLLBACK`` and re-raise when it raises; a
+    failed ROLLBACK never replaces the block's error. Yields ``conn``."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.execute("ROLLBACK")
         raise
 
 

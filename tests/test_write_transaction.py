@@ -58,3 +58,21 @@ def test_a_failed_rollback_keeps_the_original_error(tmp_path):
             await conn.close()
 
     asyncio.run(main())
+
+
+def test_the_sync_twin_commits_and_rolls_back(tmp_path):
+    """core.db.sync_write_transaction on a connect_sync connection: the same contract."""
+    from core.db import connect_sync, sync_write_transaction
+
+    conn = connect_sync(str(tmp_path / "s.sqlite"))
+    try:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        with sync_write_transaction(conn):
+            conn.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(ValueError, match="after the insert"), sync_write_transaction(conn):
+            conn.execute("INSERT INTO t VALUES (2)")
+            raise ValueError("after the insert")
+        assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+        assert not conn.in_transaction
+    finally:
+        conn.close()
