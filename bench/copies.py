@@ -140,8 +140,10 @@ def check_accounted(conn, postgres: bool) -> None:
 
 def multiply(target: str, spec: Spec, k: int, progress: bool = False) -> float:
     """Make the database at ``target`` (indexed from ``Workload(spec)``, nothing else) hold ``k``
-    copies of its listeners (module docstring). One transaction; ``ANALYZE`` after. Returns the
-    seconds taken. Raises ``Unaccounted`` before writing anything if a table is not placed."""
+    copies of its listeners (module docstring). One transaction per copy, then one for the sums
+    (on SQLite the WAL is checkpointed after each, so it holds one copy's pages, not all of them);
+    ``ANALYZE`` after. Returns the seconds taken. Raises ``Unaccounted`` before writing anything
+    if a table is not placed. A failure midway leaves a database fit only for deleting."""
     from core import db
 
     if k < 2:
@@ -151,33 +153,43 @@ def multiply(target: str, spec: Spec, k: int, progress: bool = False) -> float:
     t0 = time.perf_counter()
     try:
         check_accounted(conn, postgres)
+        conn.execute("CREATE TEMP TABLE copy_map (c INTEGER NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL)")
+        conn.executemany("INSERT INTO copy_map (c, old, new) VALUES (?,?,?)",
+                         [(c, listener_did(i), listener_did(i + c * spec.listeners))
+                          for c in range(1, k) for i in range(spec.listeners)])
+        conn.execute("CREATE INDEX copy_map_old ON copy_map(c, old)")
+        (top,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM analytics_listener").fetchone()
+        plans = [(table, rewritten, columns(conn, table, postgres)) for table, rewritten in COPIED.items()]
+        for c in range(1, k):
+            with db.sync_write_transaction(conn):
+                _copy(conn, plans, c, top)
+            if not postgres:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if progress:
+                print(f"  copy {c} of {k - 1} ({time.perf_counter() - t0:.0f}s)", flush=True)
         with db.sync_write_transaction(conn):
-            conn.execute("CREATE TEMP TABLE copy_map (c INTEGER NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL)")
-            conn.executemany("INSERT INTO copy_map (c, old, new) VALUES (?,?,?)",
-                             [(c, listener_did(i), listener_did(i + c * spec.listeners))
-                              for c in range(1, k) for i in range(spec.listeners)])
-            conn.execute("CREATE INDEX copy_map_old ON copy_map(old)")
-            for table, rewritten in COPIED.items():
-                cols = columns(conn, table, postgres)
-                picks = ", ".join(f"replace(t.{c}, m.old, m.new)" if c in rewritten else f"t.{c}" for c in cols)
-                conn.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {picks} FROM {table} t "
-                             f"JOIN copy_map m ON t.{rewritten[0]} = m.old")
-                if progress:
-                    print(f"  copied {table} ({time.perf_counter() - t0:.0f}s)", flush=True)
-            (top,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM analytics_listener").fetchone()
-            conn.execute("INSERT INTO track_day_listener (track_uri, day, listener, country, plays, streams, listened_ms) "
-                         "SELECT t.track_uri, t.day, t.listener + m.c * ?, t.country, t.plays, t.streams, t.listened_ms "
-                         "FROM track_day_listener t JOIN analytics_listener a ON a.id = t.listener "
-                         "JOIN copy_map m ON m.old = a.did", (top,))
-            conn.execute("INSERT INTO analytics_listener (id, did) SELECT a.id + m.c * ?, m.new "
-                         "FROM analytics_listener a JOIN copy_map m ON m.old = a.did", (top,))
             if postgres:
                 conn.execute("SELECT setval(pg_get_serial_sequence('analytics_listener', 'id'), "
                              "(SELECT MAX(id) FROM analytics_listener))")
             for table, counts in SUMMED.items():
                 conn.execute(f"UPDATE {table} SET {', '.join(f'{c} = {c} * {int(k)}' for c in counts)}")
-            conn.execute("DROP TABLE copy_map")
+        conn.execute("DROP TABLE copy_map")
         conn.execute("ANALYZE")
     finally:
         conn.close()
     return time.perf_counter() - t0
+
+
+def _copy(conn, plans: list[tuple[str, tuple[str, ...], list[str]]], c: int, top: int) -> None:
+    """Copy ``c`` of the listeners: their rows in each ``COPIED`` table with the DIDs rewritten,
+    and their analytics numbers shifted by ``c * top``. Inside the caller's transaction."""
+    for table, rewritten, cols in plans:
+        picks = ", ".join(f"replace(t.{col}, m.old, m.new)" if col in rewritten else f"t.{col}" for col in cols)
+        conn.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {picks} FROM {table} t "
+                     f"JOIN copy_map m ON m.c = ? AND t.{rewritten[0]} = m.old", (c,))
+    conn.execute("INSERT INTO track_day_listener (track_uri, day, listener, country, plays, streams, listened_ms) "
+                 "SELECT t.track_uri, t.day, t.listener + m.c * ?, t.country, t.plays, t.streams, t.listened_ms "
+                 "FROM track_day_listener t JOIN analytics_listener a ON a.id = t.listener "
+                 "JOIN copy_map m ON m.c = ? AND m.old = a.did", (top, c))
+    conn.execute("INSERT INTO analytics_listener (id, did) SELECT a.id + m.c * ?, m.new "
+                 "FROM analytics_listener a JOIN copy_map m ON m.c = ? AND m.old = a.did", (top, c))
