@@ -28,7 +28,7 @@ from atproto_core.did_doc import DidDocument
 from atproto_identity.handle.resolver import AsyncHandleResolver
 
 from core.config import Settings
-from core.db import normalize_datetime, write_transaction
+from core.db import TRANSIENT_ERRORS, normalize_datetime, write_transaction
 from core.errors import TransientIdentityError
 from core.netguard import BlockedURL, check_url
 
@@ -44,6 +44,9 @@ TRANSIENT_TTL_S = 30
 CACHE_SIZE = 50_000
 #: Seconds between sweeps for identities older than the TTL.
 SWEEP_S = 600
+#: seconds before a queued refresh that failed on the database (SQLite busy past its timeout, a
+#: lost PostgreSQL connection) is queued again, later at each try; after the last, the sweep has it
+BUSY_RETRY_S = (1.0, 4.0, 16.0)
 
 #: atproto DID syntax for the methods we resolve: did:plc is 24 base32 characters; did:web is a
 #: hostname (no path), with a port (``%3A``) only on localhost / 127.0.0.1 (atproto DID spec).
@@ -240,6 +243,8 @@ class IdentityService:
         #: handle -> its verified DID ("" when it has none)
         self._handles = _Expiring()
         self.failures = 0
+        #: DID -> refreshes in a row that failed on the database (``BUSY_RETRY_S``)
+        self._busy_tries: dict[str, int] = {}
         #: awaited with the DID after its verified handle changed (the indexer refreshes search text)
         self.on_handle_change: Callable[[str], Awaitable[None]] | None = None
 
@@ -251,12 +256,28 @@ class IdentityService:
 
     async def run(self, concurrency: int = 4) -> None:
         """Refresh queued DIDs until cancelled. Queued DIDs are the indexer's (new in the firehose,
-        ``#identity`` events) and the sweep's: they are fetched even after a recent failure."""
+        ``#identity`` events) and the sweep's: they are fetched even after a recent failure. A refresh
+        that fails on the database (``core.db.TRANSIENT_ERRORS``) is queued again after each of
+        ``BUSY_RETRY_S`` seconds, so a busy moment does not leave a new account without its handle
+        until the next sweep (``SWEEP_S``)."""
+        loop = asyncio.get_running_loop()
+
         async def worker() -> None:
             while True:
                 did = await self.queue.get()
                 try:
                     await self.refresh(did, force=True)
+                    self._busy_tries.pop(did, None)
+                except TRANSIENT_ERRORS as exc:  # the database, not the identity: soon again
+                    tries = self._busy_tries.get(did, 0)
+                    if tries < len(BUSY_RETRY_S):
+                        self._busy_tries[did] = tries + 1
+                        log.warning("identity refresh of %s failed on the database (%s); again in %.0f s",
+                                    did, exc, BUSY_RETRY_S[tries])
+                        loop.call_later(BUSY_RETRY_S[tries], self.schedule, did)
+                    else:
+                        self._busy_tries.pop(did, None)
+                        log.exception("identity refresh of %s failed", did)
                 except Exception:  # never let one identity stop the worker
                     log.exception("identity refresh of %s failed", did)
                 finally:

@@ -4,7 +4,9 @@ never stored, and failed lookups are remembered for a while, not retried on ever
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import time
@@ -273,3 +275,48 @@ async def test_known_dids_are_stored_and_permanent_failures_back_off(ids):
     svc.schedule(STRANGER)  # a firehose #identity event is still followed at once
     await svc.refresh(svc.queue.get_nowait(), force=True)
     assert len(plc.requests) == requests + 1
+
+
+async def test_a_refresh_that_fails_on_the_database_is_queued_again(ids, monkeypatch):
+    """A busy database (SQLite past its busy_timeout) must not leave a stored account without its
+    handle until the next sweep: the worker queues the DID again, a bounded number of times."""
+    import sqlite3
+
+    svc, plc, conn = ids
+    plc.docs[CALLER] = did_doc(CALLER, "caller.example")
+    plc.handles["caller.example"] = CALLER
+    await conn.execute("INSERT INTO actor (did) VALUES (?)", (CALLER,))
+    await conn.commit()
+    monkeypatch.setattr(identity, "BUSY_RETRY_S", (0.01, 0.01, 0.01))
+    real, calls, failing = svc.refresh, [], [2]
+
+    async def refresh(did, strict=False, force=False):
+        calls.append(did)
+        if failing[0] > 0:
+            failing[0] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return await real(did, strict=strict, force=force)
+
+    monkeypatch.setattr(svc, "refresh", refresh)
+    task = asyncio.create_task(svc.run(concurrency=1))
+    try:
+        svc.schedule(CALLER)
+        for _ in range(200):
+            cur = await conn.execute("SELECT handle FROM actor WHERE did = ?", (CALLER,))
+            if (await cur.fetchone())[0]:
+                break
+            await asyncio.sleep(0.01)
+        assert len(calls) == 3  # two busy failures, then the refresh that stored the handle
+        cur = await conn.execute("SELECT handle FROM actor WHERE did = ?", (CALLER,))
+        assert (await cur.fetchone())[0] == "caller.example"
+
+        calls.clear()
+        failing[0] = 100  # always busy: tried 1 + len(BUSY_RETRY_S) times, then left to the sweep
+        svc.schedule(CALLER)
+        await asyncio.sleep(0.3)
+        assert len(calls) == 1 + len(identity.BUSY_RETRY_S)
+        assert svc._busy_tries == {}
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
