@@ -25,11 +25,17 @@ most streamed tracks (basis ``popular``). Popularity is the number of distinct l
 streamed a track, in the model.
 
 **Freshness.** The model is built in one pass over the index (the ``play`` rows of streams, read
-through the partial index ``play_listener_track_streams``) on first use and rebuilt when older than
-``rebuild_after`` it (60 x its build time, between 30 s and ``REBUILD_SECONDS``): the build runs in a worker thread (``asyncio.to_thread``) on its own read-only
-connection, one at a time per database; while it runs, queries use the previous model. Tracks of
-artists deactivated since the build are dropped before an answer is returned (one indexed look-up),
-and hydration (``appview.views.ordered_track_views``) drops them again.
+through the partial index ``play_listener_track_streams``) in one read snapshot. The leading indexer
+builds it (``keep_model``: again ``rest_after`` its build time, 60 x it, between 30 s and
+``REBUILD_SECONDS``) and stores it for every replica (``store_model``: ``dumps``, plain arrays, no
+pickle; ``appview.derived``, migration 0037). A process answering queries (``model``) reads the
+stored one on first use and looks at the store again every ``STORE_CHECK_SECONDS``; while the store
+cannot serve (nothing stored yet, a leader quiet for longer than ``store_max_age``, a broken blob)
+it builds its own as before, in a worker thread (``asyncio.to_thread``) on its own read-only
+connection, and rebuilds it ``rest_after`` its build time later. One refresh at a time per
+database; while it runs, queries use the previous model. Tracks of artists deactivated since the
+build are dropped before an answer is returned (one indexed look-up), and hydration
+(``appview.views.ordered_track_views``) drops them again.
 
 **Cost.** A query is a row look-up and a top-k on arrays in memory plus one page's hydration: see
 ``bench/recs.py`` (p99 well under 50 ms at 100,000 tracks and 1,000,000 plays)."""
@@ -93,7 +99,8 @@ class Model:
     streamed track i. ``popular`` (tracks someone streamed), ``by_genre[code]``, ``by_mood[code]``:
     track indexes, most streamed first (at most ``POOL`` each).
     ``listeners``, ``pairs``: the matrix's size; ``build_seconds``: how long the build took (s);
-    ``built_at``: ``time.monotonic()`` at the end of the build."""
+    ``built_at``: ``time.monotonic()`` at the end of the build (for a stored model: when this
+    process last found it the newest in the store)."""
 
     uris: list[str]
     index: dict[str, int]
@@ -111,6 +118,10 @@ class Model:
     pairs: int = 0
     build_seconds: float = 0.0
     built_at: float = field(default_factory=time.monotonic)
+    #: epoch seconds of the index snapshot it was built from (when the build began)
+    as_of: float = field(default_factory=time.time)
+    #: True for a model read from the leader's store (``keep_model``), False for one built here
+    stored: bool = False
 
     def similar(self, uri: str) -> list[tuple[str, int]]:
         """The co-listened neighbours of the track ``uri``, most similar first, as (URI, cosine x
@@ -303,54 +314,235 @@ def load_model(path: str) -> Model:
     """Build a ``Model`` from the index at ``path`` (SQLite file), read on its own read-only
     connection in one pass, in one read transaction (blocking: call it in a worker thread).
     Raises sqlite3 errors."""
-    started = time.perf_counter()
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     try:
-        conn.execute("BEGIN")  # one snapshot for every read below (WAL: the writer goes on)
-        inactive = {did for (did,) in conn.execute(INACTIVE_SQL)}
+        return read_model(conn)
+    finally:
+        conn.close()
+
+
+def read_model(conn: Any, postgres: bool = False) -> Model:
+    """Build a ``Model`` reading ``conn`` (a ``sqlite3`` connection in autocommit mode, or
+    ``core.pg.SyncConnection``) in one read transaction: one snapshot (SQLite's WAL; PostgreSQL's
+    ``REPEATABLE READ``) while writers go on. Blocking. Raises the database's errors."""
+    started, began = time.perf_counter(), time.time()
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if postgres else "BEGIN")
+    try:
+        inactive = {did for (did,) in conn.execute(INACTIVE_SQL).fetchall()}
         tracks = conn.execute(TRACKS_SQL).fetchall()
         moods = conn.execute(MOODS_SQL).fetchall()
         cur = conn.execute(PAIRS_SQL)
-        cur.arraysize = 10_000
 
         def pairs() -> Iterable[tuple[str, str]]:
-            while chunk := cur.fetchmany():
+            while chunk := cur.fetchmany(10_000):
                 yield from chunk
 
         model = build_model(tracks, moods, pairs(), inactive)
-        conn.execute("COMMIT")
     finally:
-        conn.close()
+        conn.execute("COMMIT")
     model.build_seconds = time.perf_counter() - started
+    model.as_of = began
     return model
 
 
 async def _build(ctx: ViewContext) -> Model:
     """Build the model for ``ctx.db``: in a worker thread on the database file, or (an in-memory
-    database) from rows read through ``ctx.db``, the arithmetic still in a worker thread."""
+    database, PostgreSQL) from rows read through ``ctx.db``, the arithmetic still in a worker thread."""
     cur = await ctx.db.execute("PRAGMA database_list")
     path = next((row[2] for row in await cur.fetchall() if row[1] == "main"), "")
     if path:
         return await asyncio.to_thread(load_model, path)
+    began = time.time()
     rows = {}
     for name, sql in (("inactive", INACTIVE_SQL), ("tracks", TRACKS_SQL), ("moods", MOODS_SQL), ("pairs", PAIRS_SQL)):
         cur = await ctx.db.execute(sql)
         rows[name] = await cur.fetchall()
-    return await asyncio.to_thread(build_model, rows["tracks"], rows["moods"], rows["pairs"],
-                                   {r[0] for r in rows["inactive"]})
+    m = await asyncio.to_thread(build_model, rows["tracks"], rows["moods"], rows["pairs"],
+                                {r[0] for r in rows["inactive"]})
+    m.as_of = began
+    return m
+
+
+# -- the model shared by the leader (issue 15) ---------------------------------------------------
+
+#: The name of the stored model in ``derived_blob`` / ``derived_state`` (``appview.derived``).
+STORE_NAME = "recommend"
+#: Seconds between a replica's looks at the store once its stored model is due (one look-up each).
+STORE_CHECK_SECONDS = 30.0
+#: A stored model older than this (seconds) is not used: the leader is gone (a replica builds its own).
+STORE_MIN_MAX_AGE = 300.0
+
+
+def rest_after(build_seconds: float) -> float:
+    """Seconds a model built in ``build_seconds`` is used before the next build: 60 x its build
+    time, between ``MIN_REBUILD_SECONDS`` and ``REBUILD_SECONDS``."""
+    return min(REBUILD_SECONDS, max(MIN_REBUILD_SECONDS, REBUILD_FACTOR * build_seconds))
+
+
+def store_max_age(build_seconds: float) -> float:
+    """Seconds a stored model built in ``build_seconds`` may be old before replicas stop trusting
+    the leader to replace it: three of the leader's rounds (build + ``rest_after``), at least
+    ``STORE_MIN_MAX_AGE``."""
+    return max(STORE_MIN_MAX_AGE, 3 * (build_seconds + rest_after(build_seconds)))
+
+
+def _strings(values: list[str]) -> np.ndarray:
+    return np.frombuffer("\n".join(values).encode(), dtype=np.uint8)
+
+
+def _unstrings(raw: np.ndarray) -> list[str]:
+    text = raw.tobytes().decode()
+    return text.split("\n") if text else []
+
+
+def _ragged(lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.concatenate([[0], np.cumsum([len(v) for v in lists], dtype=np.int64)])
+    return (np.concatenate(lists).astype(np.int64) if lists else np.zeros(0, np.int64)), offsets
+
+
+def dumps(m: Model) -> bytes:
+    """``m`` as bytes: an ``.npz`` archive of plain arrays (``numpy.savez_compressed``; no pickle,
+    so ``loads`` never runs code from the database). Track URIs and DIDs are newline-joined UTF-8."""
+    import io
+
+    by_genre, genre_offsets = _ragged(m.by_genre)
+    by_mood, mood_offsets = _ragged(m.by_mood)
+    out = io.BytesIO()
+    np.savez_compressed(
+        out, uris=_strings(m.uris), artists=_strings(m.artists),
+        genres=_strings(sorted(m.genre_codes, key=m.genre_codes.__getitem__)), genre_of=m.genre_of,
+        moods=_strings(sorted(m.mood_codes, key=m.mood_codes.__getitem__)),
+        mood_data=m.mood_matrix.data, mood_indices=m.mood_matrix.indices, mood_indptr=m.mood_matrix.indptr,
+        mood_shape=np.array(m.mood_matrix.shape, np.int64),
+        nb_data=m.neighbours.data, nb_indices=m.neighbours.indices, nb_indptr=m.neighbours.indptr,
+        popularity=m.popularity, popular=m.popular, by_genre=by_genre, genre_offsets=genre_offsets,
+        by_mood=by_mood, mood_offsets=mood_offsets,
+        sizes=np.array([m.listeners, m.pairs], np.int64), times=np.array([m.build_seconds, m.as_of], np.float64))
+    return out.getvalue()
+
+
+def loads(data: bytes) -> Model:
+    """The ``Model`` that ``dumps`` wrote (``stored`` set). Raises ``ValueError`` (or numpy's and
+    zipfile's errors) on bytes that are not such an archive."""
+    import io
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        a = {k: z[k] for k in z.files}
+    uris = _unstrings(a["uris"])
+    n = len(uris)
+    genres, moods = _unstrings(a["genres"]), _unstrings(a["moods"])
+    return Model(
+        uris=uris, index={u: i for i, u in enumerate(uris)}, artists=_unstrings(a["artists"]),
+        genre_codes={g: i for i, g in enumerate(genres)}, genre_of=a["genre_of"],
+        mood_codes={m: i for i, m in enumerate(moods)},
+        mood_matrix=sp.csr_matrix((a["mood_data"], a["mood_indices"], a["mood_indptr"]),
+                                  shape=tuple(int(v) for v in a["mood_shape"])),
+        neighbours=sp.csr_matrix((a["nb_data"], a["nb_indices"], a["nb_indptr"]), shape=(n, n)),
+        popularity=a["popularity"], popular=a["popular"],
+        by_genre=[a["by_genre"][lo:hi] for lo, hi in zip(a["genre_offsets"][:-1], a["genre_offsets"][1:], strict=True)],
+        by_mood=[a["by_mood"][lo:hi] for lo, hi in zip(a["mood_offsets"][:-1], a["mood_offsets"][1:], strict=True)],
+        listeners=int(a["sizes"][0]), pairs=int(a["sizes"][1]), build_seconds=float(a["times"][0]),
+        as_of=float(a["times"][1]), stored=True)
+
+
+def store_model(database: str) -> dict[str, float]:
+    """Build the model from ``database`` (a SQLite path or PostgreSQL URL) and store it for every
+    replica (``appview.derived.write_blob``, name ``STORE_NAME``). Blocking: the leader calls it in a
+    worker thread (``keep_model``). Returns ``{"build_seconds", "store_seconds", "bytes", "tracks",
+    "pairs"}``. Raises the database's errors."""
+    from datetime import UTC, datetime
+
+    from appview import derived
+    from core import db
+
+    conn = db.connect_sync(database)
+    try:
+        m = read_model(conn, db.is_postgres(database))
+    finally:
+        conn.close()
+    started = time.perf_counter()
+    data = dumps(m)
+    day = datetime.fromtimestamp(m.as_of, UTC).date().isoformat()
+    derived.write_blob(database, STORE_NAME, data, derived.Stamp(day, m.as_of, m.build_seconds))
+    return {"build_seconds": m.build_seconds, "store_seconds": time.perf_counter() - started,
+            "bytes": len(data), "tracks": len(m.uris), "pairs": m.pairs}
+
+
+async def keep_model(database: str) -> None:
+    """``store_model`` now, then again ``rest_after`` its build time later, until cancelled (the
+    leader runs it: replicas then read the stored model instead of each building one). A failure
+    is logged, not raised; the next try is ``MIN_REBUILD_SECONDS`` later."""
+    while True:
+        rest = MIN_REBUILD_SECONDS
+        try:
+            done = await asyncio.to_thread(store_model, database)
+            rest = rest_after(done["build_seconds"])
+            log.info("recommendation model stored: %d tracks, %d pairs, built in %.1fs, %.1f MB written in %.1fs; "
+                     "next in %.0fs", done["tracks"], done["pairs"], done["build_seconds"], done["bytes"] / 1e6,
+                     done["store_seconds"], rest)
+        except Exception:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # stopping: an error raised on the way out
+                raise asyncio.CancelledError from None
+            log.exception("storing the recommendation model failed")
+        await asyncio.sleep(rest)
+
+
+async def _from_store(ctx: ViewContext, current: Model | None) -> Model | None:
+    """The leader's stored model when it is fresh (younger than ``store_max_age``) and newer than
+    both ``current`` and the last ``clear_models``; ``current`` itself (marked checked) when the
+    store holds it still and it is fresh; None when the store cannot serve (nothing stored, a
+    leader gone quiet, a blob replaced while read): then the caller builds its own."""
+    from appview import derived
+
+    stamp = await derived.stamp_of(ctx.db, STORE_NAME)
+    if stamp is None or time.time() - stamp.computed_at > store_max_age(stamp.seconds) or stamp.computed_at < _cleared_at:
+        return None
+    if current is not None and current.stored and stamp.computed_at <= current.as_of:
+        current.built_at = time.monotonic()
+        return current
+    if current is not None and stamp.computed_at <= current.as_of:
+        return None  # ours is newer than the leader's: build again as before
+    data = await derived.read_blob(ctx.db, STORE_NAME, stamp)
+    if data is None:
+        return current
+    started = time.perf_counter()
+    m = await asyncio.to_thread(loads, data)
+    log.info("recommendation model read from the store: %d tracks, %.1f MB, loaded in %.1fs, built %.0fs ago",
+             len(m.uris), len(data) / 1e6, time.perf_counter() - started, time.time() - m.as_of)
+    return m
+
+
+async def _refresh(ctx: ViewContext, current: Model | None) -> Model:
+    """The next model for ``ctx.db``: the leader's stored one when it can serve (``_from_store``),
+    else one built here (``_build``)."""
+    try:
+        stored = await _from_store(ctx, current)
+    except Exception as exc:  # a store that cannot be read (a broken blob): build as before
+        log.warning("cannot read the stored recommendation model: %r", exc)
+        stored = None
+    if stored is not None:
+        return stored
+    m = await _build(ctx)
+    log.info("recommendation model built here: %d tracks, %d pairs, in %.1fs", len(m.uris), m.pairs, m.build_seconds)
+    return m
 
 
 _models: dict[int, Model] = {}
 _builds: dict[int, asyncio.Task] = {}
 #: Bumped by ``clear_models``: a build started before it is never installed.
 _generation = 0
+#: Epoch seconds of the last ``clear_models``: stored models older than this are not used.
+_cleared_at = 0.0
 
 
 def clear_models() -> None:
-    """Forget every built model (tests; after bulk changes): the next query builds afresh, and a
-    build already running is not installed when it ends."""
-    global _generation
+    """Forget every built model (tests; after bulk changes): the next query builds afresh (a stored
+    model counts only if the leader stored it after this call), and a build already running is not
+    installed when it ends."""
+    global _generation, _cleared_at
     _generation += 1
+    _cleared_at = time.time()
     _models.clear()
     _builds.clear()
 
@@ -367,21 +559,23 @@ def _finished(key: int, task: asyncio.Task, generation: int) -> None:
 
 
 def rebuild_after(m: Model) -> float:
-    """Seconds after which ``m`` is rebuilt: 60 x its build time, between 30 s and ``REBUILD_SECONDS``."""
-    return min(REBUILD_SECONDS, max(MIN_REBUILD_SECONDS, REBUILD_FACTOR * m.build_seconds))
+    """Seconds after which ``m`` is replaced: for a model built here ``rest_after`` its build time;
+    for a stored one ``STORE_CHECK_SECONDS`` (a look at the store)."""
+    return STORE_CHECK_SECONDS if m.stored else rest_after(m.build_seconds)
 
 
 async def model(ctx: ViewContext) -> Model:
-    """The model for ``ctx.db``: built on first use (the caller waits), then rebuilt in the
-    background once older than ``rebuild_after`` it (callers meanwhile get the previous one). One
-    build at a time per database. Raises what the first build raises (sqlite3 errors)."""
+    """The model for ``ctx.db``: on first use the leader's stored one, or one built here when the
+    store cannot serve (the caller waits); then replaced in the background once older than
+    ``rebuild_after`` it (callers meanwhile get the previous one). One refresh at a time per
+    database. Raises what the first build raises (the database's errors)."""
     key = id(ctx.db)
     current = _models.get(key)
     if current is not None and time.monotonic() - current.built_at < rebuild_after(current):
         return current
     task = _builds.get(key)
     if task is None:
-        task = asyncio.get_running_loop().create_task(_build(ctx))
+        task = asyncio.get_running_loop().create_task(_refresh(ctx, current))
         _builds[key] = task
         task.add_done_callback(lambda t, g=_generation: _finished(key, t, g))
     if current is not None:

@@ -53,8 +53,9 @@ SUMMED: dict[str, tuple[str, ...]] = {
     "track_stats": ("plays", "listeners", "listened_ms", "completions", "likes", "paid_streams", "free_streams"),
 }
 NUMBERED = ("analytics_listener", "track_day_listener")  # listener numbers, shifted per copy
-# what the activity never changes: the catalog, the cursor, migrations' books, search indexes
-UNTOUCHED_PREFIXES = ("_yoyo", "album", "cursor", "profile", "track_fts", "track_search")
+# what the activity never changes (the catalog, the cursor, migrations' books, search indexes), and
+# what the leader derives again (chart totals, the recommendation model)
+UNTOUCHED_PREFIXES = ("_yoyo", "album", "chart_total", "cursor", "derived", "profile", "track_fts", "track_search")
 UNTOUCHED = frozenset({"track"})
 
 

@@ -190,7 +190,8 @@ class Runtime:
         """The work that must happen once per database (call it only while leading, or owning the
         database): commit verification, the indexer's state and the resync of repos owed one, the
         payment broker and the settlement verifier, the identity refresher, the reputation refresh and
-        the charts' totals (``appview.charts.keep_chart_totals``),
+        the charts' totals (``appview.charts.keep_chart_totals``) and the recommendation model
+        (``appview.recommend.keep_model``),
         the label store (sweeps, a stream per configured labeler), and with ``firehose`` the
         consumer, from the durable cursor. Raises on a bad database and ``ValueError`` (labeler key)."""
         s = self.settings
@@ -221,6 +222,8 @@ class Runtime:
         # the charts' totals (trending, top of a period), for every replica: every minute or more
         totals_ctx = ViewContext(await self._connect(), self.identity, s.base_url)
         self._tasks.append(asyncio.create_task(charts.keep_chart_totals(totals_ctx, s.database), name="chart-totals"))
+        # the recommendation model, built once for every replica (each reads the stored one)
+        self._tasks.append(asyncio.create_task(recommend.keep_model(s.database), name="recommend-model"))
         # PostgreSQL: the months of play partitions ahead, and ANALYZE play, now and daily (SQLite: nothing)
         self._tasks.append(asyncio.create_task(partitions.run_periodically(indexer), name="partitions"))
         await self.identity.refresh_stale()

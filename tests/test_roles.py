@@ -396,6 +396,11 @@ def _failover(net, make_client, tmp_path: Path, url: str) -> None:
 
         at_takeover = indexed_plays()
         until(lambda: indexed_plays() >= at_takeover + 30, 60, survivors, "the new leader indexes what follows")
+        # the leaders stored the recommendation model for the api process (appview.recommend.keep_model)
+        stored = rows("SELECT computed_at FROM derived_state WHERE name = 'recommend'")
+        assert stored and time.time() - stored[0][0] < 120, stored
+        resp = httpx.get(f"{api.url}/xrpc/fm.openmusic.feed.getSimilarTracks", params={"uri": track_uris[0]}, timeout=30)
+        assert resp.status_code == 200, resp.text
         writing.clear()
         for w in writers:
             w.join(timeout=60)
