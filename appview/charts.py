@@ -222,9 +222,11 @@ async def shared_totals_fresh(ctx: ViewContext, day: date, yesterday_too: bool =
     return time.time() - row[1] < max(SHARED_MAX_AGE, SHARED_AGE_FACTOR * row[2])
 
 
-async def store_chart_totals(ctx: ViewContext, database: str) -> dict[str, float]:
+async def store_chart_totals(ctx: ViewContext, database: str,
+                             fence: Callable[[Any], None] | None = None) -> dict[str, float]:
     """Compute today's chart totals reading ``ctx.db`` and store them in ``database`` (a SQLite
-    path or PostgreSQL URL) for every replica, in one write transaction: ``chart_total`` replaced (``trending``: ``_trending_scores``;
+    path or PostgreSQL URL) for every replica, in one write transaction (``fence(conn)`` just before
+    its COMMIT: the leader's commit fence, ``core.leader``): ``chart_total`` replaced (``trending``: ``_trending_scores``;
     ``top:day|week|month``: streams in the period, from ``track_day``) and ``derived_state``
     ``charts`` stamped (day, epoch seconds when the computing began, computing seconds). Returns
     ``{"trending": n, "top:week": n, ..., "seconds": s, "write_seconds": w}`` (tracks with a positive
@@ -241,12 +243,13 @@ async def store_chart_totals(ctx: ViewContext, database: str) -> dict[str, float
         charts[f"top:{period}"] = [(uri, int(score)) for uri, score in await cur.fetchall()]
     seconds = time.perf_counter() - started
     rows = [(chart, uri, score) for chart, scored in charts.items() for uri, score in scored]
-    await asyncio.to_thread(_write_totals, database, rows, (day.isoformat(), began, seconds))
+    await asyncio.to_thread(_write_totals, database, rows, (day.isoformat(), began, seconds), fence)
     return {**{chart: len(scored) for chart, scored in charts.items()}, "seconds": seconds,
             "write_seconds": time.perf_counter() - started - seconds}
 
 
-def _write_totals(database: str, rows: list[tuple[str, str, int]], stamp: tuple[str, float, float]) -> None:
+def _write_totals(database: str, rows: list[tuple[str, str, int]], stamp: tuple[str, float, float],
+                  fence: Callable[[Any], None] | None = None) -> None:
     """Replace ``chart_total`` with ``rows`` and stamp ``derived_state`` (``stamp``: day, computed
     at, seconds), on a connection of its own in a worker thread: the write lock is held only while
     the rows are written, never across the event loop's other work (the indexer's batches and the
@@ -259,19 +262,22 @@ def _write_totals(database: str, rows: list[tuple[str, str, int]], stamp: tuple[
             conn.execute("INSERT INTO derived_state (name, day, computed_at, seconds) VALUES ('charts', ?, ?, ?) "
                          "ON CONFLICT (name) DO UPDATE SET day = excluded.day, computed_at = excluded.computed_at, "
                          "seconds = excluded.seconds", stamp)
+            if fence is not None:
+                fence(conn)
     finally:
         conn.close()
 
 
-async def keep_chart_totals(ctx: ViewContext, database: str, every: float = TOTALS_EVERY) -> None:
+async def keep_chart_totals(ctx: ViewContext, database: str, every: float = TOTALS_EVERY,
+                            fence: Callable[[Any], None] | None = None) -> None:
     """``store_chart_totals`` now, then again after ``every`` seconds or ``TOTALS_REST_FACTOR`` times
     its last computing time, whichever is longer, and right after each UTC midnight, until cancelled
-    (the leader runs it: replicas then rank the stored totals instead of each computing them). A
-    failure is logged, not raised."""
+    (the leader runs it, with its commit ``fence``: replicas then rank the stored totals instead of
+    each computing them). A failure is logged, not raised."""
     while True:
         rest = every
         try:
-            done = await store_chart_totals(ctx, database)
+            done = await store_chart_totals(ctx, database, fence)
             rest = max(every, TOTALS_REST_FACTOR * done["seconds"])
             log.info("chart totals stored (%s): computed in %.1fs, written in %.1fs; next in %.0fs",
                      ", ".join(f"{k} {v:.0f}" for k, v in done.items() if "seconds" not in k), done["seconds"],

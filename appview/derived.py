@@ -10,6 +10,7 @@ while it is read comes back incomplete (``None``), never mixed. The recommendati
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +30,13 @@ class Stamp:
     seconds: float
 
 
-def write_blob(database: str, name: str, data: bytes, stamp: Stamp) -> int:
+def write_blob(database: str, name: str, data: bytes, stamp: Stamp,
+               fence: Callable[[Any], None] | None = None) -> int:
     """Replace the blob ``name`` with ``data`` and stamp it, in one write transaction on a
     connection of its own (blocking: call it in a worker thread; the write lock is held only while
-    the parts are written). Returns the number of parts. Raises the database's errors."""
+    the parts are written). ``fence(conn)`` runs just before COMMIT (the leader's
+    ``core.leader.Leadership.commit_fence``: a deposed leader's write raises ``LeadershipLost``
+    and is rolled back). Returns the number of parts. Raises the database's errors."""
     parts = [data[i:i + PART_BYTES] for i in range(0, len(data), PART_BYTES)] or [b""]
     conn = db.connect_sync(database)
     try:
@@ -44,6 +48,8 @@ def write_blob(database: str, name: str, data: bytes, stamp: Stamp) -> int:
             conn.execute("INSERT INTO derived_state (name, day, computed_at, seconds) VALUES (?, ?, ?, ?) "
                          "ON CONFLICT (name) DO UPDATE SET day = excluded.day, computed_at = excluded.computed_at, "
                          "seconds = excluded.seconds", (name, stamp.day, stamp.computed_at, stamp.seconds))
+            if fence is not None:
+                fence(conn)
     finally:
         conn.close()
     return len(parts)

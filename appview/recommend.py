@@ -445,10 +445,10 @@ def loads(data: bytes) -> Model:
         as_of=float(a["times"][1]), stored=True)
 
 
-def store_model(database: str) -> dict[str, float]:
+def store_model(database: str, fence: Callable[[Any], None] | None = None) -> dict[str, float]:
     """Build the model from ``database`` (a SQLite path or PostgreSQL URL) and store it for every
-    replica (``appview.derived.write_blob``, name ``STORE_NAME``). Blocking: the leader calls it in a
-    worker thread (``keep_model``). Returns ``{"build_seconds", "store_seconds", "bytes", "tracks",
+    replica (``appview.derived.write_blob``, name ``STORE_NAME``; ``fence``: the leader's commit
+    fence, run before COMMIT). Blocking: the leader calls it in a worker thread (``keep_model``). Returns ``{"build_seconds", "store_seconds", "bytes", "tracks",
     "pairs"}``. Raises the database's errors."""
     from datetime import UTC, datetime
 
@@ -463,19 +463,19 @@ def store_model(database: str) -> dict[str, float]:
     started = time.perf_counter()
     data = dumps(m)
     day = datetime.fromtimestamp(m.as_of, UTC).date().isoformat()
-    derived.write_blob(database, STORE_NAME, data, derived.Stamp(day, m.as_of, m.build_seconds))
+    derived.write_blob(database, STORE_NAME, data, derived.Stamp(day, m.as_of, m.build_seconds), fence)
     return {"build_seconds": m.build_seconds, "store_seconds": time.perf_counter() - started,
             "bytes": len(data), "tracks": len(m.uris), "pairs": m.pairs}
 
 
-async def keep_model(database: str) -> None:
+async def keep_model(database: str, fence: Callable[[Any], None] | None = None) -> None:
     """``store_model`` now, then again ``rest_after`` its build time later, until cancelled (the
-    leader runs it: replicas then read the stored model instead of each building one). A failure
-    is logged, not raised; the next try is ``MIN_REBUILD_SECONDS`` later."""
+    leader runs it, with its commit ``fence``: replicas then read the stored model instead of each
+    building one). A failure is logged, not raised; the next try is ``MIN_REBUILD_SECONDS`` later."""
     while True:
         rest = MIN_REBUILD_SECONDS
         try:
-            done = await asyncio.to_thread(store_model, database)
+            done = await asyncio.to_thread(store_model, database, fence)
             rest = rest_after(done["build_seconds"])
             log.info("recommendation model stored: %d tracks, %d pairs, built in %.1fs, %.1f MB written in %.1fs; "
                      "next in %.0fs", done["tracks"], done["pairs"], done["build_seconds"], done["bytes"] / 1e6,

@@ -221,9 +221,11 @@ class Runtime:
         self._tasks.append(asyncio.create_task(reputation.run_periodically(await self._connect()), name="reputation"))
         # the charts' totals (trending, top of a period), for every replica: every minute or more
         totals_ctx = ViewContext(await self._connect(), self.identity, s.base_url)
-        self._tasks.append(asyncio.create_task(charts.keep_chart_totals(totals_ctx, s.database), name="chart-totals"))
+        # (their writes, like the indexer's batches, check the leader lock before COMMIT: indexer.fence)
+        self._tasks.append(asyncio.create_task(charts.keep_chart_totals(totals_ctx, s.database, fence=indexer.fence),
+                                               name="chart-totals"))
         # the recommendation model, built once for every replica (each reads the stored one)
-        self._tasks.append(asyncio.create_task(recommend.keep_model(s.database), name="recommend-model"))
+        self._tasks.append(asyncio.create_task(recommend.keep_model(s.database, indexer.fence), name="recommend-model"))
         # PostgreSQL: the months of play partitions ahead, and ANALYZE play, now and daily (SQLite: nothing)
         self._tasks.append(asyncio.create_task(partitions.run_periodically(indexer), name="partitions"))
         await self.identity.refresh_stale()

@@ -416,11 +416,11 @@ async def test_keep_chart_totals_stores_again_and_survives_a_failure(example, mo
     calls = []
     real = charts.store_chart_totals
 
-    async def store(ctx, database):
+    async def store(ctx, database, fence=None):
         calls.append(len(calls))
         if len(calls) == 1:
             raise sqlite3.OperationalError("database is locked")
-        return await real(ctx, database)
+        return await real(ctx, database, fence)
     monkeypatch.setattr(charts, "store_chart_totals", store)
     task = asyncio.create_task(charts.keep_chart_totals(ViewContext(conn, views.identity, views.base_url), path,
                                                         every=0.05))
@@ -433,3 +433,22 @@ async def test_keep_chart_totals_stores_again_and_survives_a_failure(example, mo
         await conn.close()
     assert len(calls) >= 3  # the failure was logged, the loop went on
     assert await charts.shared_totals_fresh(views, TODAY)
+
+
+async def test_a_deposed_leader_stores_no_totals(example):
+    """The leader's commit fence runs before the totals' COMMIT: raising, nothing is written."""
+    from core.leader import LeadershipLost
+
+    views, path = example
+
+    def fence(_conn):
+        raise LeadershipLost("the leader lock is lost")
+    conn = await db.connect(path)
+    try:
+        with pytest.raises(LeadershipLost):
+            await charts.store_chart_totals(ViewContext(conn, views.identity, views.base_url), path, fence)
+    finally:
+        await conn.close()
+    assert not await charts.shared_totals_fresh(views, TODAY)
+    cur = await views.db.execute("SELECT COUNT(*) FROM chart_total")
+    assert (await cur.fetchone())[0] == 0

@@ -156,11 +156,11 @@ async def test_keep_model_stores_again_and_survives_a_failure(indexed, monkeypat
     calls: list[int] = []
     real = recommend.store_model
 
-    def store(database):
+    def store(database, fence=None):
         calls.append(len(calls))
         if len(calls) == 1:
             raise OSError("disk full")
-        return real(database)
+        return real(database, fence)
     monkeypatch.setattr(recommend, "store_model", store)
     monkeypatch.setattr(recommend, "MIN_REBUILD_SECONDS", 0.01)
     monkeypatch.setattr(recommend, "REBUILD_FACTOR", 0.0)
@@ -176,4 +176,32 @@ async def test_keep_model_stores_again_and_survives_a_failure(indexed, monkeypat
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await conn.close()
+
+
+async def test_a_deposed_leader_stores_nothing(indexed):
+    """The leader's commit fence runs before the store's COMMIT: raising, nothing is written."""
+    from core.leader import LeadershipLost
+
+    where = indexed
+    asked: list[object] = []
+
+    def fence(conn):
+        asked.append(conn)
+        raise LeadershipLost("the leader lock is lost")
+    with pytest.raises(LeadershipLost):
+        await asyncio.to_thread(recommend.store_model, where, fence)
+    assert len(asked) == 1
+    conn = await db.connect(where)
+    try:
+        assert await derived.stamp_of(conn, recommend.STORE_NAME) is None
+        cur = await conn.execute("SELECT COUNT(*) FROM derived_blob")
+        assert (await cur.fetchone())[0] == 0
+    finally:
+        await conn.close()
+    await asyncio.to_thread(recommend.store_model, where, lambda conn: None)  # a fence that passes
+    conn = await db.connect(where)
+    try:
+        assert await derived.stamp_of(conn, recommend.STORE_NAME) is not None
+    finally:
         await conn.close()
