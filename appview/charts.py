@@ -34,7 +34,7 @@ from typing import Any
 from appview.reputation import listener_days, vote_facts
 from appview.views import LISTED, ViewContext, ordered_track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid
-from core import db
+from core import db, periodic
 from indexer.standing import in_standing
 
 log = logging.getLogger("openmusic.charts")
@@ -274,22 +274,19 @@ async def keep_chart_totals(ctx: ViewContext, database: str, every: float = TOTA
     its last computing time, whichever is longer, and right after each UTC midnight, until cancelled
     (the leader runs it, with its commit ``fence``: replicas then rank the stored totals instead of
     each computing them). A failure is logged, not raised."""
-    while True:
-        rest = every
-        try:
-            done = await store_chart_totals(ctx, database, fence)
-            rest = max(every, TOTALS_REST_FACTOR * done["seconds"])
-            log.info("chart totals stored (%s): computed in %.1fs, written in %.1fs; next in %.0fs",
-                     ", ".join(f"{k} {v:.0f}" for k, v in done.items() if "seconds" not in k), done["seconds"],
-                     done["write_seconds"], rest)
-        except Exception:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():  # stopping: an error raised on the way out
-                raise asyncio.CancelledError from None
-            log.exception("storing the chart totals failed")
+    async def work() -> float:
+        done = await store_chart_totals(ctx, database, fence)
+        rest = max(every, TOTALS_REST_FACTOR * done["seconds"])
+        log.info("chart totals stored (%s): computed in %.1fs, written in %.1fs; next in %.0fs",
+                 ", ".join(f"{k} {v:.0f}" for k, v in done.items() if "seconds" not in k), done["seconds"],
+                 done["write_seconds"], rest)
+        return rest
+
+    def until_midnight_or(rest: float) -> float:
         now = datetime.now(UTC)
         midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
-        await asyncio.sleep(min(rest, (midnight - now).total_seconds() + 1))
+        return min(rest, (midnight - now).total_seconds() + 1)
+    await periodic.repeat("storing the chart totals", work, until_midnight_or, every, log)
 
 
 async def _trending_totals(ctx: ViewContext, day: date) -> str:

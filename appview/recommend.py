@@ -43,19 +43,23 @@ build are dropped before an answer is returned (one indexed look-up), and hydrat
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from appview import derived
 from appview.views import ACTIVE, LISTED, ViewContext, ordered_track_views, resolve_actor, shown
 from appview.xrpc import XrpcError, not_found
+from core import db, periodic
 from core.lexicons import TRACK, is_track_uri
 from indexer.standing import OUT_OF_STANDING_SQL
 
@@ -403,8 +407,6 @@ def _ragged(lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 def dumps(m: Model) -> bytes:
     """``m`` as bytes: an ``.npz`` archive of plain arrays (``numpy.savez_compressed``; no pickle,
     so ``loads`` never runs code from the database). Track URIs and DIDs are newline-joined UTF-8."""
-    import io
-
     by_genre, genre_offsets = _ragged(m.by_genre)
     by_mood, mood_offsets = _ragged(m.by_mood)
     out = io.BytesIO()
@@ -424,8 +426,6 @@ def dumps(m: Model) -> bytes:
 def loads(data: bytes) -> Model:
     """The ``Model`` that ``dumps`` wrote (``stored`` set). Raises ``ValueError`` (or numpy's and
     zipfile's errors) on bytes that are not such an archive."""
-    import io
-
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         a = {k: z[k] for k in z.files}
     uris = _unstrings(a["uris"])
@@ -450,11 +450,6 @@ def store_model(database: str, fence: Callable[[Any], None] | None = None) -> di
     replica (``appview.derived.write_blob``, name ``STORE_NAME``; ``fence``: the leader's commit
     fence, run before COMMIT). Blocking: the leader calls it in a worker thread (``keep_model``). Returns ``{"build_seconds", "store_seconds", "bytes", "tracks",
     "pairs"}``. Raises the database's errors."""
-    from datetime import UTC, datetime
-
-    from appview import derived
-    from core import db
-
     conn = db.connect_sync(database)
     try:
         m = read_model(conn, db.is_postgres(database))
@@ -472,20 +467,14 @@ async def keep_model(database: str, fence: Callable[[Any], None] | None = None) 
     """``store_model`` now, then again ``rest_after`` its build time later, until cancelled (the
     leader runs it, with its commit ``fence``: replicas then read the stored model instead of each
     building one). A failure is logged, not raised; the next try is ``MIN_REBUILD_SECONDS`` later."""
-    while True:
-        rest = MIN_REBUILD_SECONDS
-        try:
-            done = await asyncio.to_thread(store_model, database, fence)
-            rest = rest_after(done["build_seconds"])
-            log.info("recommendation model stored: %d tracks, %d pairs, built in %.1fs, %.1f MB written in %.1fs; "
-                     "next in %.0fs", done["tracks"], done["pairs"], done["build_seconds"], done["bytes"] / 1e6,
-                     done["store_seconds"], rest)
-        except Exception:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():  # stopping: an error raised on the way out
-                raise asyncio.CancelledError from None
-            log.exception("storing the recommendation model failed")
-        await asyncio.sleep(rest)
+    async def work() -> float:
+        done = await asyncio.to_thread(store_model, database, fence)
+        rest = rest_after(done["build_seconds"])
+        log.info("recommendation model stored: %d tracks, %d pairs, built in %.1fs, %.1f MB written in %.1fs; "
+                 "next in %.0fs", done["tracks"], done["pairs"], done["build_seconds"], done["bytes"] / 1e6,
+                 done["store_seconds"], rest)
+        return rest
+    await periodic.repeat("storing the recommendation model", work, lambda rest: rest, MIN_REBUILD_SECONDS, log)
 
 
 async def _from_store(ctx: ViewContext, current: Model | None) -> Model | None:
@@ -493,8 +482,6 @@ async def _from_store(ctx: ViewContext, current: Model | None) -> Model | None:
     both ``current`` and the last ``clear_models``; ``current`` itself (marked checked) when the
     store holds it still and it is fresh; None when the store cannot serve (nothing stored, a
     leader gone quiet, a blob replaced while read): then the caller builds its own."""
-    from appview import derived
-
     stamp = await derived.stamp_of(ctx.db, STORE_NAME)
     if stamp is None or time.time() - stamp.computed_at > store_max_age(stamp.seconds) or stamp.computed_at < _cleared_at:
         return None

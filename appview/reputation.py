@@ -73,6 +73,7 @@ import aiosqlite
 
 from appview.views import ACTIVE, ViewContext, artist_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid, not_found
+from core import periodic
 from core.db import write_transaction
 from core.lexicons import TRACK, is_track_uri
 from indexer.standing import IN_STANDING
@@ -365,7 +366,7 @@ async def refresh(conn: aiosqlite.Connection, now: datetime | None = None) -> di
     rows = [(did, 1 if did in farms else 0, farms.get(did), *judged.get(did, (0, 0)), history.get(did, 0), stamp)
             for did in farms.keys() | judged.keys() | history.keys()]
     # a failed ROLLBACK never replaces the error (least of all a cancellation, which
-    # run_periodically would then log and sleep through): write_transaction sees to it
+    # core.periodic.repeat would then log and sleep through): write_transaction sees to it
     async with write_transaction(conn):
         await conn.execute("DELETE FROM reputation")
         await conn.executemany("INSERT INTO reputation (did, farm, farm_reason, judged, agreed, history_days, "
@@ -377,17 +378,11 @@ async def refresh(conn: aiosqlite.Connection, now: datetime | None = None) -> di
 
 
 async def run_periodically(conn: aiosqlite.Connection, every: float = REFRESH_SECONDS) -> None:
-    """``refresh`` now and every ``every`` seconds until cancelled; a failure is logged, not raised."""
-    while True:
-        try:
-            counts = await refresh(conn)
-            log.info("reputation refreshed: %s", counts)
-        except Exception:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():  # stopping: an error raised on the way out
-                raise asyncio.CancelledError from None
-            log.exception("reputation refresh failed")
-        await asyncio.sleep(every)
+    """``refresh`` now and every ``every`` seconds until cancelled (``core.periodic.repeat``); a
+    failure is logged, not raised."""
+    async def work() -> None:
+        log.info("reputation refreshed: %s", await refresh(conn))
+    await periodic.repeat("reputation refresh", work, lambda _: every, every, log)
 
 
 # -- getVoteBreakdown ---------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from collections import Counter
 
 import aiosqlite
 
+from core import periodic
 from core.db import now_iso, write_transaction
 from firehose.labels import Label, LabelerInfo
 from indexer import stats
@@ -181,10 +182,6 @@ class LabelStore:
         return changed
 
     async def run_sweeps(self, every_s: float = SWEEP_S) -> None:
-        """``sweep`` every ``every_s`` seconds until cancelled; a failed sweep is logged and retried."""
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("label expiry sweep failed; trying again in %.0fs", every_s)
+        """``sweep`` every ``every_s`` seconds until cancelled (``core.periodic.repeat``); a failed
+        sweep is logged and retried."""
+        await periodic.repeat("label expiry sweep", self.sweep, lambda _: every_s, every_s, log, first_wait=every_s)

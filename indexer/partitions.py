@@ -31,6 +31,7 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
+from core import periodic
 from core.db import connect_sync, is_postgres
 
 log = logging.getLogger("indexer.partitions")
@@ -174,16 +175,9 @@ async def run_periodically(indexer: Any, every: float = EVERY_S, ahead: int = AH
     ``transact``)."""
     if not is_postgres(indexer.db_path):
         return
-    while True:
-        wait = every
-        try:
-            created = await indexer.transact(ensure_months, add_months(current_month(), ahead))
-            await asyncio.to_thread(analyze, indexer.db_path)
-            log.info("partitions of %s: created %s; analyzed", TABLE, ", ".join(created) or "none")
-        except Exception:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError from None
-            log.exception("partition maintenance of %s failed; trying again in %.0f s", TABLE, RETRY_S)
-            wait = min(every, RETRY_S)
-        await asyncio.sleep(wait)
+
+    async def work() -> None:
+        created = await indexer.transact(ensure_months, add_months(current_month(), ahead))
+        await asyncio.to_thread(analyze, indexer.db_path)
+        log.info("partitions of %s: created %s; analyzed", TABLE, ", ".join(created) or "none")
+    await periodic.repeat(f"partition maintenance of {TABLE}", work, lambda _: every, min(every, RETRY_S), log)
