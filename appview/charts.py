@@ -286,7 +286,7 @@ async def keep_chart_totals(ctx: ViewContext, database: str, every: float = TOTA
         now = datetime.now(UTC)
         midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
         return min(rest, (midnight - now).total_seconds() + 1)
-    await periodic.repeat("storing the chart totals", work, until_midnight_or, every, log)
+    await periodic.repeat("storing the chart totals", work, until_midnight_or, lambda: until_midnight_or(every), log)
 
 
 async def _trending_totals(ctx: ViewContext, day: date) -> str:

@@ -29,10 +29,11 @@ through the partial index ``play_listener_track_streams``) in one read snapshot.
 builds it (``keep_model``: again ``rest_after`` its build time, 60 x it, between 30 s and
 ``REBUILD_SECONDS``) and stores it for every replica (``store_model``: ``dumps``, plain arrays, no
 pickle; ``appview.derived``, migration 0037). A process answering queries (``model``) reads the
-stored one on first use and looks at the store again every ``STORE_CHECK_SECONDS``; while the store
-cannot serve (nothing stored yet, a leader quiet for longer than ``store_max_age``, a broken blob)
-it builds its own as before, in a worker thread (``asyncio.to_thread``) on its own read-only
-connection, and rebuilds it ``rest_after`` its build time later. One refresh at a time per
+stored one on first use and, while it holds a stored one, looks at the store again every
+``STORE_CHECK_SECONDS``; while the store cannot serve (nothing stored yet, a leader quiet for longer
+than ``store_max_age``, a broken blob) it builds its own as before, in a worker thread
+(``asyncio.to_thread``) on its own read-only connection, and looks again ``rest_after`` its build
+time later. One refresh at a time per
 database; while it runs, queries use the previous model. Tracks of artists deactivated since the
 build are dropped before an answer is returned (one indexed look-up), and hydration
 (``appview.views.ordered_track_views``) drops them again.
@@ -43,6 +44,7 @@ build are dropped before an answer is returned (one indexed look-up), and hydrat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import sqlite3
@@ -331,6 +333,7 @@ def read_model(conn: Any, postgres: bool = False) -> Model:
     ``REPEATABLE READ``) while writers go on. Blocking. Raises the database's errors."""
     started, began = time.perf_counter(), time.time()
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if postgres else "BEGIN")
+    ok = False
     try:
         inactive = {did for (did,) in conn.execute(INACTIVE_SQL).fetchall()}
         tracks = conn.execute(TRACKS_SQL).fetchall()
@@ -342,8 +345,13 @@ def read_model(conn: Any, postgres: bool = False) -> Model:
                 yield from chunk
 
         model = build_model(tracks, moods, pairs(), inactive)
+        ok = True
     finally:
-        conn.execute("COMMIT")
+        if ok:
+            conn.execute("COMMIT")
+        else:  # never hide the error behind a failed ROLLBACK
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
     model.build_seconds = time.perf_counter() - started
     model.as_of = began
     return model
@@ -390,13 +398,17 @@ def store_max_age(build_seconds: float) -> float:
     return max(STORE_MIN_MAX_AGE, 3 * (build_seconds + rest_after(build_seconds)))
 
 
-def _strings(values: list[str]) -> np.ndarray:
-    return np.frombuffer("\n".join(values).encode(), dtype=np.uint8)
+def _strings(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as their UTF-8 bytes end to end and the offsets of each (any character allowed)."""
+    encoded = [v.encode() for v in values]
+    offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded], dtype=np.int64)])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
 
 
-def _unstrings(raw: np.ndarray) -> list[str]:
-    text = raw.tobytes().decode()
-    return text.split("\n") if text else []
+def _unstrings(raw: np.ndarray, offsets: np.ndarray) -> list[str]:
+    data = raw.tobytes()
+    bounds = offsets.tolist()
+    return [data[lo:hi].decode() for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _ragged(lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -406,14 +418,19 @@ def _ragged(lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def dumps(m: Model) -> bytes:
     """``m`` as bytes: an ``.npz`` archive of plain arrays (``numpy.savez_compressed``; no pickle,
-    so ``loads`` never runs code from the database). Track URIs and DIDs are newline-joined UTF-8."""
+    so ``loads`` never runs code from the database). Strings (track URIs, DIDs, genre and mood
+    names) are stored as UTF-8 bytes with their offsets."""
     by_genre, genre_offsets = _ragged(m.by_genre)
     by_mood, mood_offsets = _ragged(m.by_mood)
+    strings = {"uris": m.uris, "artists": m.artists,
+               "genres": sorted(m.genre_codes, key=m.genre_codes.__getitem__),
+               "moods": sorted(m.mood_codes, key=m.mood_codes.__getitem__)}
+    arrays = {}
+    for name, values in strings.items():
+        arrays[name], arrays[f"{name}_offsets"] = _strings(values)
     out = io.BytesIO()
     np.savez_compressed(
-        out, uris=_strings(m.uris), artists=_strings(m.artists),
-        genres=_strings(sorted(m.genre_codes, key=m.genre_codes.__getitem__)), genre_of=m.genre_of,
-        moods=_strings(sorted(m.mood_codes, key=m.mood_codes.__getitem__)),
+        out, **arrays, genre_of=m.genre_of,
         mood_data=m.mood_matrix.data, mood_indices=m.mood_matrix.indices, mood_indptr=m.mood_matrix.indptr,
         mood_shape=np.array(m.mood_matrix.shape, np.int64),
         nb_data=m.neighbours.data, nb_indices=m.neighbours.indices, nb_indptr=m.neighbours.indptr,
@@ -428,11 +445,11 @@ def loads(data: bytes) -> Model:
     zipfile's errors) on bytes that are not such an archive."""
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         a = {k: z[k] for k in z.files}
-    uris = _unstrings(a["uris"])
+    uris = _unstrings(a["uris"], a["uris_offsets"])
     n = len(uris)
-    genres, moods = _unstrings(a["genres"]), _unstrings(a["moods"])
+    genres, moods = _unstrings(a["genres"], a["genres_offsets"]), _unstrings(a["moods"], a["moods_offsets"])
     return Model(
-        uris=uris, index={u: i for i, u in enumerate(uris)}, artists=_unstrings(a["artists"]),
+        uris=uris, index={u: i for i, u in enumerate(uris)}, artists=_unstrings(a["artists"], a["artists_offsets"]),
         genre_codes={g: i for i, g in enumerate(genres)}, genre_of=a["genre_of"],
         mood_codes={m: i for i, m in enumerate(moods)},
         mood_matrix=sp.csr_matrix((a["mood_data"], a["mood_indices"], a["mood_indptr"]),
@@ -478,23 +495,29 @@ async def keep_model(database: str, fence: Callable[[Any], None] | None = None) 
 
 
 async def _from_store(ctx: ViewContext, current: Model | None) -> Model | None:
-    """The leader's stored model when it is fresh (younger than ``store_max_age``) and newer than
-    both ``current`` and the last ``clear_models``; ``current`` itself (marked checked) when the
-    store holds it still and it is fresh; None when the store cannot serve (nothing stored, a
-    leader gone quiet, a blob replaced while read): then the caller builds its own."""
-    stamp = await derived.stamp_of(ctx.db, STORE_NAME)
-    if stamp is None or time.time() - stamp.computed_at > store_max_age(stamp.seconds) or stamp.computed_at < _cleared_at:
-        return None
-    if current is not None and current.stored and stamp.computed_at <= current.as_of:
-        current.built_at = time.monotonic()
-        return current
-    if current is not None and stamp.computed_at <= current.as_of:
-        return None  # ours is newer than the leader's: build again as before
-    data = await derived.read_blob(ctx.db, STORE_NAME, stamp)
-    if data is None:
-        return current
+    """The leader's stored model when it is fresh (younger than ``store_max_age``), began after
+    the last ``clear_models``, and is another than ``current`` (a stored one: any other stamp, the
+    store being the only source; one built here: a later one). ``current`` itself (marked checked)
+    when the store still holds it. None when the store cannot serve (nothing stored, a leader gone
+    quiet, a blob replaced twice while read, or ours built later): then the caller builds its own."""
+    for _attempt in range(2):  # a blob replaced while read: its successor, once
+        stamp = await derived.stamp_of(ctx.db, STORE_NAME)
+        if (stamp is None or time.time() - stamp.computed_at > store_max_age(stamp.seconds)
+                or stamp.computed_at < _cleared_at):
+            return None
+        if current is not None and current.stored and stamp.computed_at == current.as_of:
+            current.built_at = time.monotonic()
+            return current
+        if current is not None and not current.stored and stamp.computed_at <= current.as_of:
+            return None  # ours is newer than the leader's: build again as before
+        data = await derived.read_blob(ctx.db, STORE_NAME, stamp)
+        if data is not None:
+            break
+    else:
+        return current if current is not None and current.stored else None
     started = time.perf_counter()
     m = await asyncio.to_thread(loads, data)
+    m.as_of = stamp.computed_at  # what the store says of it, compared with the next stamp
     log.info("recommendation model read from the store: %d tracks, %.1f MB, loaded in %.1fs, built %.0fs ago",
              len(m.uris), len(data) / 1e6, time.perf_counter() - started, time.time() - m.as_of)
     return m
@@ -525,8 +548,8 @@ _cleared_at = 0.0
 
 def clear_models() -> None:
     """Forget every built model (tests; after bulk changes): the next query builds afresh (a stored
-    model counts only if the leader stored it after this call), and a build already running is not
-    installed when it ends."""
+    model counts only if the leader's build of it began after this call), and a build already
+    running is not installed when it ends."""
     global _generation, _cleared_at
     _generation += 1
     _cleared_at = time.time()

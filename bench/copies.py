@@ -155,10 +155,12 @@ def multiply(target: str, spec: Spec, k: int, progress: bool = False) -> float:
     try:
         check_accounted(conn, postgres)
         conn.execute("CREATE TEMP TABLE copy_map (c INTEGER NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL)")
+        conn.execute("BEGIN")  # one transaction for the map (a temporary table: no write lock)
         conn.executemany("INSERT INTO copy_map (c, old, new) VALUES (?,?,?)",
                          [(c, listener_did(i), listener_did(i + c * spec.listeners))
                           for c in range(1, k) for i in range(spec.listeners)])
         conn.execute("CREATE INDEX copy_map_old ON copy_map(c, old)")
+        conn.execute("COMMIT")
         (top,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM analytics_listener").fetchone()
         plans = [(table, rewritten, columns(conn, table, postgres)) for table, rewritten in COPIED.items()]
         for c in range(1, k):

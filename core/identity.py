@@ -261,22 +261,25 @@ class IdentityService:
         ``BUSY_RETRY_S`` seconds, so a busy moment does not leave a new account without its handle
         until the next sweep (``SWEEP_S``)."""
         loop = asyncio.get_running_loop()
+        retries: set[asyncio.TimerHandle] = set()
+
+        def again(did: str) -> None:
+            retries.difference_update([h for h in retries if h.cancelled() or h.when() <= loop.time()])
+            self.schedule(did)
 
         async def worker() -> None:
             while True:
                 did = await self.queue.get()
+                tries = self._busy_tries.pop(did, 0)
                 try:
                     await self.refresh(did, force=True)
-                    self._busy_tries.pop(did, None)
                 except TRANSIENT_ERRORS as exc:  # the database, not the identity: soon again
-                    tries = self._busy_tries.get(did, 0)
                     if tries < len(BUSY_RETRY_S):
                         self._busy_tries[did] = tries + 1
                         log.warning("identity refresh of %s failed on the database (%s); again in %.0f s",
                                     did, exc, BUSY_RETRY_S[tries])
-                        loop.call_later(BUSY_RETRY_S[tries], self.schedule, did)
+                        retries.add(loop.call_later(BUSY_RETRY_S[tries], again, did))
                     else:
-                        self._busy_tries.pop(did, None)
                         log.exception("identity refresh of %s failed", did)
                 except Exception:  # never let one identity stop the worker
                     log.exception("identity refresh of %s failed", did)
@@ -286,7 +289,11 @@ class IdentityService:
             while True:
                 await asyncio.sleep(SWEEP_S)
                 await self.refresh_stale()
-        await asyncio.gather(sweeper(), *(worker() for _ in range(concurrency)))
+        try:
+            await asyncio.gather(sweeper(), *(worker() for _ in range(concurrency)))
+        finally:  # stopped: no retry fires into a queue nobody reads
+            for handle in retries:
+                handle.cancel()
 
     def _recent_failure(self, did: str, strict: bool) -> bool:
         """True when ``did`` failed to resolve a moment ago (so it is not fetched again now). With

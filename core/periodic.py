@@ -13,11 +13,11 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def repeat(what: str, work: Callable[[], Awaitable[T]], rest: Callable[[T], float], after_failure: float,
-                 logger: logging.Logger, first_wait: float = 0.0) -> None:
+async def repeat(what: str, work: Callable[[], Awaitable[T]], rest: Callable[[T], float],
+                 after_failure: float | Callable[[], float], logger: logging.Logger, first_wait: float = 0.0) -> None:
     """Await ``work()`` after ``first_wait`` seconds, then again ``rest(result)`` seconds after each
-    success, or ``after_failure`` seconds after a failure (logged on ``logger`` as "``what``
-    failed", with the traceback), until cancelled. An error raised while the task is being
+    success, or ``after_failure`` seconds (or what it returns, when callable) after a failure
+    (logged on ``logger`` as "``what`` failed", with the traceback), until cancelled. An error raised while the task is being
     cancelled (work interrupted on the way out) ends it as the cancellation it is. Never returns."""
     await asyncio.sleep(first_wait)
     while True:
@@ -27,6 +27,6 @@ async def repeat(what: str, work: Callable[[], Awaitable[T]], rest: Callable[[T]
             task = asyncio.current_task()
             if task is not None and task.cancelling():  # stopping: an error raised on the way out
                 raise asyncio.CancelledError from None
-            logger.exception("%s failed; trying again in %.0f s", what, after_failure)
-            wait = after_failure
+            wait = after_failure() if callable(after_failure) else after_failure
+            logger.exception("%s failed; trying again in %.0f s", what, wait)
         await asyncio.sleep(wait)

@@ -56,6 +56,27 @@ def read(where: str) -> recommend.Model:
         conn.close()
 
 
+def test_any_text_survives_the_store():
+    """Genres and moods are any text a record holds (a line break, a NUL, non-ASCII): the stored
+    model keeps every name and code, and answers as the one built."""
+    a = "did:plc:" + "a" * 24
+    uris = [f"at://{a}/fm.openmusic.track/{n}" for n in range(4)]
+    tracks = [(uris[0], a, "rock\nroll"), (uris[1], a, "jazz"), (uris[2], a, "\u00e9lectro\u0000x"), (uris[3], a, None)]
+    moods = [(uris[0], "chill\n"), (uris[1], "calm"), (uris[2], "calm"), (uris[3], "\n")]
+    pairs = [(f"did:plc:{n:024d}", uris[t]) for n in range(6) for t in range(4) if (n + t) % 3]
+    built = recommend.build_model(tracks, moods, pairs, set())
+    again = recommend.loads(recommend.dumps(built))
+    assert again.genre_codes == built.genre_codes and len(built.genre_codes) == 3
+    assert again.mood_codes == built.mood_codes and len(built.mood_codes) == 3
+    for g in built.genre_codes:
+        assert again.by_taste(Counter([g]), Counter(), set(), None, 5) == built.by_taste(Counter([g]), Counter(), set(), None, 5)
+    for m in built.mood_codes:
+        assert again.by_taste(Counter(), Counter([m]), set(), None, 5) == built.by_taste(Counter(), Counter([m]), set(), None, 5)
+    assert [again.similar(u) for u in uris] == [built.similar(u) for u in uris]
+    empty = recommend.build_model([], [], [], set())
+    assert recommend.loads(recommend.dumps(empty)).uris == []
+
+
 async def test_the_stored_model_answers_as_one_built_here(indexed, monkeypatch):
     where = indexed
     built = read(where)
