@@ -185,14 +185,18 @@ def multiply(target: str, spec: Spec, k: int, progress: bool = False) -> float:
 
 def _copy(conn, plans: list[tuple[str, tuple[str, ...], list[str]]], c: int, top: int) -> None:
     """Copy ``c`` of the listeners: their rows in each ``COPIED`` table with the DIDs rewritten,
-    and their analytics numbers shifted by ``c * top``. Inside the caller's transaction."""
+    and their analytics numbers shifted by ``c * top``. Inside the caller's transaction.
+
+    Each table is read once, row by row, and each row's copy found in ``copy_map`` by its index:
+    ``CROSS JOIN`` keeps SQLite from reading the map first and the table once per listener (most
+    tables have no index on their owner's DID); PostgreSQL plans it as any join."""
     for table, rewritten, cols in plans:
         picks = ", ".join(f"replace(t.{col}, m.old, m.new)" if col in rewritten else f"t.{col}" for col in cols)
         conn.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {picks} FROM {table} t "
-                     f"JOIN copy_map m ON m.c = ? AND t.{rewritten[0]} = m.old", (c,))
+                     f"CROSS JOIN copy_map m WHERE m.c = ? AND m.old = t.{rewritten[0]}", (c,))
     conn.execute("INSERT INTO track_day_listener (track_uri, day, listener, country, plays, streams, listened_ms) "
                  "SELECT t.track_uri, t.day, t.listener + m.c * ?, t.country, t.plays, t.streams, t.listened_ms "
-                 "FROM track_day_listener t JOIN analytics_listener a ON a.id = t.listener "
-                 "JOIN copy_map m ON m.c = ? AND m.old = a.did", (top, c))
+                 "FROM track_day_listener t CROSS JOIN analytics_listener a CROSS JOIN copy_map m "
+                 "WHERE a.id = t.listener AND m.c = ? AND m.old = a.did", (top, c))
     conn.execute("INSERT INTO analytics_listener (id, did) SELECT a.id + m.c * ?, m.new "
                  "FROM analytics_listener a JOIN copy_map m ON m.c = ? AND m.old = a.did", (top, c))

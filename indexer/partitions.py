@@ -1,25 +1,25 @@
 """The monthly partitions of ``play`` on PostgreSQL (issue 15, "Data at scale"; the layout is
-migration ``0033_play_partitions``). On SQLite every call here does nothing.
+migrations ``0033_play_partitions`` and ``0038_play_bounds``). On SQLite every call here does nothing.
 
 ``play`` is ``PARTITION BY RANGE (sort_at)``: ``play_YYYY_MM`` holds ``sort_at`` from ``'YYYY-MM'``
-(inclusive) to the next month (exclusive), text bounds compared bytewise; ``play_default`` holds
-the rest (plays older than the first month, and months not created yet). A play whose month has no
-partition still lands (in ``play_default``); it only costs pruning. ``run_periodically`` (the
+(inclusive) to the next month (exclusive), text bounds compared bytewise; the months are contiguous,
+and two bounded partitions hold the rest: ``play_before`` everything before the first month (plays
+a client dated long ago), ``play_after`` everything from the month after the last (empty while the
+months are kept ahead). No ``DEFAULT`` partition, so PostgreSQL reads the months in order (a
+listener's newest plays stop at the newest month that has enough). ``run_periodically`` (the
 indexing process, once a day) keeps ``AHEAD_MONTHS`` months ahead, so new plays always find theirs.
 
-Creating a month that ``play_default`` already holds rows of: PostgreSQL refuses ``CREATE TABLE ...
-PARTITION OF`` (and ``ATTACH PARTITION``) while the default partition holds a row the new partition
-would take ("updated partition constraint for default partition would be violated"). So a month
-is built beside the table and attached: a standalone table shaped like ``play``, with a ``CHECK``
-of its range (so that the attach need not scan it), the month's rows moved into it from
-``play_default`` (``DELETE ... RETURNING`` into ``INSERT``), then ``ALTER TABLE play ATTACH
-PARTITION`` (which scans ``play_default`` once to prove it holds none of the month any more, and
-builds the parent's indexes on the new table), and the ``CHECK`` dropped. All of it runs in the
-caller's write transaction, so the indexer (the only writer of ``play``) cannot put a row of that
-month into ``play_default`` meanwhile, and a failure leaves nothing half done. Locks: ``SHARE UPDATE
-EXCLUSIVE`` on ``play`` (reads and writes go on) and ``ACCESS EXCLUSIVE`` on ``play_default`` for the
-rest of the transaction; ``LOCK_TIMEOUT`` bounds the wait for a long reader, after which the
-transaction fails and the next round tries again.
+Creating a month takes it from the bounded partition next to it (``play_after`` for a month after
+the last, ``play_before`` for one before the first), whose bounds PostgreSQL cannot change in place:
+that partition is detached, the month created as a partition of ``play``, the detached partition's
+rows of that month moved into it (``DELETE ... RETURNING`` into ``INSERT INTO play``), and the
+partition attached again with its new bound (a ``CHECK`` of that bound added first, so the attach
+need not scan it, and dropped after). All of it runs in the caller's write transaction, so the
+indexer (the only writer of ``play``) cannot write meanwhile, and a failure leaves nothing half
+done. Locks: detaching takes ``ACCESS EXCLUSIVE`` on ``play`` until the commit, so reads of
+``play`` wait for the few milliseconds this takes, once a month; ``LOCK_TIMEOUT`` bounds the wait
+for a long reader (the recommendation model's read), after which the transaction fails and the next
+round (``RETRY_S``) tries again.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from core.db import connect_sync, is_postgres
 
 log = logging.getLogger("indexer.partitions")
 
-#: The partitioned table and its default partition (migration 0033).
+#: The partitioned table and its bounded partitions before the first and after the last month (0038).
 TABLE = "play"
-DEFAULT_PARTITION = "play_default"
+BEFORE_PARTITION = "play_before"
+AFTER_PARTITION = "play_after"
 #: Months kept ahead of the current one (the migration creates as many).
 AHEAD_MONTHS = 3
 #: Seconds between rounds of ``run_periodically``, and after a failed round.
@@ -46,7 +47,7 @@ EVERY_S = 86_400.0
 RETRY_S = 3_600.0
 #: The most months one ``ensure_months`` call creates (each is a table and 8 indexes).
 MAX_NEW_MONTHS = 120
-#: How long creating a month waits for a lock (a long query on ``play_default``) before giving up.
+#: How long creating a month waits for a lock (a long query on ``play``) before giving up.
 LOCK_TIMEOUT = "5s"
 
 _MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
@@ -102,11 +103,12 @@ def months(conn: Any) -> list[str]:
 
 def ensure_months(conn: Any, through: str, since: str | None = None) -> list[str]:
     """Create the partition of every month from ``since`` to ``through`` (``'YYYY-MM'``, both
-    included) that has none, moving the rows ``play_default`` holds of it; returns the months
-    created, oldest first (``[]`` on SQLite, or when all exist).
+    included) that has none, moving the rows ``play_before`` or ``play_after`` holds of it; returns
+    the months created, oldest first (``[]`` on SQLite, or when all exist).
 
-    ``since`` defaults to the oldest month that has a partition (so gaps are filled and the months
-    stay contiguous), or the current UTC month when none has. Call it inside a write transaction on
+    ``since`` defaults to the oldest month that has a partition, or the current UTC month when none
+    has. The months stay contiguous: the months between those asked for and those that exist are
+    created too (``since='2020-01'`` creates every month from January 2020 to the first one). Call it inside a write transaction on
     the indexer's connection (``await indexer.transact(ensure_months, through)``, whose ``BEGIN
     IMMEDIATE`` takes the write lock), never in autocommit. Raises ``ValueError`` on a bad month or
     a span of more than ``MAX_NEW_MONTHS`` months to create, and
@@ -120,6 +122,8 @@ def ensure_months(conn: Any, through: str, since: str | None = None) -> list[str
         return []
     have = set(months(conn))
     month = since or (min(have) if have else current_month())
+    if have:  # the months stay contiguous: whatever lies between the new ones and the old is created too
+        month, through = min(month, min(have)), max(through, max(have))
     missing = []
     while month <= through:
         if month not in have:
@@ -128,27 +132,39 @@ def ensure_months(conn: Any, through: str, since: str | None = None) -> list[str
     if len(missing) > MAX_NEW_MONTHS:
         raise ValueError(f"{len(missing)} months to create ({missing[0]} .. {missing[-1]}): more than "
                          f"{MAX_NEW_MONTHS} at once")
-    created: list[str] = []
     if missing:
         conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    first, last = (min(have), max(have)) if have else (None, None)
+    for month in sorted((m for m in missing if first is not None and m < first), reverse=True):
+        _split(conn, month, BEFORE_PARTITION)  # from the newest down: each one just before the first
     for month in missing:
-        _create(conn, month)
-        created.append(month)
-    if created:
-        log.info("created partitions of %s for %s", TABLE, ", ".join(created))
-    return created
+        if first is None or first < month < last:  # a gap (made by hand): no row can be of it
+            upto = add_months(month, 1)
+            conn.execute(f"CREATE TABLE {partition_name(month)} PARTITION OF {TABLE} "
+                         f"FOR VALUES FROM ('{month}') TO ('{upto}')")
+        elif month > last:
+            _split(conn, month, AFTER_PARTITION)  # from the oldest up: each one just after the last
+    if missing:
+        log.info("created partitions of %s for %s", TABLE, ", ".join(missing))
+    return missing
 
 
-def _create(conn: Any, month: str) -> None:
-    """Build ``month``'s partition beside ``play``, move its rows out of the default, attach it."""
+def _split(conn: Any, month: str, holder: str) -> None:
+    """Create ``month``'s partition out of ``holder`` (``play_before``, whose upper bound is the
+    month after ``month``; or ``play_after``, whose lower bound is ``month``): detach it, create
+    the month, move the month's rows over, attach it again with its new bound (module docstring)."""
     name, upto = partition_name(month), add_months(month, 1)
-    within = f"sort_at >= '{month}' AND sort_at < '{upto}'"
-    conn.execute(f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)")
-    conn.execute(f"ALTER TABLE {name} ADD CONSTRAINT {name}_range CHECK ({within})")
-    conn.execute(f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} WHERE {within} RETURNING *) "
-                 f"INSERT INTO {name} SELECT * FROM moved")
-    conn.execute(f"ALTER TABLE {TABLE} ATTACH PARTITION {name} FOR VALUES FROM ('{month}') TO ('{upto}')")
-    conn.execute(f"ALTER TABLE {name} DROP CONSTRAINT {name}_range")
+    if holder == AFTER_PARTITION:
+        bound, rest = f"FROM ('{upto}') TO (MAXVALUE)", f"sort_at >= '{upto}'"
+    else:
+        bound, rest = f"FROM (MINVALUE) TO ('{month}')", f"sort_at < '{month}'"
+    conn.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {holder}")
+    conn.execute(f"CREATE TABLE {name} PARTITION OF {TABLE} FOR VALUES FROM ('{month}') TO ('{upto}')")
+    conn.execute(f"WITH moved AS (DELETE FROM {holder} WHERE sort_at >= '{month}' AND sort_at < '{upto}' "
+                 f"RETURNING *) INSERT INTO {TABLE} SELECT * FROM moved")
+    conn.execute(f"ALTER TABLE {holder} ADD CONSTRAINT {holder}_range CHECK ({rest})")
+    conn.execute(f"ALTER TABLE {TABLE} ATTACH PARTITION {holder} FOR VALUES {bound}")
+    conn.execute(f"ALTER TABLE {holder} DROP CONSTRAINT {holder}_range")
 
 
 def analyze(target: str) -> bool:

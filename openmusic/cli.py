@@ -510,7 +510,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     """openmusic db partitions [--through YYYY-MM] [--since YYYY-MM] [--analyze]: on PostgreSQL,
     create the monthly partitions of ``play`` through a month (default: ``AHEAD_MONTHS`` after this
-    one), moving rows out of ``play_default`` (``indexer.partitions``), optionally ``ANALYZE play``,
+    one), moving rows out of ``play_before`` / ``play_after`` (``indexer.partitions``), optionally ``ANALYZE play``,
     then list the months. Exit 2 on SQLite (which has no partitions)."""
     from core.db import connect_sync, is_postgres, migrate, shown_target
     from indexer import partitions
@@ -533,14 +533,16 @@ def cmd_db(args: argparse.Namespace) -> int:
             conn.execute("ROLLBACK")
             raise
         months = partitions.months(conn)
-        default_rows = conn.execute(f"SELECT count(*) FROM {partitions.DEFAULT_PARTITION}").fetchone()[0]
+        before = conn.execute(f"SELECT count(*) FROM {partitions.BEFORE_PARTITION}").fetchone()[0]
+        after = conn.execute(f"SELECT count(*) FROM {partitions.AFTER_PARTITION}").fetchone()[0]
     finally:
         conn.close()
     if args.analyze:
         partitions.analyze(target)
     print(f"{shown_target(target)}: created {', '.join(created) or 'no partition'}; play has "
           f"{_plural(len(months), 'month')} ({months[0] if months else '-'} .. {months[-1] if months else '-'}) "
-          f"and {_plural(default_rows, 'row')} in {partitions.DEFAULT_PARTITION}"
+          f", {_plural(before, 'row')} before them ({partitions.BEFORE_PARTITION}) and {_plural(after, 'row')} "
+          f"after them ({partitions.AFTER_PARTITION})"
           f"{'; analyzed' if args.analyze else ''}")
     return 0
 
@@ -1059,7 +1061,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = actions.add_parser("partitions", help="create play's months through a month, then list them",
                            description="Create the monthly partitions of play from --since (default: the "
                                        "oldest partition) through --through (default: 3 months ahead), moving "
-                                       "their rows out of play_default, then list them. The running indexer "
+                                       "their rows out of play_before or play_after, then list them. The running indexer "
                                        "does this daily; this is for catching up or going further.")
     a.add_argument("--through", metavar="YYYY-MM", help="the last month to create (default: 3 months ahead)")
     a.add_argument("--since", metavar="YYYY-MM", help="the first month to create (default: the oldest partition)")
