@@ -1,11 +1,12 @@
-"""What monthly partitions of ``play`` cost and save on PostgreSQL (issue 15; migration
-``0033_play_partitions``, ``indexer.partitions``): the same plays in three tables, queried alike.
+"""What monthly partitions of ``play`` cost and save on PostgreSQL (issue 15; migrations
+``0033_play_partitions`` and ``0038_play_bounds``, ``indexer.partitions``): the same plays in three
+tables, queried alike.
 
 - ``flat``: unpartitioned, primary key ``(uri)`` (the baseline's ``play``);
-- ``monthly``: the migrated ``play``, by month plus a ``DEFAULT`` partition (what we ship);
-- ``nodefault``: by month, with ``MINVALUE``..first-month and last-month..``MAXVALUE`` range
-  partitions instead of a ``DEFAULT`` one (for comparison: a live default partition keeps the
-  planner from reading the months in order).
+- ``monthly``: the migrated ``play``, by month with ``MINVALUE``..first-month and
+  last-month..``MAXVALUE`` range partitions (what we ship since 0038);
+- ``withdefault``: by month plus a ``DEFAULT`` partition (what 0033 shipped: a default partition
+  keeps the planner from reading the months in order).
 
 ``--plays`` rows (default 1,000,000) by ``plays / 50`` listeners over ``--months`` months (default
 24, ending at the current month), written with ``COPY``, each table with the baseline's indexes,
@@ -55,7 +56,7 @@ from indexer import partitions
 COLUMNS = ("uri", "did", "rkey", "cid", "track_uri", "track_cid", "track_did", "created_at", "sort_at", "listened_ms",
            "completed", "client", "country", "indexed_at", "stream", "paid", "stream_ms", "heard_ms")
 CID = "bafyreib2okcprhcpr2odq2acxrtvdvym57eldhqtuv6ynhih2aezrcveqa"
-TABLES = ("flat", "monthly", "nodefault")
+TABLES = ("flat", "monthly", "withdefault")
 QUERIES = {
     "uri": "SELECT did, track_uri, sort_at, stream FROM {t} WHERE uri = %s",
     "getPlays": "SELECT uri, cid, track_uri, created_at, listened_ms, completed, sort_at FROM {t} WHERE did = %s "
@@ -112,18 +113,17 @@ def build(url: str, n_plays: int, n_months: int) -> str:
         conn.execute("CREATE TABLE flat (LIKE play INCLUDING DEFAULTS)")
         conn.execute("INSERT INTO flat SELECT * FROM play")
         conn.execute("ALTER TABLE flat ADD PRIMARY KEY (uri)")
-        conn.execute("CREATE TABLE nodefault (LIKE play INCLUDING DEFAULTS) PARTITION BY RANGE (sort_at)")
+        conn.execute("CREATE TABLE withdefault (LIKE play INCLUDING DEFAULTS) PARTITION BY RANGE (sort_at)")
         ahead = partitions.add_months(last, partitions.AHEAD_MONTHS + 1)
-        conn.execute(f"CREATE TABLE nodefault_before PARTITION OF nodefault FOR VALUES FROM (MINVALUE) TO ('{first}')")
-        conn.execute(f"CREATE TABLE nodefault_after PARTITION OF nodefault FOR VALUES FROM ('{ahead}') TO (MAXVALUE)")
+        conn.execute("CREATE TABLE withdefault_default PARTITION OF withdefault DEFAULT")
         month = first
         while month < ahead:
-            conn.execute(f"CREATE TABLE nodefault_{month.replace('-', '_')} PARTITION OF nodefault "
+            conn.execute(f"CREATE TABLE withdefault_{month.replace('-', '_')} PARTITION OF withdefault "
                          f"FOR VALUES FROM ('{month}') TO ('{partitions.add_months(month, 1)}')")
             month = partitions.add_months(month, 1)
-        conn.execute("INSERT INTO nodefault SELECT * FROM play")
-        conn.execute("ALTER TABLE nodefault ADD PRIMARY KEY (uri, sort_at)")
-        for table in ("flat", "nodefault"):
+        conn.execute("INSERT INTO withdefault SELECT * FROM play")
+        conn.execute("ALTER TABLE withdefault ADD PRIMARY KEY (uri, sort_at)")
+        for table in ("flat", "withdefault"):
             for ddl in indexes:
                 name = ddl.split()[2]
                 conn.execute(ddl.replace(f" {name} ON public.play ", f" {table}_{name} ON public.{table} "))
@@ -227,7 +227,7 @@ def main() -> None:
                      or conn.execute("SELECT pg_size_pretty(pg_total_relation_size(%s))", (t,)).fetchone()[0]
                      for t in TABLES}
         print(f"  built in {time.perf_counter() - t0:.0f} s; PostgreSQL {version}; {args.plays:,} plays over "
-              f"{args.months} months from {first}; monthly: {n_parts} partitions (with default); sizes {sizes}")
+              f"{args.months} months from {first}; monthly: {n_parts} partitions (with play_before and play_after); sizes {sizes}")
         params = keys(url, args.runs, first, args.months)
         print(f"\n{'query':10} {'mode':9} " + " ".join(f"{t + ' p50/p99 µs':>24}" for t in TABLES))
         for query in QUERIES:
