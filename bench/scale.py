@@ -201,7 +201,11 @@ def run(target: str, args: argparse.Namespace, workdir: Path) -> None:
 def measure_only(target: str, args: argparse.Namespace, workdir: Path) -> None:
     """``prepare``, the leader's chart totals (``appview.charts.store_chart_totals``) and
     recommendation model (``appview.recommend.store_model``), as the leading indexer stores them,
-    then ``measure``."""
+    then ``measure``. Migrates first (a database built by an older checkout, with ``--reuse``),
+    as the leading indexer does at its start."""
+    from core import db
+
+    db.migrate(target)
     keys, size = prepare(target)
     plays = Spec(tracks=args.tracks, plays=args.plays).plays * max(1, args.copies)
     print(f"database size: {size / 1e6:,.0f} MB ({size / plays:,.0f} bytes a play, all tables counted)", flush=True)
