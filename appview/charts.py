@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from appview import derived
 from appview.reputation import listener_days, vote_facts
 from appview.views import LISTED, ViewContext, ordered_track_views
 from appview.xrpc import decode_cursor, encode_cursor, invalid
@@ -214,12 +215,11 @@ async def shared_totals_fresh(ctx: ViewContext, day: date, yesterday_too: bool =
     the day before also: trending's totals shift by a day's decay, and computing them here takes a
     minute at scale), computed less than ``SHARED_MAX_AGE`` seconds ago, or ``SHARED_AGE_FACTOR``
     times their computing time when that is longer (``derived_state`` row ``charts``, migration 0036)."""
-    cur = await ctx.db.execute("SELECT day, computed_at, seconds FROM derived_state WHERE name = 'charts'")
-    row = await cur.fetchone()
+    stamp = await derived.stamp_of(ctx.db, "charts")
     days = {day.isoformat(), (day - timedelta(days=1)).isoformat()} if yesterday_too else {day.isoformat()}
-    if row is None or row[0] not in days:
+    if stamp is None or stamp.day not in days:
         return False
-    return time.time() - row[1] < max(SHARED_MAX_AGE, SHARED_AGE_FACTOR * row[2])
+    return time.time() - stamp.computed_at < max(SHARED_MAX_AGE, SHARED_AGE_FACTOR * stamp.seconds)
 
 
 async def store_chart_totals(ctx: ViewContext, database: str,
@@ -243,15 +243,14 @@ async def store_chart_totals(ctx: ViewContext, database: str,
         charts[f"top:{period}"] = [(uri, int(score)) for uri, score in await cur.fetchall()]
     seconds = time.perf_counter() - started
     rows = [(chart, uri, score) for chart, scored in charts.items() for uri, score in scored]
-    await asyncio.to_thread(_write_totals, database, rows, (day.isoformat(), began, seconds), fence)
+    await asyncio.to_thread(_write_totals, database, rows, derived.Stamp(day.isoformat(), began, seconds), fence)
     return {**{chart: len(scored) for chart, scored in charts.items()}, "seconds": seconds,
             "write_seconds": time.perf_counter() - started - seconds}
 
 
-def _write_totals(database: str, rows: list[tuple[str, str, int]], stamp: tuple[str, float, float],
+def _write_totals(database: str, rows: list[tuple[str, str, int]], stamp: derived.Stamp,
                   fence: Callable[[Any], None] | None = None) -> None:
-    """Replace ``chart_total`` with ``rows`` and stamp ``derived_state`` (``stamp``: day, computed
-    at, seconds), on a connection of its own in a worker thread: the write lock is held only while
+    """Replace ``chart_total`` with ``rows`` and stamp ``derived_state`` ``charts``, on a connection of its own in a worker thread: the write lock is held only while
     the rows are written, never across the event loop's other work (the indexer's batches and the
     requests' writes wait meanwhile; the time is logged)."""
     conn = db.connect_sync(database)
@@ -259,9 +258,7 @@ def _write_totals(database: str, rows: list[tuple[str, str, int]], stamp: tuple[
         with db.sync_write_transaction(conn):
             conn.execute("DELETE FROM chart_total")
             conn.executemany("INSERT INTO chart_total (chart, track_uri, score) VALUES (?, ?, ?)", rows)
-            conn.execute("INSERT INTO derived_state (name, day, computed_at, seconds) VALUES ('charts', ?, ?, ?) "
-                         "ON CONFLICT (name) DO UPDATE SET day = excluded.day, computed_at = excluded.computed_at, "
-                         "seconds = excluded.seconds", stamp)
+            derived.put_stamp(conn, "charts", stamp)
             if fence is not None:
                 fence(conn)
     finally:

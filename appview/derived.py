@@ -5,7 +5,8 @@ and a stamp, and stamped in ``derived_state`` (migration 0036: name, UTC day, ``
 epoch seconds, the computing ``seconds``) in the same write transaction. A reader looks at the
 stamp first (one primary-key look-up), then reads the parts of that stamp only: a blob replaced
 while it is read comes back incomplete (``None``), never mixed. The recommendation model
-(``appview.recommend.keep_model``) is the first user; ``appview.charts`` keeps its totals in rows.
+(``appview.recommend.keep_model``) is the first user; ``appview.charts`` keeps its totals in rows
+and stamps them here too (``put_stamp``, ``stamp_of``).
 """
 
 from __future__ import annotations
@@ -45,14 +46,20 @@ def write_blob(database: str, name: str, data: bytes, stamp: Stamp,
             for seq, part in enumerate(parts):
                 conn.execute("INSERT INTO derived_blob (name, part, stamp, data) VALUES (?, ?, ?, ?)",
                              (name, seq, stamp.computed_at, part))
-            conn.execute("INSERT INTO derived_state (name, day, computed_at, seconds) VALUES (?, ?, ?, ?) "
-                         "ON CONFLICT (name) DO UPDATE SET day = excluded.day, computed_at = excluded.computed_at, "
-                         "seconds = excluded.seconds", (name, stamp.day, stamp.computed_at, stamp.seconds))
+            put_stamp(conn, name, stamp)
             if fence is not None:
                 fence(conn)
     finally:
         conn.close()
     return len(parts)
+
+
+def put_stamp(conn: Any, name: str, stamp: Stamp) -> None:
+    """Stamp ``name`` in ``derived_state`` on the sync connection ``conn``, inside the caller's
+    write transaction (with the data it stamps)."""
+    conn.execute("INSERT INTO derived_state (name, day, computed_at, seconds) VALUES (?, ?, ?, ?) "
+                 "ON CONFLICT (name) DO UPDATE SET day = excluded.day, computed_at = excluded.computed_at, "
+                 "seconds = excluded.seconds", (name, stamp.day, stamp.computed_at, stamp.seconds))
 
 
 async def stamp_of(conn: Any, name: str) -> Stamp | None:
